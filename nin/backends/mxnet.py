@@ -1,0 +1,266 @@
+"""The chapter's MXNet tab: `from nin.backends import mxnet as d2l` (NumPy mode, like d2l)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import mxnet as mx
+import numpy as onp
+from mxnet import autograd, gluon, init, np, npx
+from mxnet.gluon import nn
+
+from nin import data as _data, spec as _spec, training as _training
+
+npx.set_np()
+
+__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "Module", "Classifier",
+           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed",
+           "to_numpy"]
+
+randn = np.random.randn
+LAYOUT = "NCHW"
+cpu, gpu = mx.cpu, mx.gpu
+
+
+def num_gpus():
+    return npx.num_gpus()
+
+
+def set_seed(seed: int) -> None:
+    """Seed MXNet's and NumPy's generators (weights, dropout)."""
+    mx.random.seed(seed)
+    onp.random.seed(seed)
+
+
+def try_gpu(i=0):
+    return gpu(i) if num_gpus() >= i + 1 else cpu()
+
+
+def to_numpy(x) -> onp.ndarray:
+    return x.asnumpy().astype(onp.float32)
+
+
+def nin_block(num_channels, kernel_size, strides, padding, *, in_channels=0, num_1x1=2,
+              final_relu=True):
+    """The chapter's block: ReLU inside each Conv2D, as the chapter writes it."""
+    block = _spec.NiNBlock(num_channels, kernel_size, strides, padding, num_1x1, final_relu)
+    blk = nn.HybridSequential()
+    for conv in block.convs:
+        blk.add(nn.Conv2D(conv.out_channels, conv.kernel, conv.stride, conv.padding,
+                          activation="relu" if conv.relu else None, in_channels=in_channels))
+        in_channels = conv.out_channels if in_channels else 0
+    return blk
+
+
+def build(spec: _spec.NetSpec) -> nn.HybridSequential:
+    """The network for `spec` (not yet initialized): one top-level layer per spec layer."""
+    net, channels = nn.HybridSequential(), spec.in_channels
+    for layer in spec.layers:
+        if isinstance(layer, _spec.NiNBlock):
+            net.add(nin_block(layer.out_channels, layer.kernel, layer.stride, layer.padding,
+                              in_channels=channels, num_1x1=layer.num_1x1,
+                              final_relu=layer.final_relu))
+            channels = layer.out_channels
+        elif isinstance(layer, _spec.MaxPool):
+            net.add(nn.MaxPool2D(pool_size=layer.size, strides=layer.stride))
+        elif isinstance(layer, _spec.Dropout):
+            net.add(nn.Dropout(layer.rate))
+        elif isinstance(layer, _spec.GlobalAvgPool):
+            net.add(nn.GlobalAvgPool2D())
+        elif isinstance(layer, _spec.Flatten):
+            net.add(nn.Flatten())
+        elif isinstance(layer, _spec.Dense):
+            net.add(nn.Dense(layer.units, activation="relu" if layer.relu else None))
+    return net
+
+
+def count_params(net) -> int:
+    return sum(p.data().size for p in net.collect_params().values())
+
+
+def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
+    """(class name, output shape) of each top-level layer for one size x size image."""
+    _ensure_initialized(net)
+    x, rows = np.zeros((1, in_channels, size, size)), []
+    for layer in net:
+        x = layer(x)
+        rows.append((type(layer).__name__, tuple(x.shape)))
+    return rows
+
+
+def _ensure_initialized(net, initializer=None):
+    if any(p._data is None and p._deferred_init == () for p in net.collect_params().values()):
+        net.initialize(initializer or init.Xavier())
+
+
+def init_cnn(module):
+    """Xavier initialization, as the chapter's MXNet tab uses (`net.initialize(init.Xavier())`)."""
+    module.initialize(init.Xavier(), force_reinit=True)
+
+
+class Module(nn.Block, _training.HyperParameters):
+    """d2l's Module for Gluon: `self.net`, `loss`, `training_step`, `validation_step`."""
+    _sink = None
+
+    def __init__(self):
+        super().__init__()
+
+    def loss(self, y_hat, y):
+        raise NotImplementedError
+
+    def forward(self, X):
+        return self.net(X)
+
+    def plot(self, key, value, train):
+        if self._sink is not None:
+            self._sink(key, value, train)
+
+    def training_step(self, batch):
+        return self.loss(self(*batch[:-1]), batch[-1])
+
+    def validation_step(self, batch):
+        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
+
+    def configure_optimizers(self):
+        return gluon.Trainer(self.collect_params(), "sgd", {"learning_rate": self.lr})
+
+    def apply_init(self, inputs, init=None):
+        if init is not None:
+            self.net.initialize(init)
+        self.forward(*inputs)
+
+    def layer_summary(self, X_shape):
+        X = np.random.randn(*X_shape)
+        for layer in self.net:
+            X = layer(X)
+            print(layer.__class__.__name__, "output shape:\t", X.shape)
+
+
+class Classifier(Module):
+    """d2l's Classifier: softmax cross-entropy and accuracy, averaged over the batch."""
+
+    def validation_step(self, batch):
+        Y_hat = self(*batch[:-1])
+        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
+        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
+
+    def accuracy(self, Y_hat, Y, averaged=True):
+        Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
+        preds = Y_hat.argmax(axis=1).astype(Y.dtype)
+        compare = (preds == Y.reshape(-1)).astype("float32")
+        return compare.mean() if averaged else compare
+
+    def loss(self, Y_hat, Y, averaged=True):
+        Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1])).astype("float32")
+        l = gluon.loss.SoftmaxCrossEntropyLoss()(Y_hat, Y.reshape((-1,)))
+        return l.mean() if averaged else l
+
+
+class NiN(Classifier):
+    """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
+
+    def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
+        super().__init__()
+        self.save_hyperparameters()
+        recipe = _training.get_recipe(recipe)
+        self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
+        self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
+        if not recipe.final_relu:
+            self.spec = _spec.without_final_relu(self.spec)
+        self.net = build(self.spec)
+        self.normalize = recipe.normalize
+        self.net.initialize(init.Xavier() if recipe.init == "xavier"
+                            else init.MSRAPrelu(factor_type="in", slope=0.0))
+
+    def forward(self, X):
+        if self.normalize:
+            X = (X - _training.PIXEL_MEAN) / _training.PIXEL_STD
+        return self.net(X)
+
+    def configure_optimizers(self):
+        recipe = _training.get_recipe(self.recipe)
+        lr = recipe.lr or self.lr
+        if recipe.optimizer == "adam":
+            return gluon.Trainer(self.collect_params(), "adam",
+                                 {"learning_rate": lr, "wd": recipe.weight_decay})
+        return gluon.Trainer(self.collect_params(), "sgd",
+                             {"learning_rate": lr, "momentum": recipe.momentum,
+                              "wd": recipe.weight_decay})
+
+
+class FashionMNIST(_data.FashionMNISTBase):
+    """d2l's FashionMNIST: batches as float NCHW arrays in [0, 1], resized by two matmuls."""
+    device = None
+
+    def convert_batch(self, images, labels):
+        ctx = self.device or cpu()
+        rows, cols = (np.array(m, ctx=ctx) for m in self.resize_matrices())
+        X = np.array(images, ctx=ctx, dtype="float32") / 255
+        X = np.dot(rows, X).transpose(1, 0, 2)          # N x H x 28
+        X = np.dot(X, cols.T)                           # N x H x W, bilinear
+        return np.expand_dims(X, 1), np.array(labels, ctx=ctx, dtype="int32")
+
+    def to_numpy(self, images):
+        return to_numpy(images)[:, 0]
+
+
+class Trainer(_training.TrainerBase):
+    """d2l's Trainer for MXNet. Fast path: hybridize with static allocation and shapes."""
+    backend_name = "mxnet"
+
+    def _prepare(self, model, data):
+        self.ctx = gpu() if self.num_gpus and num_gpus() else cpu()
+        _training.note_device(self.num_gpus, num_gpus())
+        X, _ = next(iter(data.val_dataloader()))
+        model(X[:1])                                   # finish deferred initialization
+        model.collect_params().reset_ctx(self.ctx)
+        data.device = self.ctx
+        if self.fast:
+            model.hybridize(static_alloc=True, static_shape=True)
+        return model.configure_optimizers()
+
+    def _train_step(self, batch):
+        with autograd.record():
+            loss = self.model.training_step(batch)
+        loss.backward()
+        if self.gradient_clip_val:
+            grads = [p.grad(self.ctx) for p in self.model.collect_params().values()
+                     if p.grad_req != "null"]
+            gluon.utils.clip_global_norm(grads, self.gradient_clip_val)
+        self.optim.step(1)   # the loss is already a batch mean
+        return loss
+
+    def _eval_step(self, batch):
+        self.model.validation_step(batch)
+
+    def _set_lr(self, lr):
+        self.optim.set_learning_rate(lr)
+
+    def _to_float(self, value):
+        return float(value.item()) if hasattr(value, "item") else float(value)
+
+    def _state_arrays(self):
+        arrays = {f"model/{k}": p.data().asnumpy()
+                  for k, p in self.model._collect_params_with_prefix().items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "states")
+            self.optim.save_states(path)
+            with open(path, "rb") as f:
+                arrays["optim/states"] = onp.frombuffer(f.read(), dtype=onp.uint8)
+        return arrays
+
+    def _load_state_arrays(self, arrays):
+        params = self.model._collect_params_with_prefix()
+        for k, p in params.items():
+            got = arrays.get(f"model/{k}")
+            if got is None or got.shape != p.shape:
+                raise _training.CheckpointError(
+                    f"checkpoint does not fit this model: {k} is "
+                    f"{'missing' if got is None else got.shape}, the model has {p.shape}")
+        for k, p in params.items():
+            p.set_data(np.array(arrays[f"model/{k}"], ctx=self.ctx))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "states")
+            with open(path, "wb") as f:
+                f.write(arrays["optim/states"].tobytes())
+            self.optim.load_states(path)

@@ -1,0 +1,304 @@
+"""The chapter's TensorFlow tab: `from nin.backends import tensorflow as d2l` (tf.keras, NHWC)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up log quiet
+import tensorflow as tf  # noqa: E402
+
+from nin import data as _data, spec as _spec, training as _training
+
+__all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "Module",
+           "Classifier", "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu",
+           "num_gpus", "set_seed", "to_numpy", "keras_padding"]
+
+normal = tf.random.normal
+LAYOUT = "NHWC"
+
+
+def num_gpus():
+    return len(tf.config.experimental.list_physical_devices("GPU"))
+
+
+def gpu(i=0):
+    return tf.device(f"/GPU:{i}")
+
+
+def cpu():
+    return tf.device("/CPU:0")
+
+
+def set_seed(seed: int) -> None:
+    """Seed TensorFlow's generators (weights, dropout)."""
+    tf.keras.utils.set_random_seed(seed)
+
+
+def try_gpu(i=0):
+    return gpu(i) if num_gpus() >= i + 1 else cpu()
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(tf.cast(x, tf.float32))
+
+
+def keras_padding(kernel: int, stride: int, padding: int) -> str:
+    """Integer padding -> Keras' 'valid' / 'same', refusing what would differ from torch/MXNet.
+
+    'same' pads (k - 1) / 2 on each side only when stride is 1 and k is odd; with stride > 1
+    Keras pads asymmetrically, so the outputs would not match the other frameworks.
+    """
+    if padding == 0:
+        return "valid"
+    if stride == 1 and kernel % 2 == 1 and padding == (kernel - 1) // 2:
+        return "same"
+    raise ValueError(
+        f"TensorFlow cannot express padding={padding} for a {kernel}x{kernel} conv with stride "
+        f"{stride} the way torch and MXNet do: Keras offers 'valid' (padding 0) and 'same' "
+        f"(padding (k-1)/2, stride 1, odd k). Change the spec's padding to 0 or "
+        f"{(kernel - 1) // 2} with stride 1.")
+
+
+def nin_block(out_channels, kernel_size, strides, padding, *, num_1x1=2, final_relu=True):
+    """The chapter's block; `padding` is 'valid'/'same' as in the chapter, or an integer."""
+    if not isinstance(padding, str):
+        padding = keras_padding(kernel_size, strides, padding)
+    pad = {"valid": 0, "same": (kernel_size - 1) // 2}[padding]
+    block = _spec.NiNBlock(out_channels, kernel_size, strides, pad, num_1x1, final_relu)
+    layers = []
+    for i, conv in enumerate(block.convs):
+        layers.append(tf.keras.layers.Conv2D(conv.out_channels, conv.kernel, strides=conv.stride,
+                                             padding=padding if i == 0 else "valid"))
+        if conv.relu:
+            layers.append(tf.keras.layers.Activation("relu"))
+    return tf.keras.models.Sequential(layers)
+
+
+def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
+    """The network for `spec` (built on first call): one top-level layer per spec layer."""
+    layers = []
+    for layer in spec.layers:
+        if isinstance(layer, _spec.NiNBlock):
+            layers.append(nin_block(layer.out_channels, layer.kernel, layer.stride,
+                                    keras_padding(layer.kernel, layer.stride, layer.padding),
+                                    num_1x1=layer.num_1x1, final_relu=layer.final_relu))
+        elif isinstance(layer, _spec.MaxPool):
+            layers.append(tf.keras.layers.MaxPool2D(pool_size=layer.size, strides=layer.stride))
+        elif isinstance(layer, _spec.Dropout):
+            layers.append(tf.keras.layers.Dropout(layer.rate))
+        elif isinstance(layer, _spec.GlobalAvgPool):
+            layers.append(tf.keras.layers.GlobalAvgPool2D())
+        elif isinstance(layer, _spec.Flatten):
+            layers.append(tf.keras.layers.Flatten())
+        elif isinstance(layer, _spec.Dense):
+            layers.append(tf.keras.layers.Dense(layer.units,
+                                                activation="relu" if layer.relu else None))
+    return tf.keras.models.Sequential(layers)
+
+
+def count_params(net) -> int:
+    # summed over the top-level layers: a Sequential called layer by layer is not "built"
+    return int(sum(np.prod(w.shape) for layer in net.layers for w in layer.weights))
+
+
+def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
+    """(class name, output shape) of each top-level layer for one size x size image (NHWC)."""
+    x, rows = tf.zeros((1, size, size, in_channels)), []
+    for layer in net.layers:
+        x = layer(x)
+        rows.append((type(layer).__name__, tuple(x.shape)))
+    return rows
+
+
+def init_cnn(module):
+    """Keras' default (Glorot-uniform kernels, zero biases) is already d2l's init_cnn."""
+    return module
+
+
+class Module(tf.keras.Model, _training.HyperParameters):
+    """d2l's Module for Keras: `self.net`, `loss`, `training_step`, `validation_step`."""
+    _sink = None
+
+    def __init__(self):
+        super().__init__()
+        self.training = None
+
+    def loss(self, y_hat, y):
+        raise NotImplementedError
+
+    def call(self, X, *args, **kwargs):
+        if "training" in kwargs:
+            self.training = kwargs["training"]
+        return self.forward(X, *args)
+
+    def forward(self, X):
+        return self.net(X, training=self.training)
+
+    def plot(self, key, value, train):
+        if self._sink is not None:
+            self._sink(key, value, train)
+
+    def training_step(self, batch):
+        return self.loss(self(*batch[:-1]), batch[-1])
+
+    def validation_step(self, batch):
+        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
+
+    def configure_optimizers(self):
+        return tf.keras.optimizers.SGD(float(self.lr))
+
+    def layer_summary(self, X_shape):
+        X = tf.random.normal(X_shape)
+        for layer in self.net.layers:
+            X = layer(X)
+            print(layer.__class__.__name__, "output shape:\t", X.shape)
+
+
+class Classifier(Module):
+    """d2l's Classifier: sparse cross-entropy from logits, and accuracy."""
+
+    def validation_step(self, batch):
+        Y_hat = self(*batch[:-1])
+        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
+        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
+
+    def accuracy(self, Y_hat, Y, averaged=True):
+        Y_hat = tf.reshape(Y_hat, (-1, Y_hat.shape[-1]))
+        preds = tf.cast(tf.argmax(Y_hat, axis=1), Y.dtype)
+        compare = tf.cast(preds == tf.reshape(Y, [-1]), tf.float32)
+        return tf.reduce_mean(compare) if averaged else compare
+
+    def loss(self, Y_hat, Y, averaged=True):
+        Y_hat = tf.cast(tf.reshape(Y_hat, (-1, Y_hat.shape[-1])), tf.float32)  # fp32 under bf16
+        fn = tf.keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="sum_over_batch_size" if averaged else "none")
+        return fn(tf.reshape(Y, (-1,)), Y_hat)
+
+
+class NiN(Classifier):
+    """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
+
+    def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
+        super().__init__()
+        self.save_hyperparameters()
+        recipe = _training.get_recipe(recipe)
+        self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
+        self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
+        if not recipe.final_relu:
+            self.spec = _spec.without_final_relu(self.spec)
+        self.net = build(self.spec)
+        self.normalize = recipe.normalize
+        if recipe.init == "kaiming":
+            for layer in _leaf_layers(self.net):
+                if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
+                    layer.kernel_initializer = tf.keras.initializers.HeNormal()
+
+    def forward(self, X):
+        if self.normalize:
+            X = (X - _training.PIXEL_MEAN) / _training.PIXEL_STD
+        return self.net(X, training=self.training)
+
+    def configure_optimizers(self):
+        recipe = _training.get_recipe(self.recipe)
+        lr = float(recipe.lr or self.lr)
+        if recipe.optimizer == "adam":
+            return tf.keras.optimizers.Adam(lr, weight_decay=recipe.weight_decay or None)
+        return tf.keras.optimizers.SGD(lr, momentum=recipe.momentum,
+                                       weight_decay=recipe.weight_decay or None)
+
+
+def _leaf_layers(layer):
+    children = getattr(layer, "layers", None)
+    if not children:
+        return [layer]
+    return [leaf for child in children for leaf in _leaf_layers(child)]
+
+
+class FashionMNIST(_data.FashionMNISTBase):
+    """d2l's FashionMNIST: batches as float NHWC tensors in [0, 1], resized by two matmuls."""
+    device = None
+
+    def convert_batch(self, images, labels):
+        with tf.device(self.device or "/CPU:0"):
+            rows, cols = (tf.constant(m) for m in self.resize_matrices())
+            X = tf.cast(tf.constant(images), tf.float32) / 255
+            X = tf.einsum("hi,nij,wj->nhw", rows, X, cols)   # bilinear, N x H x W
+            return X[..., None], tf.constant(labels, dtype=tf.int32)
+
+    def to_numpy(self, images):
+        return to_numpy(images)[..., 0]
+
+
+class Trainer(_training.TrainerBase):
+    """d2l's Trainer for Keras. Fast path: `tf.function` steps and a mixed bf16 policy."""
+    backend_name = "tensorflow"
+
+    def _prepare(self, model, data):
+        self.device = "/GPU:0" if num_gpus() else "/CPU:0"
+        _training.note_device(self.num_gpus, num_gpus())
+        data.device = self.device
+        if self.fast and not model.built:
+            for layer in _leaf_layers(model.net):   # compute in bf16, keep fp32 variables
+                layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
+        X, _ = next(iter(data.val_dataloader()))
+        with tf.device(self.device):
+            model(X[:1], training=False)          # build the variables
+        optim = model.configure_optimizers()
+        optim.build(model.trainable_variables)
+        self._step_fn = tf.function(self._step, reduce_retracing=True) if self.fast \
+            else self._step
+        self._eval_fn = tf.function(self._eval, reduce_retracing=True) if self.fast \
+            else self._eval
+        return optim
+
+    def _step(self, X, y):
+        with tf.GradientTape() as tape:
+            loss = self.model.training_step((X, y))
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        if self.gradient_clip_val:
+            grads, _ = tf.clip_by_global_norm(grads, self.gradient_clip_val)
+        self.optim.apply_gradients(zip(grads, self.model.trainable_variables))
+        return loss
+
+    def _eval(self, X, y):
+        Y_hat = self.model(X, training=False)
+        return self.model.loss(Y_hat, y), self.model.accuracy(Y_hat, y)
+
+    def _train_mode(self, on):
+        self.model.training = on
+
+    def _train_step(self, batch):
+        with tf.device(self.device):
+            return self._step_fn(*batch)
+
+    def _eval_step(self, batch):
+        with tf.device(self.device):
+            if not self.fast:
+                return self.model.validation_step(batch)
+            loss, acc = self._eval_fn(*batch)   # compiled: metrics come back as values
+        self.model.plot("loss", loss, train=False)
+        self.model.plot("acc", acc, train=False)
+
+    def _set_lr(self, lr):
+        self.optim.learning_rate.assign(lr)
+
+    def _to_float(self, value):
+        return float(np.asarray(value))
+
+    def _state_arrays(self):
+        arrays = {f"model/{i}": v.numpy() for i, v in enumerate(self.model.variables)}
+        arrays.update({f"optim/{i}": v.numpy() for i, v in enumerate(self.optim.variables)})
+        return arrays
+
+    def _load_state_arrays(self, arrays):
+        for group, variables in (("model", self.model.variables), ("optim", self.optim.variables)):
+            for i, v in enumerate(variables):
+                got = arrays.get(f"{group}/{i}")
+                if got is None or tuple(got.shape) != tuple(v.shape):
+                    raise _training.CheckpointError(
+                        f"checkpoint does not fit this model: {group} variable {i} ({v.name}) is "
+                        f"{'missing' if got is None else got.shape}, the model has {v.shape}")
+        for group, variables in (("model", self.model.variables), ("optim", self.optim.variables)):
+            for i, v in enumerate(variables):
+                v.assign(arrays[f"{group}/{i}"])

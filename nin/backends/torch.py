@@ -1,0 +1,299 @@
+"""The chapter's PyTorch tab: `from nin.backends import torch as d2l`."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nin import data as _data, spec as _spec, training as _training
+
+__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "Module", "Classifier",
+           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed",
+           "named_arrays", "assign_arrays", "to_numpy", "from_numpy"]
+
+randn = torch.randn
+LAYOUT = "NCHW"
+
+
+def cpu():
+    return torch.device("cpu")
+
+
+def gpu(i=0):
+    return torch.device(f"cuda:{i}")
+
+
+def num_gpus():
+    return torch.cuda.device_count()
+
+
+def set_seed(seed: int) -> None:
+    """Seed PyTorch's generators (weights, dropout)."""
+    torch.manual_seed(seed)
+
+
+def try_gpu(i=0):
+    return gpu(i) if num_gpus() >= i + 1 else cpu()
+
+
+def to_numpy(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
+def nin_block(out_channels, kernel_size, strides, padding, *, in_channels=None, num_1x1=2,
+              final_relu=True):
+    """The chapter's block; lazy convs like the chapter unless `in_channels` is given."""
+    block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, final_relu)
+    layers = []
+    for conv in block.convs:
+        layers.append(nn.LazyConv2d(conv.out_channels, conv.kernel, conv.stride, conv.padding)
+                      if in_channels is None else
+                      nn.Conv2d(in_channels, conv.out_channels, conv.kernel, conv.stride,
+                                conv.padding))
+        in_channels = None if in_channels is None else conv.out_channels
+        if conv.relu:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def build(spec: _spec.NetSpec) -> nn.Sequential:
+    """The network for `spec`: one top-level layer per spec layer, as in the chapter."""
+    layers, channels = [], spec.in_channels
+    for layer in spec.layers:
+        if isinstance(layer, _spec.NiNBlock):
+            layers.append(nin_block(layer.out_channels, layer.kernel, layer.stride, layer.padding,
+                                    in_channels=channels, num_1x1=layer.num_1x1,
+                                    final_relu=layer.final_relu))
+            channels = layer.out_channels
+        elif isinstance(layer, _spec.MaxPool):
+            layers.append(nn.MaxPool2d(layer.size, stride=layer.stride))
+        elif isinstance(layer, _spec.Dropout):
+            layers.append(nn.Dropout(layer.rate))
+        elif isinstance(layer, _spec.GlobalAvgPool):
+            layers.append(nn.AdaptiveAvgPool2d((1, 1)))
+        elif isinstance(layer, _spec.Flatten):
+            layers.append(nn.Flatten())
+        elif isinstance(layer, _spec.Dense):
+            dense = nn.LazyLinear(layer.units)
+            layers.append(nn.Sequential(dense, nn.ReLU()) if layer.relu else dense)
+    return nn.Sequential(*layers)
+
+
+def count_params(net) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
+    """(class name, output shape) of each top-level layer for one size x size image."""
+    x, rows = torch.zeros(1, in_channels, size, size), []
+    with torch.no_grad():
+        for layer in net:
+            x = layer(x)
+            rows.append((type(layer).__name__, tuple(x.shape)))
+    return rows
+
+
+def init_cnn(module):
+    """d2l's init_cnn: Xavier-uniform weights for Linear and Conv2d layers."""
+    if type(module) in (nn.Linear, nn.Conv2d):
+        nn.init.xavier_uniform_(module.weight)
+
+
+def _init_kaiming(module):
+    if type(module) in (nn.Linear, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+
+
+class Module(nn.Module, _training.HyperParameters):
+    """d2l's Module: `self.net`, `loss`, `training_step`, `validation_step`, SGD at `self.lr`."""
+    _sink = None
+
+    def __init__(self):
+        super().__init__()
+
+    def loss(self, y_hat, y):
+        raise NotImplementedError
+
+    def forward(self, X):
+        return self.net(X)
+
+    def plot(self, key, value, train):
+        if self._sink is not None:
+            self._sink(key, value.detach() if torch.is_tensor(value) else value, train)
+
+    def training_step(self, batch):
+        return self.loss(self(*batch[:-1]), batch[-1])
+
+    def validation_step(self, batch):
+        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def apply_init(self, inputs, init=None):
+        self.forward(*inputs)
+        if init is not None:
+            self.net.apply(init)
+
+    def layer_summary(self, X_shape):
+        X = torch.randn(*X_shape)
+        for layer in self.net:
+            X = layer(X)
+            print(layer.__class__.__name__, "output shape:\t", X.shape)
+
+
+class Classifier(Module):
+    """d2l's Classifier: cross-entropy loss and accuracy, both averaged over the batch."""
+
+    def validation_step(self, batch):
+        Y_hat = self(*batch[:-1])
+        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
+        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
+
+    def accuracy(self, Y_hat, Y, averaged=True):
+        Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
+        compare = (Y_hat.argmax(dim=1).type(Y.dtype) == Y.reshape(-1)).float()
+        return compare.mean() if averaged else compare
+
+    def loss(self, Y_hat, Y, averaged=True):
+        Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1])).float()  # fp32 loss under autocast
+        return F.cross_entropy(Y_hat, Y.reshape((-1,)), reduction="mean" if averaged else "none")
+
+
+class NiN(Classifier):
+    """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
+
+    def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
+        super().__init__()
+        self.save_hyperparameters()
+        recipe = _training.get_recipe(recipe)
+        self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
+        self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
+        if not recipe.final_relu:
+            self.spec = _spec.without_final_relu(self.spec)
+        self.net = build(self.spec)
+        self.normalize = recipe.normalize
+        self.net.apply(init_cnn if recipe.init == "xavier" else _init_kaiming)
+
+    def forward(self, X):
+        if self.normalize:
+            X = (X - _training.PIXEL_MEAN) / _training.PIXEL_STD
+        return self.net(X)
+
+    def configure_optimizers(self):
+        recipe = _training.get_recipe(self.recipe)
+        lr = recipe.lr or self.lr
+        if recipe.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(self.parameters(), lr=lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+
+
+class FashionMNIST(_data.FashionMNISTBase):
+    """d2l's FashionMNIST: batches as float NCHW tensors in [0, 1], resized by two matmuls."""
+    device = None
+
+    def convert_batch(self, images, labels):
+        device = self.device or cpu()
+        rows, cols = (torch.from_numpy(m).to(device) for m in self.resize_matrices())
+        X = torch.from_numpy(images).to(device).float().div_(255)
+        X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear
+        return X.unsqueeze(1), torch.from_numpy(labels).to(device)
+
+    def to_numpy(self, images):
+        return to_numpy(images)[:, 0]
+
+
+class Trainer(_training.TrainerBase):
+    """d2l's Trainer for PyTorch. Fast path: channels-last and bf16 autocast."""
+    backend_name = "torch"
+
+    def _prepare(self, model, data):
+        self.device = gpu() if self.num_gpus and num_gpus() else cpu()
+        _training.note_device(self.num_gpus, num_gpus())
+        data.device = self.device
+        self._materialize(model, data)
+        model.to(self.device)
+        self._autocast = None
+        if self.fast:
+            model.to(memory_format=torch.channels_last)
+            bf16 = (torch.cuda.is_bf16_supported() if self.device.type == "cuda"
+                    else torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            if bf16:
+                self._autocast = self.device.type
+        return model.configure_optimizers()
+
+    def _materialize(self, model, data):
+        """Run one batch through lazy layers so the optimizer sees every parameter."""
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+            X, _ = next(iter(data.val_dataloader()))
+            with torch.no_grad():
+                model(X[:1].cpu())
+
+    def _context(self):
+        if self._autocast:
+            return torch.autocast(self._autocast, dtype=torch.bfloat16)
+        import contextlib
+        return contextlib.nullcontext()
+
+    def _inputs(self, batch):
+        X, y = batch
+        if self.fast:
+            X = X.contiguous(memory_format=torch.channels_last)
+        return X, y
+
+    def _train_step(self, batch):
+        with self._context():
+            loss = self.model.training_step(self._inputs(batch))
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.gradient_clip_val:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
+        self.optim.step()
+        return loss.detach()
+
+    def _eval_step(self, batch):
+        with torch.inference_mode(), self._context():
+            self.model.validation_step(self._inputs(batch))
+
+    def _train_mode(self, on):
+        self.model.train(on)
+
+    def _set_lr(self, lr):
+        for group in self.optim.param_groups:
+            group["lr"] = lr
+
+    def _to_float(self, value):
+        return float(value)
+
+    def _state_arrays(self):
+        arrays = {f"model/{k}": to_numpy(v) if v.is_floating_point() else v.cpu().numpy()
+                  for k, v in self.model.state_dict().items()}
+        for i, state in self.optim.state_dict()["state"].items():
+            for k, v in state.items():
+                arrays[f"optim/{i}/{k}"] = to_numpy(v) if torch.is_tensor(v) else np.asarray(v)
+        return arrays
+
+    def _load_state_arrays(self, arrays):
+        own = self.model.state_dict()
+        model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
+        _check_names(own, model_state)
+        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in model_state.items()})
+        state = self.optim.state_dict()
+        for key, value in arrays.items():
+            if key.startswith("optim/"):
+                _, i, name = key.split("/")
+                state["state"].setdefault(int(i), {})[name] = torch.from_numpy(value)
+        self.optim.load_state_dict(state)
+
+
+def _check_names(own: dict, loaded: dict):
+    for k, v in own.items():
+        if k not in loaded or tuple(loaded[k].shape) != tuple(v.shape):
+            got = tuple(loaded[k].shape) if k in loaded else "missing"
+            raise _training.CheckpointError(
+                f"checkpoint does not fit this model: {k} is {got}, the model has "
+                f"{tuple(v.shape)}")
+

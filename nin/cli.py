@@ -1,0 +1,125 @@
+"""`python -m nin <command>`: shapes, train."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from nin import spec as _spec
+from nin.backends import BackendUnavailableError, get_backend, resolve_backends
+from nin.resources import num_params
+
+__all__ = ["main"]
+
+
+def _shape_rows(backend: str, spec: _spec.NetSpec, size: int) -> dict:
+    B = get_backend(backend)
+    net = B.build(spec)
+    rows = B.layer_shapes(net, size, spec.in_channels)
+    return {"layout": B.LAYOUT, "layers": [[name, list(shape)] for name, shape in rows],
+            "params": B.count_params(net)}
+
+
+def cmd_shapes(args) -> int:
+    spec = _spec.chapter_spec(args.num_classes)
+    try:
+        analytic = _spec.output_shapes(spec, args.size)
+    except _spec.InputTooSmallError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results, failed = {}, False
+    for backend in resolve_backends(args.backend):
+        try:
+            results[backend] = _shape_rows(backend, spec, args.size)
+        except BackendUnavailableError as err:
+            results[backend] = {"error": str(err)}
+            failed = True
+            print(f"error: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results))
+        return 1 if failed else 0
+    expected = num_params(spec, args.size)
+    for backend, result in results.items():
+        if "error" in result:
+            continue
+        print(f"{backend} ({result['layout']}), input 1 x {args.size} x {args.size}, "
+              f"{args.num_classes} classes")
+        print(f"  {'layer':<24}{'output shape':<22}spec (C x H x W)")
+        for (name, shape), row in zip(result["layers"], analytic):
+            dims = " x ".join(map(str, row.shape))
+            print(f"  {name:<24}{str(tuple(shape)):<22}{dims}")
+        mark = "matches" if result["params"] == expected else "DIFFERS from"
+        print(f"  parameters: {result['params']:,} ({mark} the spec's {expected:,})\n")
+    return 1 if failed else 0
+
+
+def cmd_train(args) -> int:
+    from nin.training import get_recipe
+    B = get_backend(args.backend)
+    B.set_seed(args.seed)
+    recipe = get_recipe(args.recipe)
+    if args.lr is not None:
+        recipe = replace(recipe, lr=args.lr)
+    spec = _spec.chapter_spec(10)
+    _spec.check_input_size(spec, args.resize)
+    data = B.FashionMNIST(batch_size=args.batch_size, resize=(args.resize, args.resize),
+                          root=args.data_dir, seed=args.seed)
+    model = B.NiN(lr=recipe.lr or 0.05, num_classes=10, recipe=recipe)
+    trainer = B.Trainer(max_epochs=args.epochs, num_gpus=1, fast=not args.no_fast,
+                        limit_train_batches=args.limit_train_batches,
+                        limit_val_batches=args.limit_val_batches, out_dir=args.out,
+                        resume=args.resume, on_stuck=args.on_stuck)
+    print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}, "
+          f"{args.resize}x{args.resize}, batch {args.batch_size}, {args.epochs} epochs; "
+          f"writing to {args.out}", flush=True)
+    history = trainer.fit(model, data)
+    best = max(e["val_acc"] for e in history.epochs)
+    print(f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
+          f"history.json, board.png and checkpoint.npz are in {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("shapes", help="each backend's layer table and parameter count")
+    p.add_argument("--backend", default="all", help="torch, mxnet, tensorflow or all")
+    p.add_argument("--size", type=int, default=224, help="input height and width")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_shapes)
+
+    p = sub.add_parser("train", help="train the chapter's NiN on Fashion-MNIST")
+    p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the recipe's; the book's is 0.05)")
+    p.add_argument("--resize", type=int, default=96,
+                   help="image size; the chapter uses 224, 96 is the CPU-friendly default")
+    p.add_argument("--recipe", default="nin", choices=["nin", "book"],
+                   help="nin (default: leaves chance reliably) or book (the chapter's)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the Fashion-MNIST IDX files (default: $NIN_DATA_DIR or "
+                        "~/.cache/nin/fashion-mnist, downloaded if missing)")
+    p.add_argument("--limit-train-batches", type=int, default=None)
+    p.add_argument("--limit-val-batches", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/nin", help="folder for history, plot, checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
+    p.add_argument("--on-stuck", default="stop", choices=["stop", "warn"],
+                   help="what to do when the loss stays at chance (default: stop)")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

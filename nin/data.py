@@ -1,0 +1,344 @@
+"""Fashion-MNIST: IDX files, verified download, cache folder, and batches as NumPy.
+
+No framework is imported here. Every backend sees the same uint8 batches in the same order
+for the same seed; each backend only converts a batch to its tensors (`convert_batch`),
+scaling to [0, 1] and resizing with the bilinear matrix from `resize_matrix`.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import math
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "FILES", "MD5", "MIRRORS", "TEXT_LABELS", "DataFileError", "DataUnavailableError",
+    "default_root", "read_idx", "write_idx", "download", "load_fashion_mnist",
+    "resize_matrix", "BatchSource", "Loader", "FashionMNISTBase",
+]
+
+# split -> (images file, labels file), as the official mirrors name them
+FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+# the official archives' MD5 sums; checked on download only (a local copy may be re-gzipped)
+MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+       "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+       "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+       "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+# the mirrors torchvision and Keras download from, tried in order
+MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+           "https://storage.googleapis.com/tensorflow/tf-keras-datasets/")
+TEXT_LABELS = ("t-shirt", "trouser", "pullover", "dress", "coat",
+               "sandal", "shirt", "sneaker", "bag", "ankle boot")
+_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d images
+
+
+class DataFileError(ValueError):
+    """A data file exists but is not a valid Fashion-MNIST IDX file."""
+
+    def __init__(self, path, problem: str):
+        self.path = Path(path)
+        super().__init__(
+            f"{self.path}: {problem}. Delete the file so that it is downloaded again, or point "
+            f"NIN_DATA_DIR / --data-dir / root= at a folder with intact copies.")
+
+
+class DataUnavailableError(FileNotFoundError):
+    """Some files are missing and could not be downloaded."""
+
+
+def default_root(root=None) -> Path:
+    """root= argument, else $NIN_DATA_DIR, else ~/.cache/nin/fashion-mnist."""
+    if root is None:
+        root = os.environ.get("NIN_DATA_DIR") or Path.home() / ".cache" / "nin" / "fashion-mnist"
+    return Path(root).expanduser()
+
+
+def _read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as err:
+        raise DataFileError(path, f"the gzip stream is truncated or corrupt ({err})") from None
+
+
+def read_idx(path, ndim: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzip or raw), checking magic number and size."""
+    path = Path(path)
+    data = _read_bytes(path)
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataFileError(path, f"only {len(data)} bytes, shorter than an IDX header")
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic != _IDX_MAGIC[ndim]:
+        raise DataFileError(path, f"bad magic number 0x{magic:08x}, expected "
+                                  f"0x{_IDX_MAGIC[ndim]:08x} (a {ndim}-d IDX file of bytes)")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    expected = math.prod(dims)
+    if len(data) - header != expected:
+        raise DataFileError(path, f"truncated or padded: the header promises {expected} bytes "
+                                  f"of data for shape {dims}, the file holds {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write a uint8 array as IDX (gzip when the name ends in .gz): for tests and fixtures."""
+    path = Path(path)
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    data = struct.pack(">I", _IDX_MAGIC[array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape) + array.tobytes()
+    if compress if compress is not None else path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, target: Path, md5: str | None, timeout: float) -> None:
+    """Stream `url` to a temporary file beside `target`; rename only if the MD5 matches."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if md5 is not None and digest.hexdigest() != md5:
+            raise ValueError(f"checksum mismatch (MD5 {digest.hexdigest()}, expected {md5})")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def download(root=None, mirrors: Sequence[str] = MIRRORS, checksums: dict | None = None,
+             timeout: float = 30.0, progress: Callable[[str], None] | None = print) -> Path:
+    """Download the missing files into `root`, trying each mirror in turn, MD5-checked."""
+    root = default_root(root)
+    root.mkdir(parents=True, exist_ok=True)
+    checksums = MD5 if checksums is None else checksums
+    failures = {}
+    for name in [n for pair in FILES.values() for n in pair]:
+        target = root / name
+        if _present(root, name):
+            continue
+        errors = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + name
+            try:
+                if progress:
+                    progress(f"downloading {url}")
+                _fetch(url, target, checksums.get(name), timeout)
+                break
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                errors.append(f"{url}: {getattr(err, 'reason', err)}")
+        else:
+            failures[name] = errors
+    if failures:
+        lines = "\n".join(f"  {name}:\n    " + "\n    ".join(errs)
+                          for name, errs in failures.items())
+        raise DataUnavailableError(
+            f"Fashion-MNIST files missing in {root} and the download failed:\n{lines}\n"
+            f"Offline? Copy the four IDX files (.gz or raw) into a folder and pass root=<folder>, "
+            f"--data-dir <folder>, or set NIN_DATA_DIR=<folder>.")
+    return root
+
+
+def _present(root: Path, name: str) -> Path | None:
+    for candidate in (root / name, root / name[:-3]):  # gzip or raw
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_split(images: Path, labels: Path, _stamp) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(images, 3)
+    y = read_idx(labels, 1)
+    if x.shape[1:] != (28, 28):
+        raise DataFileError(images, f"images are {x.shape[1]}x{x.shape[2]}, expected 28x28")
+    if len(x) != len(y):
+        raise DataFileError(labels, f"{len(y)} labels for {len(x)} images in {images.name}; "
+                                    f"the two files come from different sets")
+    if y.size and y.max() > 9:
+        raise DataFileError(labels, f"label {int(y.max())} is out of range 0-9")
+    x.setflags(write=False)
+    y = y.astype(np.int64)
+    y.setflags(write=False)
+    return x, y
+
+
+def load_fashion_mnist(root=None, download_missing: bool = True, **download_kwargs):
+    """(train_images, train_labels, test_images, test_labels): uint8 N x 28 x 28 and int64 N."""
+    root = default_root(root)
+    names = [n for pair in FILES.values() for n in pair]
+    missing = [n for n in names if not _present(root, n)]
+    if missing:
+        if not download_missing:
+            raise DataUnavailableError(
+                f"Fashion-MNIST files missing in {root}: {', '.join(missing)}. Pass root=<folder>, "
+                f"--data-dir <folder> or set NIN_DATA_DIR=<folder> to a folder that has them.")
+        download(root, **download_kwargs)
+    arrays = []
+    for split in ("train", "test"):
+        paths = [_present(root, n) for n in FILES[split]]
+        stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+        arrays.extend(_load_split(*paths, stamp))
+    return tuple(arrays)
+
+
+def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Bilinear resize as an (out_size, in_size) float32 matrix: half-pixel centres, edges
+    clamped (like torch's interpolate(align_corners=False)). Image R @ X @ C.T resizes X."""
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    scale = in_size / out_size
+    for i in range(out_size):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        lo = min(int(src), in_size - 1)
+        hi = min(lo + 1, in_size - 1)
+        frac = src - lo
+        m[i, lo] += 1.0 - frac
+        m[i, hi] += frac
+    return m.astype(np.float32)
+
+
+class BatchSource:
+    """Seeded batches of (uint8 images, int64 labels) as NumPy; one new order per epoch."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 shuffle: bool, seed: int = 0, limit_batches: int | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.limit_batches = limit_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        full = math.ceil(len(self.labels) / self.batch_size)
+        return full if self.limit_batches is None else min(full, self.limit_batches)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        order = self.order(self.epoch)
+        self.epoch += 1
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+class Loader:
+    """Iterable of backend tensors: a BatchSource with a conversion applied to each batch."""
+
+    def __init__(self, source: BatchSource, convert: Callable):
+        self.source, self.convert = source, convert
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self):
+        for images, labels in self.source:
+            yield self.convert(images, labels)
+
+
+class FashionMNISTBase:
+    """d2l's FashionMNIST data module; a backend subclass supplies `convert_batch`.
+
+    `num_train` / `num_val` take a seeded random subset (quick runs and tests);
+    `limit_train_batches` / `limit_val_batches` cut each epoch short.
+    """
+
+    def __init__(self, batch_size: int = 64, resize=(28, 28), root=None, seed: int = 0,
+                 num_train: int | None = None, num_val: int | None = None,
+                 limit_train_batches: int | None = None, limit_val_batches: int | None = None,
+                 download: bool = True):
+        from nin.quick import quick_settings  # the chapter-cell size override, if set
+        quick = quick_settings()
+        if quick:
+            batch_size = min(batch_size, quick.batch_size)
+            resize = (quick.resize, quick.resize)
+            limit_train_batches = limit_train_batches or quick.train_batches
+            limit_val_batches = limit_val_batches or quick.val_batches
+        self.batch_size, self.seed = batch_size, seed
+        self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
+        self.root = default_root(root)
+        train_x, train_y, val_x, val_y = load_fashion_mnist(self.root, download_missing=download)
+        self.train = self._subset(train_x, train_y, num_train, seed)
+        self.val = self._subset(val_x, val_y, num_val, seed + 1)
+        self.limits = {True: limit_train_batches, False: limit_val_batches}
+        self._resize_cache = {}
+
+    @staticmethod
+    def _subset(x, y, n, seed):
+        if n is None or n >= len(y):
+            return x, y
+        idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+        return x[idx], y[idx]
+
+    def resize_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) matrices for this module's resize; identity when 28 x 28."""
+        h, w = self.resize
+        return resize_matrix(28, h), resize_matrix(28, w)
+
+    def batches(self, train: bool) -> BatchSource:
+        x, y = self.train if train else self.val
+        return BatchSource(x, y, self.batch_size, shuffle=train, seed=self.seed,
+                           limit_batches=self.limits[train])
+
+    def get_dataloader(self, train: bool) -> Loader:
+        return Loader(self.batches(train), self.convert_batch)
+
+    def train_dataloader(self) -> Loader:
+        return self.get_dataloader(True)
+
+    def val_dataloader(self) -> Loader:
+        return self.get_dataloader(False)
+
+    def convert_batch(self, images: np.ndarray, labels: np.ndarray):
+        """uint8 N x 28 x 28 -> the backend's float tensor in [0, 1], resized, and labels."""
+        raise NotImplementedError
+
+    def to_numpy(self, images) -> np.ndarray:
+        """A batch of backend images -> float N x H x W NumPy (for `visualize`)."""
+        raise NotImplementedError
+
+    def text_labels(self, indices) -> list[str]:
+        return [TEXT_LABELS[int(i)] for i in np.asarray(indices).reshape(-1)]
+
+    def visualize(self, batch, nrows: int = 1, ncols: int = 8, labels=None):
+        """Draw the first nrows x ncols images of a batch with their class names."""
+        import matplotlib.pyplot as plt
+        images, y = batch
+        pixels = self.to_numpy(images)
+        labels = self.text_labels(y) if labels is None else labels
+        n = min(nrows * ncols, len(pixels))
+        fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.7 * nrows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < n:
+                ax.imshow(pixels[i], cmap="gray")
+                ax.set_title(labels[i], fontsize=9)
+        fig.tight_layout()
+        return fig

@@ -1,0 +1,445 @@
+"""The backend-neutral half of the d2l shim: hyperparameters, recipes, the epoch loop,
+history, the live board, stuck detection and checkpoints.
+
+Each backend's `Trainer` subclasses `TrainerBase` and supplies only what is framework
+specific: `_prepare` (device, fast paths, optimizer), `_train_step` (forward, loss, backward,
+update), `_eval_step`, `_set_lr`, `_to_float`, and the state conversion for checkpoints.
+"""
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["HyperParameters", "Recipe", "RECIPES", "get_recipe", "lr_at", "History", "Board",
+           "TrainingStuckError", "TrainingDivergedError", "CheckpointError", "TrainerBase",
+           "save_checkpoint", "read_checkpoint", "note_device"]
+
+
+class HyperParameters:
+    """d2l's `save_hyperparameters`: the caller's __init__ arguments become attributes."""
+
+    def save_hyperparameters(self, ignore=()):
+        frame = inspect.currentframe().f_back
+        _, _, _, local_vars = inspect.getargvalues(frame)
+        self.hparams = {k: v for k, v in local_vars.items()
+                        if k not in set(ignore) | {"self"} and not k.startswith("_")
+                        and k != "__class__"}
+        for k, v in self.hparams.items():
+            setattr(self, k, v)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the network is initialized and optimized. `nin` is the default; `book` is the
+    chapter's (Xavier, plain SGD at the model's lr, a ReLU on the class scores), which can
+    sit at chance (loss ln 10) for epochs; docs/training.md shows why."""
+    name: str
+    init: str = "kaiming"       # 'kaiming' (He, for ReLU nets) or 'xavier' (the book's)
+    final_relu: bool = False    # the book keeps a ReLU on the class scores
+    normalize: bool = True      # standardize inputs with Fashion-MNIST's mean and std
+    optimizer: str = "adam"     # 'adam' or 'sgd'
+    momentum: float = 0.0       # for 'sgd'
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"  # 'onecycle' (warm-up, then cosine decay) or 'constant'
+    lr: float | None = 1e-3     # None keeps the model's own lr (the book passes lr=0.05)
+
+
+RECIPES = {
+    "nin": Recipe("nin"),
+    "book": Recipe("book", init="xavier", final_relu=True, normalize=False, optimizer="sgd",
+                   schedule="constant", lr=None),
+}
+# Fashion-MNIST's pixel mean and standard deviation over the training set, in [0, 1] units
+PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
+
+
+def get_recipe(recipe) -> Recipe:
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[recipe]
+
+
+def lr_at(step: int, total: int, base_lr: float, schedule: str, warmup: float = 0.2) -> float:
+    """Learning rate at `step` of `total`: constant, or one-cycle (linear warm-up from
+    base/25 over the first 20%, then cosine decay to base/1e4)."""
+    if schedule == "constant" or total <= 1:
+        return base_lr
+    if schedule != "onecycle":
+        raise ValueError(f"unknown schedule {schedule!r}; use 'onecycle' or 'constant'")
+    peak = max(1, int(total * warmup))
+    if step < peak:
+        return base_lr / 25 + (base_lr - base_lr / 25) * step / peak
+    t = (step - peak) / max(1, total - peak)
+    return base_lr / 1e4 + (base_lr - base_lr / 1e4) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class TrainingStuckError(RuntimeError):
+    """The loss stayed at chance level (ln num_classes) past the check."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit this model, backend or spec."""
+
+
+class History:
+    """Per-step training loss and per-epoch metrics; saved as JSON."""
+
+    def __init__(self):
+        self.steps: list[tuple[float, float]] = []   # (fractional epoch, train loss)
+        self.epochs: list[dict] = []
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "epochs": self.epochs}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        h = cls()
+        h.steps = [tuple(s) for s in data.get("steps", [])]
+        h.epochs = list(data.get("epochs", []))
+        return h
+
+    def save(self, path) -> None:
+        _atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+
+
+class Board:
+    """d2l's ProgressBoard for a whole run: train loss by step, val loss and accuracy by
+    epoch. Redrawn live in a notebook; `save` writes a PNG."""
+
+    def __init__(self, title: str = "", live: bool | None = None):
+        self.title = title
+        self.live = _in_notebook() if live is None else live
+        self._handle = None
+
+    def figure(self, history: History):
+        import matplotlib
+        if not self.live:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        if history.steps:
+            x, y = zip(*history.steps)
+            ax.plot(x, _smooth(np.array(y)), label="train_loss", color="C0")
+        if history.epochs:
+            ep = [e["epoch"] for e in history.epochs]
+            ax.plot(ep, [e["val_loss"] for e in history.epochs], "--o", label="val_loss",
+                    color="C1", markersize=4)
+            ax.plot(ep, [e["val_acc"] for e in history.epochs], "-.s", label="val_acc",
+                    color="C2", markersize=4)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right")
+        if self.title:
+            ax.set_title(self.title, fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    def draw(self, history: History) -> None:
+        if not self.live:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        fig = self.figure(history)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+    def save(self, history: History, path) -> None:
+        import matplotlib.pyplot as plt
+        fig = self.figure(history)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        _atomic_write(Path(path), buf.getvalue())
+
+
+def _smooth(y: np.ndarray, window: int = 20) -> np.ndarray:
+    if len(y) < window:
+        return y
+    kernel = np.ones(window) / window
+    head = np.cumsum(y[:window - 1]) / np.arange(1, window)
+    return np.concatenate([head, np.convolve(y, kernel, mode="valid")])
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+CHECKPOINT_FORMAT = "nin-checkpoint/1"
+
+
+def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """One .npz: the backend's named arrays plus a JSON `meta` entry; written atomically."""
+    buf = io.BytesIO()
+    meta = dict(meta, format=CHECKPOINT_FORMAT)
+    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated zip, missing entry, bad JSON
+        raise CheckpointError(f"{path} is not a readable nin checkpoint ({err}); "
+                              f"delete it or train without --resume") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has format {meta.get('format')!r}, "
+                              f"expected {CHECKPOINT_FORMAT!r}")
+    return arrays, meta
+
+
+def note_device(requested_gpus: int, available_gpus: int) -> None:
+    """Print one line when a GPU was asked for and none is there."""
+    if requested_gpus > 0 and available_gpus == 0:
+        print("nin: no GPU found; training on the CPU.", flush=True)
+
+
+class TrainerBase(HyperParameters):
+    """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation.
+
+    Extra keyword arguments (all optional) serve the CLI and tests: `fast` (bf16 and graph
+    fast paths; False for plain fp32), `limit_train_batches` / `limit_val_batches`,
+    `progress` (tqdm bars), `out_dir` (history.json, board.png, checkpoint.npz each epoch),
+    `resume` (continue from out_dir's checkpoint), `stuck_check` (batches after which a loss
+    still near ln(num_classes) is reported; 0 turns it off), `on_stuck` ('warn' or 'stop').
+    """
+
+    def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=True,
+                 limit_train_batches=None, limit_val_batches=None, progress=True,
+                 out_dir=None, resume=False, stuck_check=150, on_stuck="warn", board=None):
+        from nin.quick import quick_settings
+        quick = quick_settings()
+        if quick:
+            max_epochs = min(max_epochs, quick.epochs)
+            limit_train_batches = limit_train_batches or quick.train_batches
+            limit_val_batches = limit_val_batches or quick.val_batches
+        if on_stuck not in ("warn", "stop"):
+            raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
+        self.save_hyperparameters(ignore=("board",))
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.board = board if board is not None else Board()
+        self.history = History()
+
+    # --- the backend supplies these ------------------------------------------------------
+    def _prepare(self, model, data):        # device, fast paths; returns the optimizer
+        raise NotImplementedError
+
+    def _train_step(self, batch):           # -> loss as a backend scalar (not yet synced)
+        raise NotImplementedError
+
+    def _eval_step(self, batch):            # runs model.validation_step without gradients
+        raise NotImplementedError
+
+    def _set_lr(self, lr: float) -> None:
+        raise NotImplementedError
+
+    def _to_float(self, value) -> float:
+        raise NotImplementedError
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:   # model and optimizer state
+        raise NotImplementedError
+
+    def _load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    # --- the loop, written once ----------------------------------------------------------
+    def fit(self, model, data):
+        self.model, self.data = model, data
+        self.train_loader = data.train_dataloader()
+        self.val_loader = data.val_dataloader()
+        self.num_train_batches = _limited_len(self.train_loader, self.limit_train_batches)
+        self.num_val_batches = _limited_len(self.val_loader, self.limit_val_batches)
+        self.recipe = get_recipe(getattr(model, "recipe", "book"))
+        self.base_lr = self.recipe.lr if self.recipe.lr is not None else model.lr
+        self.optim = self._prepare(model, data)
+        model._sink = self._record
+        self.epoch = 0
+        if self.resume:
+            self._resume()
+        self.train_loader.source.epoch = self.epoch   # the same shuffles as an unbroken run
+        self._step = self.epoch * self.num_train_batches
+        self._total_steps = self.max_epochs * self.num_train_batches
+        try:
+            while self.epoch < self.max_epochs:
+                self.fit_epoch()
+        finally:
+            model._sink = None
+        return self.history
+
+    def fit_epoch(self):
+        from tqdm.auto import tqdm
+        epoch, start = self.epoch, time.perf_counter()
+        self._train_mode(True)
+        bar = tqdm(total=self.num_train_batches, desc=f"epoch {epoch + 1}/{self.max_epochs}",
+                   disable=not self.progress, leave=True, dynamic_ncols=True)
+        pending, seen, losses = [], 0, []
+        for i, batch in enumerate(self.train_loader):
+            if i >= self.num_train_batches:
+                break
+            self._set_lr(lr_at(self._step, self._total_steps, self.base_lr, self.recipe.schedule))
+            pending.append(self._train_step(batch))
+            seen += len(batch[-1])
+            self._step += 1
+            if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
+                for j, loss in enumerate(self._sync(pending)):
+                    k = i + 1 - len(pending) + j
+                    self.history.steps.append((epoch + (k + 1) / self.num_train_batches, loss))
+                    losses.append(loss)
+                pending = []
+                rate = seen / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", img_s=f"{rate:.0f}")
+                self._check_progress(losses)
+            bar.update(1)
+        bar.close()
+        train_seconds = time.perf_counter() - start
+        val_loss, val_acc = self._validate()
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                  "val_loss": val_loss, "val_acc": val_acc,
+                  "images_per_s": seen / train_seconds,
+                  "seconds": time.perf_counter() - start}
+        self.history.epochs.append(record)
+        self.epoch += 1
+        if self.progress:
+            print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f}  "
+                  f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                  f"{record['images_per_s']:.0f} img/s  {record['seconds']:.0f} s", flush=True)
+        self.board.draw(self.history)
+        if self.out_dir:
+            self.save()
+
+    def _sync(self, pending) -> list[float]:
+        values = [self._to_float(v) for v in pending]
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:
+            raise TrainingDivergedError(
+                f"the training loss became {bad[0]} at step {self._step}: the run diverged. "
+                f"Try a lower learning rate (--lr), gradient clipping (gradient_clip_val=1), "
+                f"or --no-fast for plain fp32.")
+        return values
+
+    def _check_progress(self, losses) -> None:
+        """Report once if the loss is still at chance after `stuck_check` batches."""
+        if not self.stuck_check or self._stuck_checked or len(losses) < self.stuck_check:
+            return
+        self._stuck_checked = True
+        chance = math.log(self.model.num_classes if hasattr(self.model, "num_classes") else 10)
+        recent = float(np.mean(losses[-20:]))
+        if recent > chance - 0.05:
+            message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
+                       f"batches, still at chance level ln({round(math.exp(chance))}) = "
+                       f"{chance:.3f}. The ReLU on the last block's class scores can leave every "
+                       f"score at 0. Try the default recipe (--recipe nin: He init, no final "
+                       f"ReLU, Adam with a one-cycle schedule), or a lower learning rate.")
+            if self.on_stuck == "stop":
+                raise TrainingStuckError(message)
+            import warnings
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            print("nin: " + message, flush=True)
+
+    _stuck_checked = False
+
+    def _record(self, key, value, train):
+        """The model's `plot` calls land here: accumulate validation metrics per example."""
+        if not train:
+            n = self._val_batch_size
+            self._val_sums[key] = self._val_sums.get(key, 0.0) + self._to_float(value) * n
+            self._val_counts[key] = self._val_counts.get(key, 0) + n
+
+    def _validate(self) -> tuple[float, float]:
+        self._train_mode(False)
+        self._val_sums, self._val_counts = {}, {}
+        for i, batch in enumerate(self.val_loader):
+            if i >= self.num_val_batches:
+                break
+            self._val_batch_size = len(batch[-1])
+            self._eval_step(batch)
+        self._train_mode(True)
+        mean = {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
+        return mean.get("loss", float("nan")), mean.get("acc", float("nan"))
+
+    def _train_mode(self, on: bool) -> None:
+        self.model.training = on
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def _identity(self) -> dict:
+        spec = getattr(self.model, "spec", None)
+        from nin.spec import spec_to_dict
+        return {"backend": self.backend_name,
+                "spec": spec_to_dict(spec) if spec is not None else None,
+                "recipe": asdict(self.recipe)}
+
+    def save(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        meta = dict(self._identity(), epoch=self.epoch, history=self.history.to_dict())
+        save_checkpoint(self.out_dir / "checkpoint.npz", self._state_arrays(), meta)
+        self.history.save(self.out_dir / "history.json")
+        self.board.save(self.history, self.out_dir / "board.png")
+
+    def _resume(self) -> None:
+        path = self.out_dir / "checkpoint.npz" if self.out_dir else None
+        if path is None or not path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {path}; train once with this "
+                                  f"--out folder first, or drop --resume")
+        arrays, meta = read_checkpoint(path)
+        mine = self._identity()
+        for key in ("backend", "spec"):
+            if meta.get(key) != mine[key]:
+                raise CheckpointError(
+                    f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
+                    f"run's ({_short(mine[key])}); use another --out folder or the matching "
+                    f"--backend / model options.")
+        self._load_state_arrays(arrays)
+        self.epoch = int(meta["epoch"])
+        self.history = History.from_dict(meta["history"])
+        if self.progress:
+            print(f"nin: resumed from {path} after epoch {self.epoch}", flush=True)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "layers" in value:
+        return f"{value['name']}, {value['num_classes']} classes, {len(value['layers'])} layers"
+    return str(value)
+
+
+def _limited_len(loader, limit) -> int:
+    return len(loader) if limit is None else min(len(loader), limit)

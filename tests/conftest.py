@@ -1,0 +1,46 @@
+"""Shared fixtures. NIN_TEST_BACKENDS picks the backends to test (default: all three)."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nin.data import FILES, write_idx
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = [b for b in os.environ.get("NIN_TEST_BACKENDS", "torch,mxnet,tensorflow").split(",")
+            if b]
+
+
+def synthetic_fashion(folder: Path, n_train=600, n_test=100, seed=0) -> Path:
+    """Small learnable IDX files: each class is a bright bar at its own position, plus noise."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c:5 + 2 * c, 4:24] = 230
+        write_idx(folder / FILES[split][0], images.astype(np.uint8))
+        write_idx(folder / FILES[split][1], labels.astype(np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return synthetic_fashion(tmp_path_factory.mktemp("fashion"))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each test case runs with one backend."""
+    return request.param
+
+
+def run_python(code: str, env_extra=None, cwd=ROOT):
+    import subprocess
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)

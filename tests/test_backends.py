@@ -1,0 +1,103 @@
+"""Each framework's network against the spec: layer shapes and parameter counts."""
+import json
+
+import pytest
+
+from conftest import ROOT, run_python
+from nin import spec as S
+from nin.backends import BackendUnavailableError, get_backend, resolve_backends
+from nin.resources import num_params
+
+
+def _to_chw(shape, layout):
+    """Drop the batch dim; NHWC -> CHW so every backend compares with the spec's C x H x W."""
+    dims = tuple(shape[1:])
+    if layout == "NHWC" and len(dims) == 3:
+        return (dims[2], dims[0], dims[1])
+    return dims
+
+
+@pytest.mark.parametrize("size", [67, 96, 224, 227])
+@pytest.mark.parametrize("num_classes", [10, 5])
+def test_shapes_and_params_match_spec(backend, size, num_classes):
+    B = get_backend(backend)
+    spec = S.chapter_spec(num_classes)
+    net = B.build(spec)
+    rows = B.layer_shapes(net, size)
+    expected = S.output_shapes(spec, size)
+    assert len(rows) == len(expected) == 10
+    for (name, shape), row in zip(rows, expected):
+        got = _to_chw(shape, B.LAYOUT)
+        if row.kind == "GlobalAvgPool" and len(got) == 1:   # Keras drops the 1 x 1
+            got = got + (1, 1)
+        assert got == row.shape, f"{backend} {name}: {got} != spec {row.shape}"
+    assert B.count_params(net) == num_params(spec, size)
+
+
+def test_top_level_layers_are_the_chapters(backend):
+    B = get_backend(backend)
+    names = [name for name, _ in B.layer_shapes(B.build(S.chapter_spec()), 96)]
+    blocks = [names[i] for i in (0, 2, 4, 7)]
+    assert len(set(blocks)) == 1 and "Sequential" in blocks[0]
+    assert all("Pool" in names[i] for i in (1, 3, 5, 8))
+    assert names[6] == "Dropout" and names[9] == "Flatten"
+
+
+def test_chapter_nin_block_signature(backend):
+    B = get_backend(backend)
+    padding = 1 if backend != "tensorflow" else "same"
+    blk = B.nin_block(16, kernel_size=3, strides=1, padding=padding)
+    x = B.normal((2, 9, 9, 3)) if backend == "tensorflow" else B.randn(2, 3, 9, 9)
+    y = blk(x) if backend != "mxnet" else (blk.initialize(), blk(x))[1]
+    assert tuple(y.shape) == ((2, 9, 9, 16) if backend == "tensorflow" else (2, 16, 9, 9))
+    assert B.to_numpy(y).min() >= 0   # ends with a ReLU
+
+
+def test_tensorflow_refuses_padding_it_cannot_match():
+    tfb = get_backend("tensorflow")
+    spec = S.chapter_spec().replace(layers=(S.NiNBlock(8, kernel=3, stride=2, padding=1),))
+    with pytest.raises(ValueError, match="padding=1.*stride 2"):
+        tfb.build(spec)
+
+
+def test_unknown_backend_lists_valid_ones():
+    with pytest.raises(ValueError, match="unknown backend 'jax'.*torch, mxnet, tensorflow"):
+        get_backend("jax")
+
+
+def test_aliases():
+    assert resolve_backends("pytorch,tf") == ["torch", "tensorflow"]
+
+
+BROKEN = """
+import sys
+sys.modules["mxnet"] = None          # as if MXNet failed to import
+from nin.backends import get_backend, BackendUnavailableError
+try:
+    get_backend("mxnet")
+except BackendUnavailableError as err:
+    print("ERR", err)
+print("OK", get_backend("torch").count_params(get_backend("torch").build(
+    __import__("nin.spec").spec.chapter_spec())))
+"""
+
+
+def test_broken_framework_leaves_others_working():
+    out = run_python(BROKEN)
+    assert out.returncode == 0, out.stderr
+    assert "ERR backend 'mxnet' is unavailable" in out.stdout
+    assert "pip install -e .[mxnet]" in out.stdout
+    assert "OK 1992166" in out.stdout
+
+
+def test_cli_reports_broken_framework_and_runs_the_others(tmp_path):
+    fake = tmp_path / "mxnet"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('simulated broken install')\n")
+    out = run_python("import sys; from nin.cli import main; "
+                     "sys.exit(main(['shapes', '--backend', 'all', '--json', '--size', '96']))",
+                     env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert out.returncode == 1
+    result = json.loads(out.stdout)
+    assert "simulated broken install" in result["mxnet"]["error"]
+    assert result["torch"]["params"] == result["tensorflow"]["params"] == 1_992_166

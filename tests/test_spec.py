@@ -1,0 +1,64 @@
+"""The spec alone: shapes, minimum size and parameter counts, with no framework imported."""
+import sys
+
+import pytest
+
+from nin import spec as S
+from nin.resources import conv_macs, num_params
+
+CHAPTER_224 = [(96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12),
+               (384, 5, 5), (384, 5, 5), (10, 5, 5), (10, 1, 1), (10,)]
+
+
+def test_chapter_shapes_at_224():
+    assert [row.shape for row in S.output_shapes(S.chapter_spec(), 224)] == CHAPTER_224
+
+
+def test_chapter_counts():
+    assert num_params(S.chapter_spec()) == 1_992_166
+    assert conv_macs(S.chapter_spec(), 224) == 762_297_352
+
+
+def test_five_classes_change_only_the_last_block():
+    shapes = [row.shape for row in S.output_shapes(S.chapter_spec(5), 224)]
+    assert shapes[-3:] == [(5, 5, 5), (5, 1, 1), (5,)]
+
+    def block4(k):  # a 3x3 conv from 384 channels to k, then two 1x1 convs k -> k, with biases
+        return (384 * 9 * k + k) + 2 * (k * k + k)
+    assert num_params(S.chapter_spec(5)) == 1_992_166 - block4(10) + block4(5)
+
+
+def test_minimum_input_is_67():
+    spec = S.chapter_spec()
+    assert S.min_input_size(spec) == 67
+    assert S.output_shapes(spec, 67)[5].shape == (384, 1, 1)
+
+
+@pytest.mark.parametrize("size", [1, 30, 66])
+def test_too_small_names_size_and_minimum(size):
+    with pytest.raises(S.InputTooSmallError, match=rf"{size}x{size}.*67x67"):
+        S.output_shapes(S.chapter_spec(), size)
+
+
+def test_non_square_checks_both_sides():
+    with pytest.raises(S.InputTooSmallError, match="224x60"):
+        S.check_input_size(S.chapter_spec(), 224, 60)
+
+
+def test_spec_round_trips_through_dict():
+    spec = S.without_final_relu(S.chapter_spec(7))
+    assert S.spec_from_dict(S.spec_to_dict(spec)) == spec
+
+
+def test_without_final_relu_touches_only_last_conv():
+    convs = S.without_final_relu(S.chapter_spec()).layers[7].convs
+    assert [c.relu for c in convs] == [True, True, False]
+    assert all(c.relu for c in S.chapter_spec().layers[0].convs)
+
+
+def test_spec_imports_no_framework():
+    from conftest import run_python
+    out = run_python("import sys, nin.spec, nin.resources, nin.data, nin.training; "
+                     "print(sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
