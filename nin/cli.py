@@ -65,7 +65,7 @@ def cmd_train(args) -> int:
     _spec.check_input_size(spec, args.resize)
     data = B.FashionMNIST(batch_size=args.batch_size, resize=(args.resize, args.resize),
                           root=args.data_dir, seed=args.seed)
-    model = B.NiN(lr=recipe.lr or 0.05, num_classes=10, recipe=recipe)
+    model = B.NiN(lr=0.05 if recipe.lr is None else recipe.lr, num_classes=10, recipe=recipe)
     trainer = B.Trainer(max_epochs=args.epochs, num_gpus=1, fast=not args.no_fast,
                         limit_train_batches=args.limit_train_batches,
                         limit_val_batches=args.limit_val_batches, out_dir=args.out,

@@ -13,7 +13,7 @@ __all__ = [
     "Conv", "NiNBlock", "MaxPool", "Dropout", "GlobalAvgPool", "Flatten", "Dense",
     "Layer", "NetSpec", "LayerShape", "InputTooSmallError",
     "chapter_spec", "output_shapes", "min_input_size", "check_input_size",
-    "conv_output_size", "layer_names", "without_final_relu", "spec_to_dict", "spec_from_dict",
+    "conv_output_size", "layer_names", "with_class_block_relu", "spec_to_dict", "spec_from_dict",
 ]
 
 
@@ -29,22 +29,30 @@ class Conv:
 
 @dataclass(frozen=True)
 class NiNBlock:
-    """The chapter's `nin_block`: a k x k conv, then `num_1x1` 1x1 convs, each with ReLU."""
+    """The chapter's `nin_block`: a k x k conv, then `num_1x1` 1x1 convs, each with ReLU.
+
+    `relu` says which convs get one: 'all' (the chapter), 'hidden' (all but the last) or
+    'none' (a linear block, for the class-score block of the `nin` recipe).
+    """
     out_channels: int
     kernel: int
     stride: int = 1
     padding: int = 0
-    num_1x1: int = 2          # the chapter uses two; exercise 1 varies it
-    final_relu: bool = True   # False drops the ReLU after the block's last conv (class scores)
+    num_1x1: int = 2     # the chapter uses two; exercise 1 varies it
+    relu: str = "all"
+
+    def __post_init__(self):
+        if self.relu not in ("all", "hidden", "none"):
+            raise ValueError(f"NiNBlock.relu must be 'all', 'hidden' or 'none', got {self.relu!r}")
 
     @property
     def convs(self) -> tuple[Conv, ...]:
         count = 1 + self.num_1x1
-        first = Conv(self.out_channels, self.kernel, self.stride, self.padding,
-                     relu=self.final_relu or count > 1)
-        rest = tuple(Conv(self.out_channels, 1, relu=self.final_relu or i < self.num_1x1 - 1)
-                     for i in range(self.num_1x1))
-        return (first,) + rest
+        relus = {"all": [True] * count, "hidden": [True] * (count - 1) + [False],
+                 "none": [False] * count}[self.relu]
+        sizes = [(self.kernel, self.stride, self.padding)] + [(1, 1, 0)] * self.num_1x1
+        return tuple(Conv(self.out_channels, k, s, p, relu=r)
+                     for (k, s, p), r in zip(sizes, relus))
 
 
 @dataclass(frozen=True)
@@ -212,11 +220,11 @@ def output_shapes(spec: NetSpec, height: int, width: int | None = None) -> list[
             for name, layer, shape in _walk(spec, height, width)]
 
 
-def without_final_relu(spec: NetSpec) -> NetSpec:
-    """The same network without the ReLU on the last block's output (the class scores)."""
+def with_class_block_relu(spec: NetSpec, relu: str) -> NetSpec:
+    """The same network with the last block's ReLUs set to `relu` ('all', 'hidden', 'none')."""
     layers = list(spec.layers)
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, NiNBlock))
-    layers[last] = dataclasses.replace(layers[last], final_relu=False)
+    layers[last] = dataclasses.replace(layers[last], relu=relu)
     return spec.replace(layers=tuple(layers))
 
 

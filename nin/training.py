@@ -44,7 +44,7 @@ class Recipe:
     sit at chance (loss ln 10) for epochs; docs/training.md shows why."""
     name: str
     init: str = "kaiming"       # 'kaiming' (He, for ReLU nets) or 'xavier' (the book's)
-    final_relu: bool = False    # the book keeps a ReLU on the class scores
+    class_block_relu: str = "none"  # ReLUs in the last (class-score) block: 'all' is the book's
     normalize: bool = True      # standardize inputs with Fashion-MNIST's mean and std
     optimizer: str = "adam"     # 'adam' or 'sgd'
     momentum: float = 0.0       # for 'sgd'
@@ -55,7 +55,7 @@ class Recipe:
 
 RECIPES = {
     "nin": Recipe("nin"),
-    "book": Recipe("book", init="xavier", final_relu=True, normalize=False, optimizer="sgd",
+    "book": Recipe("book", init="xavier", class_block_relu="all", normalize=False, optimizer="sgd",
                    schedule="constant", lr=None),
 }
 # Fashion-MNIST's pixel mean and standard deviation over the training set, in [0, 1] units
@@ -363,13 +363,14 @@ class TrainerBase(HyperParameters):
             return
         self._stuck_checked = True
         chance = math.log(self.model.num_classes if hasattr(self.model, "num_classes") else 10)
-        recent = float(np.mean(losses[-20:]))
+        recent = float(np.mean(losses[-min(20, max(1, len(losses) // 2)):]))  # the later half
         if recent > chance - 0.05:
             message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
                        f"batches, still at chance level ln({round(math.exp(chance))}) = "
-                       f"{chance:.3f}. The ReLU on the last block's class scores can leave every "
-                       f"score at 0. Try the default recipe (--recipe nin: He init, no final "
-                       f"ReLU, Adam with a one-cycle schedule), or a lower learning rate.")
+                       f"{chance:.3f}. The ReLUs of the last block (the class scores) can all die and "
+                       f"leave every score constant. Try the default recipe (--recipe nin: He "
+                       f"init, a linear class block, Adam with a one-cycle schedule), or a lower "
+                       f"learning rate.")
             if self.on_stuck == "stop":
                 raise TrainingStuckError(message)
             import warnings

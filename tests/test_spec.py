@@ -46,14 +46,21 @@ def test_non_square_checks_both_sides():
 
 
 def test_spec_round_trips_through_dict():
-    spec = S.without_final_relu(S.chapter_spec(7))
+    spec = S.with_class_block_relu(S.chapter_spec(7), "hidden")
     assert S.spec_from_dict(S.spec_to_dict(spec)) == spec
 
 
-def test_without_final_relu_touches_only_last_conv():
-    convs = S.without_final_relu(S.chapter_spec()).layers[7].convs
-    assert [c.relu for c in convs] == [True, True, False]
-    assert all(c.relu for c in S.chapter_spec().layers[0].convs)
+@pytest.mark.parametrize("relu, expected", [("all", [True] * 3), ("hidden", [True, True, False]),
+                                            ("none", [False] * 3)])
+def test_class_block_relu_touches_only_the_last_block(relu, expected):
+    spec = S.with_class_block_relu(S.chapter_spec(), relu)
+    assert [c.relu for c in spec.layers[7].convs] == expected
+    assert all(c.relu for block in spec.layers[:5:2] for c in block.convs)
+
+
+def test_bad_relu_mode():
+    with pytest.raises(ValueError, match="'all', 'hidden' or 'none'"):
+        S.NiNBlock(10, 3, relu="some")
 
 
 def test_spec_imports_no_framework():

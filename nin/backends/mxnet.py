@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import mxnet as mx
 import numpy as onp
@@ -37,13 +38,13 @@ def try_gpu(i=0):
 
 
 def to_numpy(x) -> onp.ndarray:
-    return x.asnumpy().astype(onp.float32)
+    return x.asnumpy().astype(onp.float32, copy=False)
 
 
 def nin_block(num_channels, kernel_size, strides, padding, *, in_channels=0, num_1x1=2,
-              final_relu=True):
+              relu="all"):
     """The chapter's block: ReLU inside each Conv2D, as the chapter writes it."""
-    block = _spec.NiNBlock(num_channels, kernel_size, strides, padding, num_1x1, final_relu)
+    block = _spec.NiNBlock(num_channels, kernel_size, strides, padding, num_1x1, relu)
     blk = nn.HybridSequential()
     for conv in block.convs:
         blk.add(nn.Conv2D(conv.out_channels, conv.kernel, conv.stride, conv.padding,
@@ -59,7 +60,7 @@ def build(spec: _spec.NetSpec) -> nn.HybridSequential:
         if isinstance(layer, _spec.NiNBlock):
             net.add(nin_block(layer.out_channels, layer.kernel, layer.stride, layer.padding,
                               in_channels=channels, num_1x1=layer.num_1x1,
-                              final_relu=layer.final_relu))
+                              relu=layer.relu))
             channels = layer.out_channels
         elif isinstance(layer, _spec.MaxPool):
             net.add(nn.MaxPool2D(pool_size=layer.size, strides=layer.stride))
@@ -165,8 +166,7 @@ class NiN(Classifier):
         recipe = _training.get_recipe(recipe)
         self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
         self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
-        if not recipe.final_relu:
-            self.spec = _spec.without_final_relu(self.spec)
+        self.spec = _spec.with_class_block_relu(self.spec, recipe.class_block_relu)
         self.net = build(self.spec)
         self.normalize = recipe.normalize
         self.net.initialize(init.Xavier() if recipe.init == "xavier"
@@ -179,7 +179,7 @@ class NiN(Classifier):
 
     def configure_optimizers(self):
         recipe = _training.get_recipe(self.recipe)
-        lr = recipe.lr or self.lr
+        lr = self.lr if recipe.lr is None else recipe.lr
         if recipe.optimizer == "adam":
             return gluon.Trainer(self.collect_params(), "adam",
                                  {"learning_rate": lr, "wd": recipe.weight_decay})
@@ -216,7 +216,9 @@ class Trainer(_training.TrainerBase):
         model.collect_params().reset_ctx(self.ctx)
         data.device = self.ctx
         if self.fast:
-            model.hybridize(static_alloc=True, static_shape=True)
+            with warnings.catch_warnings():   # the chapter's nn.Sequential hybridizes its children
+                warnings.simplefilter("ignore", UserWarning)
+                model.hybridize(static_alloc=True, static_shape=True)
         return model.configure_optimizers()
 
     def _train_step(self, batch):

@@ -60,12 +60,12 @@ def keras_padding(kernel: int, stride: int, padding: int) -> str:
         f"{(kernel - 1) // 2} with stride 1.")
 
 
-def nin_block(out_channels, kernel_size, strides, padding, *, num_1x1=2, final_relu=True):
+def nin_block(out_channels, kernel_size, strides, padding, *, num_1x1=2, relu="all"):
     """The chapter's block; `padding` is 'valid'/'same' as in the chapter, or an integer."""
     if not isinstance(padding, str):
         padding = keras_padding(kernel_size, strides, padding)
     pad = {"valid": 0, "same": (kernel_size - 1) // 2}[padding]
-    block = _spec.NiNBlock(out_channels, kernel_size, strides, pad, num_1x1, final_relu)
+    block = _spec.NiNBlock(out_channels, kernel_size, strides, pad, num_1x1, relu)
     layers = []
     for i, conv in enumerate(block.convs):
         layers.append(tf.keras.layers.Conv2D(conv.out_channels, conv.kernel, strides=conv.stride,
@@ -82,7 +82,7 @@ def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
         if isinstance(layer, _spec.NiNBlock):
             layers.append(nin_block(layer.out_channels, layer.kernel, layer.stride,
                                     keras_padding(layer.kernel, layer.stride, layer.padding),
-                                    num_1x1=layer.num_1x1, final_relu=layer.final_relu))
+                                    num_1x1=layer.num_1x1, relu=layer.relu))
         elif isinstance(layer, _spec.MaxPool):
             layers.append(tf.keras.layers.MaxPool2D(pool_size=layer.size, strides=layer.stride))
         elif isinstance(layer, _spec.Dropout):
@@ -185,8 +185,7 @@ class NiN(Classifier):
         recipe = _training.get_recipe(recipe)
         self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
         self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
-        if not recipe.final_relu:
-            self.spec = _spec.without_final_relu(self.spec)
+        self.spec = _spec.with_class_block_relu(self.spec, recipe.class_block_relu)
         self.net = build(self.spec)
         self.normalize = recipe.normalize
         if recipe.init == "kaiming":
@@ -201,7 +200,7 @@ class NiN(Classifier):
 
     def configure_optimizers(self):
         recipe = _training.get_recipe(self.recipe)
-        lr = float(recipe.lr or self.lr)
+        lr = float(self.lr if recipe.lr is None else recipe.lr)
         if recipe.optimizer == "adam":
             return tf.keras.optimizers.Adam(lr, weight_decay=recipe.weight_decay or None)
         return tf.keras.optimizers.SGD(lr, momentum=recipe.momentum,

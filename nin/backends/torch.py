@@ -42,9 +42,9 @@ def to_numpy(x) -> np.ndarray:
 
 
 def nin_block(out_channels, kernel_size, strides, padding, *, in_channels=None, num_1x1=2,
-              final_relu=True):
+              relu="all"):
     """The chapter's block; lazy convs like the chapter unless `in_channels` is given."""
-    block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, final_relu)
+    block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, relu)
     layers = []
     for conv in block.convs:
         layers.append(nn.LazyConv2d(conv.out_channels, conv.kernel, conv.stride, conv.padding)
@@ -64,7 +64,7 @@ def build(spec: _spec.NetSpec) -> nn.Sequential:
         if isinstance(layer, _spec.NiNBlock):
             layers.append(nin_block(layer.out_channels, layer.kernel, layer.stride, layer.padding,
                                     in_channels=channels, num_1x1=layer.num_1x1,
-                                    final_relu=layer.final_relu))
+                                    relu=layer.relu))
             channels = layer.out_channels
         elif isinstance(layer, _spec.MaxPool):
             layers.append(nn.MaxPool2d(layer.size, stride=layer.stride))
@@ -171,8 +171,7 @@ class NiN(Classifier):
         recipe = _training.get_recipe(recipe)
         self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
         self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
-        if not recipe.final_relu:
-            self.spec = _spec.without_final_relu(self.spec)
+        self.spec = _spec.with_class_block_relu(self.spec, recipe.class_block_relu)
         self.net = build(self.spec)
         self.normalize = recipe.normalize
         self.net.apply(init_cnn if recipe.init == "xavier" else _init_kaiming)
@@ -184,7 +183,7 @@ class NiN(Classifier):
 
     def configure_optimizers(self):
         recipe = _training.get_recipe(self.recipe)
-        lr = recipe.lr or self.lr
+        lr = self.lr if recipe.lr is None else recipe.lr
         if recipe.optimizer == "adam":
             return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=recipe.weight_decay)
         return torch.optim.SGD(self.parameters(), lr=lr, momentum=recipe.momentum,

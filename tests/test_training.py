@@ -1,0 +1,156 @@
+"""The shared Trainer: training works, files are written, resume, stuck and NaN detection."""
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_fashion
+from nin import training as T
+from nin.backends import get_backend
+from nin.data import FILES, write_idx
+
+SMALL = dict(batch_size=32, resize=(67, 67))
+
+
+def _fit(backend, root, out=None, epochs=1, batches=12, recipe="nin", seed=0, num_classes=10,
+         **trainer_kwargs):
+    B = get_backend(backend)
+    B.set_seed(seed)
+    data = B.FashionMNIST(root=root, seed=seed, **SMALL)
+    model = B.NiN(num_classes=num_classes, recipe=recipe)
+    trainer = B.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=2,
+                        progress=False, out_dir=out, **trainer_kwargs)
+    trainer.fit(model, data)
+    return trainer
+
+
+def test_loss_falls(backend, synthetic_root):
+    steps = [loss for _, loss in _fit(backend, synthetic_root, batches=15).history.steps]
+    assert len(steps) == 15
+    assert np.mean(steps[-3:]) < np.mean(steps[:3]) - 0.5, steps
+
+
+def test_history_plot_and_checkpoint_written(backend, synthetic_root, tmp_path):
+    trainer = _fit(backend, synthetic_root, out=tmp_path, epochs=2, batches=3)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert {"train_loss", "val_loss", "val_acc", "images_per_s"} <= set(history["epochs"][0])
+    assert len(history["steps"]) == 6
+    assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["epoch"] == 2 and meta["backend"] == trainer.backend_name
+    assert not list(tmp_path.glob("*.tmp"))          # atomic writes leave nothing behind
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_path):
+    B = get_backend(backend)
+    B.set_seed(0)
+    data = B.FashionMNIST(root=synthetic_root, **SMALL)
+    trainer = B.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1,
+                        progress=False, out_dir=tmp_path)
+    step = trainer._train_step
+
+    def interrupt_in_epoch_two(batch):
+        if trainer.epoch == 1 and trainer._step == 4:
+            raise _Interrupt
+        return step(batch)
+    trainer._train_step = interrupt_in_epoch_two
+    with pytest.raises(_Interrupt):
+        trainer.fit(B.NiN(), data)
+    first = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert len(first) == 1
+
+    resumed = B.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1,
+                        progress=False, out_dir=tmp_path, resume=True)
+    history = resumed.fit(B.NiN(), B.FashionMNIST(root=synthetic_root, **SMALL))
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
+    assert history.epochs[0] == first[0]
+    assert len(history.steps) == 9
+    # the data order continues too: epoch 2 of the resumed run is epoch 2 of an unbroken one
+    assert resumed.train_loader.source.epoch == 3
+
+
+def test_checkpoint_for_another_spec_is_refused(backend, synthetic_root, tmp_path):
+    _fit(backend, synthetic_root, out=tmp_path, batches=2)
+    with pytest.raises(T.CheckpointError, match="another spec.*5 classes"):
+        _fit(backend, synthetic_root, out=tmp_path, batches=2, num_classes=5, resume=True)
+
+
+def test_checkpoint_for_another_backend_is_refused(backend, synthetic_root, tmp_path):
+    _fit(backend, synthetic_root, out=tmp_path, batches=2)
+    arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
+    T.save_checkpoint(tmp_path / "checkpoint.npz", arrays, dict(meta, backend="caffe"))
+    with pytest.raises(T.CheckpointError, match="another backend \\(caffe\\)"):
+        _fit(backend, synthetic_root, out=tmp_path, batches=2, resume=True)
+
+
+def test_truncated_checkpoint_is_refused(backend, synthetic_root, tmp_path):
+    _fit(backend, synthetic_root, out=tmp_path, batches=2)
+    path = tmp_path / "checkpoint.npz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(T.CheckpointError, match="not a readable nin checkpoint"):
+        _fit(backend, synthetic_root, out=tmp_path, batches=2, resume=True)
+
+
+@pytest.fixture(scope="module")
+def blank_root(tmp_path_factory):
+    """All-black images with balanced labels: nothing to learn, the loss stays at ln 10."""
+    root = tmp_path_factory.mktemp("blank")
+    for split, n in (("train", 320), ("test", 64)):
+        write_idx(root / FILES[split][0], np.zeros((n, 28, 28), dtype=np.uint8))
+        write_idx(root / FILES[split][1], (np.arange(n) % 10).astype(np.uint8))
+    return root
+
+
+def test_stuck_run_is_detected(backend, blank_root):
+    with pytest.raises(T.TrainingStuckError, match=r"still at chance level ln\(10\) = 2.303"):
+        _fit(backend, blank_root, batches=10, stuck_check=8, on_stuck="stop")
+
+
+def test_healthy_run_is_not_flagged(backend, synthetic_root, recwarn):
+    _fit(backend, synthetic_root, batches=15, stuck_check=12, on_stuck="stop")
+    assert not [w for w in recwarn if "stuck" in str(w.message)]
+
+
+def test_diverging_run_is_detected(backend, synthetic_root):
+    B = get_backend(backend)
+    data = B.FashionMNIST(root=synthetic_root, **SMALL)
+    model = B.NiN()
+    step = model.training_step
+    model.training_step = lambda batch: step(batch) * float("nan")   # a loss gone NaN
+    trainer = B.Trainer(max_epochs=1, limit_train_batches=3, progress=False)
+    with pytest.raises(T.TrainingDivergedError, match="became nan.*diverged.*lower learning"):
+        trainer.fit(model, data)
+
+
+def test_no_gpu_prints_one_line(backend, synthetic_root, capsys):
+    B = get_backend(backend)
+    if B.num_gpus():
+        pytest.skip("a GPU is present: the fallback line is not printed")
+    _fit(backend, synthetic_root, batches=1, num_gpus=1)
+    assert capsys.readouterr().out.count("no GPU found; training on the CPU") == 1
+
+
+def test_book_recipe_keeps_the_chapters_relus(backend):
+    net_spec = get_backend(backend).NiN(recipe="book").spec
+    assert all(c.relu for block in net_spec.layers[::2] if hasattr(block, "convs")
+               for c in block.convs)
+    assert [c.relu for c in get_backend(backend).NiN().spec.layers[7].convs] == [False] * 3
+
+
+def test_one_cycle_schedule():
+    lrs = [T.lr_at(s, 100, 1.0, "onecycle") for s in range(100)]
+    assert lrs[0] == pytest.approx(1 / 25) and max(lrs) == pytest.approx(1.0)
+    assert lrs[-1] < 0.01 and int(np.argmax(lrs)) == 20
+    assert T.lr_at(50, 100, 0.3, "constant") == 0.3
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="unknown recipe 'fast'.*nin, book"):
+        T.get_recipe("fast")
