@@ -1,4 +1,4 @@
-"""`python -m nin <command>`: shapes, train."""
+"""`python -m nin <command>`: shapes, compare, train."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from nin import compare
+    spec = _spec.chapter_spec(args.num_classes)
+    backends = resolve_backends(args.backends)
+    reference = resolve_backends(args.reference)[0]
+    if args.train_steps:
+        result = compare.train_parity(backends, spec, size=args.size, batch_size=args.batch_size,
+                                      steps=args.train_steps, seed=args.seed,
+                                      root=args.data_dir, reference=reference)
+        if args.plot:
+            compare.plot_parity(result, args.plot)
+        if args.json:
+            print(json.dumps(result))
+            return 0
+        names = list(result["losses"])
+        print(f"{args.train_steps} SGD steps at {args.size}x{args.size}, batch "
+              f"{args.batch_size}, same weights and batches, dropout off")
+        print(f"{'step':<6}" + "".join(f"{b:<14}" for b in names))
+        for i in range(args.train_steps):
+            print(f"{i + 1:<6}" + "".join(f"{result['losses'][b][i]:<14.6f}" for b in names))
+        for b in names[1:]:
+            print(f"{b}: max loss difference {result['max_loss_diff'][b]:.2e}, final weights "
+                  f"max relative difference {result['max_weight_rel_diff'][b]:.2e}")
+        if args.plot:
+            print(f"plot: {args.plot}")
+        return 0
+    _spec.check_input_size(spec, args.size)
+    result = compare.compare_layers(backends, spec, size=args.size, batch_size=args.batch_size,
+                                    seed=args.seed, weights_path=args.weights,
+                                    reference=reference, root=args.data_dir)
+    print(json.dumps(result) if args.json else compare.format_layers(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_shapes)
+
+    p = sub.add_parser("compare", help="the same weights in every backend, layer by layer")
+    p.add_argument("--backends", default="torch,mxnet,tensorflow")
+    p.add_argument("--reference", default="torch")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--weights", default=None, help="a canonical weight file (.npz) to load")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for the input batch")
+    p.add_argument("--train-steps", type=int, default=0,
+                   help="instead: train N SGD steps in each backend and compare the losses")
+    p.add_argument("--plot", default=None, help="with --train-steps: save the loss curves here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", help="train the chapter's NiN on Fashion-MNIST")
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])

@@ -413,6 +413,10 @@ class TrainerBase(HyperParameters):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = dict(self._identity(), epoch=self.epoch, history=self.history.to_dict())
         save_checkpoint(self.out_dir / "checkpoint.npz", self._state_arrays(), meta)
+        spec = getattr(self.model, "spec", None)
+        if spec is not None:   # the same weights in the canonical format, for other backends
+            from nin import weights
+            weights.export(self.backend_name, self.model.net, spec, self.out_dir / "weights.npz")
         self.history.save(self.out_dir / "history.json")
         self.board.save(self.history, self.out_dir / "board.png")
 

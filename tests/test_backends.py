@@ -101,3 +101,13 @@ def test_cli_reports_broken_framework_and_runs_the_others(tmp_path):
     result = json.loads(out.stdout)
     assert "simulated broken install" in result["mxnet"]["error"]
     assert result["torch"]["params"] == result["tensorflow"]["params"] == 1_992_166
+
+
+def test_every_backend_exposes_the_same_names(backend):
+    """One module per chapter tab, with the same public names (the tensor helper aside:
+    the chapter calls `randn` in PyTorch and MXNet, `normal` in TensorFlow)."""
+    B = get_backend(backend)
+    helper = "normal" if backend == "tensorflow" else "randn"
+    names = set(B.__all__) - {helper}
+    assert names == set(get_backend("torch").__all__) - {"randn"}
+    assert all(hasattr(B, name) for name in B.__all__) and hasattr(B, helper)

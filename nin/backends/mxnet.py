@@ -14,12 +14,14 @@ from nin import data as _data, spec as _spec, training as _training
 
 npx.set_np()
 
-__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "Module", "Classifier",
+__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs", "predict",
+           "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
            "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed",
            "to_numpy"]
 
 randn = np.random.randn
 LAYOUT = "NCHW"
+KERNEL_LAYOUT = "OIHW"
 cpu, gpu = mx.cpu, mx.gpu
 
 
@@ -79,14 +81,41 @@ def count_params(net) -> int:
     return sum(p.data().size for p in net.collect_params().values())
 
 
+def layer_outputs(net, x: onp.ndarray) -> list[tuple[str, onp.ndarray]]:
+    """(class name, output) of each top-level layer, in inference mode and fp32; x is NCHW."""
+    _ensure_initialized(net)
+    X, out = np.array(x, dtype="float32", ctx=_ctx_of(net)), []
+    for layer in net:
+        X = layer(X)
+        out.append((type(layer).__name__, to_numpy(X)))
+    return out
+
+
 def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
     """(class name, output shape) of each top-level layer for one size x size image."""
+    blank = onp.zeros((1, in_channels, size, size), onp.float32)
+    return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+
+
+def predict(model, x: onp.ndarray) -> onp.ndarray:
+    """Logits for a NumPy batch in NCHW (outside autograd.record: inference mode)."""
+    return to_numpy(model(np.array(x, dtype="float32", ctx=_ctx_of(model))))
+
+
+def parameter_arrays(net) -> list[onp.ndarray]:
+    """Every parameter in spec order, Gluon layout (conv OIHW, dense out x in)."""
     _ensure_initialized(net)
-    x, rows = np.zeros((1, in_channels, size, size)), []
-    for layer in net:
-        x = layer(x)
-        rows.append((type(layer).__name__, tuple(x.shape)))
-    return rows
+    return [p.data().asnumpy() for p in net.collect_params().values()]
+
+
+def assign_parameter_arrays(net, arrays) -> None:
+    for p, a in zip(net.collect_params().values(), arrays):
+        p.set_data(np.array(a, ctx=p.list_ctx()[0]))
+
+
+def _ctx_of(net):
+    params = [p for p in net.collect_params().values() if p._data is not None]
+    return params[0].list_ctx()[0] if params else cpu()
 
 
 def _ensure_initialized(net, initializer=None):
@@ -165,8 +194,10 @@ class NiN(Classifier):
         self.save_hyperparameters()
         recipe = _training.get_recipe(recipe)
         self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
-        self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
-        self.spec = _spec.with_class_block_relu(self.spec, recipe.class_block_relu)
+        if spec is None:   # the chapter's NiN, its class block as the recipe says
+            spec = _spec.with_class_block_relu(_spec.chapter_spec(num_classes),
+                                               recipe.class_block_relu)
+        self.spec = spec
         self.net = build(self.spec)
         self.normalize = recipe.normalize
         self.net.initialize(init.Xavier() if recipe.init == "xavier"

@@ -10,12 +10,14 @@ import tensorflow as tf  # noqa: E402
 
 from nin import data as _data, spec as _spec, training as _training
 
-__all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "Module",
+__all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "layer_outputs",
+           "predict", "parameter_arrays", "assign_parameter_arrays", "Module",
            "Classifier", "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu",
-           "num_gpus", "set_seed", "to_numpy", "keras_padding"]
+           "num_gpus", "set_seed", "to_numpy"]
 
 normal = tf.random.normal
 LAYOUT = "NHWC"
+KERNEL_LAYOUT = "HWIO"
 
 
 def num_gpus():
@@ -98,17 +100,42 @@ def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
 
 
 def count_params(net) -> int:
-    # summed over the top-level layers: a Sequential called layer by layer is not "built"
-    return int(sum(np.prod(w.shape) for layer in net.layers for w in layer.weights))
+    return int(sum(np.prod(w.shape) for w in _weights(net)))
+
+
+def layer_outputs(net, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(class name, output) of each top-level layer, in inference mode; x is NHWC."""
+    X, out = tf.constant(np.asarray(x, np.float32)), []
+    for layer in net.layers:
+        X = layer(X, training=False)
+        out.append((type(layer).__name__, to_numpy(X)))
+    return out
 
 
 def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
     """(class name, output shape) of each top-level layer for one size x size image (NHWC)."""
-    x, rows = tf.zeros((1, size, size, in_channels)), []
-    for layer in net.layers:
-        x = layer(x)
-        rows.append((type(layer).__name__, tuple(x.shape)))
-    return rows
+    blank = np.zeros((1, size, size, in_channels), np.float32)
+    return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """Logits for a NumPy batch in NHWC, in inference mode."""
+    return to_numpy(model(tf.constant(np.asarray(x, np.float32)), training=False))
+
+
+def parameter_arrays(net) -> list[np.ndarray]:
+    """Every parameter in spec order, Keras layout (conv HWIO, dense in x out)."""
+    return [w.numpy() for w in _weights(net)]
+
+
+def assign_parameter_arrays(net, arrays) -> None:
+    for w, a in zip(_weights(net), arrays):
+        w.assign(a)
+
+
+def _weights(net):
+    # per top-level layer: a Sequential called layer by layer is not itself "built"
+    return [w for layer in net.layers for w in layer.weights]
 
 
 def init_cnn(module):
@@ -184,8 +211,10 @@ class NiN(Classifier):
         self.save_hyperparameters()
         recipe = _training.get_recipe(recipe)
         self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
-        self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
-        self.spec = _spec.with_class_block_relu(self.spec, recipe.class_block_relu)
+        if spec is None:   # the chapter's NiN, its class block as the recipe says
+            spec = _spec.with_class_block_relu(_spec.chapter_spec(num_classes),
+                                               recipe.class_block_relu)
+        self.spec = spec
         self.net = build(self.spec)
         self.normalize = recipe.normalize
         if recipe.init == "kaiming":

@@ -8,12 +8,14 @@ from torch.nn import functional as F
 
 from nin import data as _data, spec as _spec, training as _training
 
-__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "Module", "Classifier",
+__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs", "predict",
+           "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
            "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed",
-           "named_arrays", "assign_arrays", "to_numpy", "from_numpy"]
+           "to_numpy"]
 
 randn = torch.randn
 LAYOUT = "NCHW"
+KERNEL_LAYOUT = "OIHW"
 
 
 def cpu():
@@ -84,14 +86,48 @@ def count_params(net) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
-    """(class name, output shape) of each top-level layer for one size x size image."""
-    x, rows = torch.zeros(1, in_channels, size, size), []
+def layer_outputs(net, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(class name, output) of each top-level layer, in inference mode and fp32; x is NCHW."""
+    was_training, out = net.training, []
+    net.eval()
+    X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(_device_of(net))
     with torch.no_grad():
         for layer in net:
-            x = layer(x)
-            rows.append((type(layer).__name__, tuple(x.shape)))
-    return rows
+            X = layer(X)
+            out.append((type(layer).__name__, to_numpy(X)))
+    net.train(was_training)
+    return out
+
+
+def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
+    """(class name, output shape) of each top-level layer for one size x size image."""
+    blank = np.zeros((1, in_channels, size, size), np.float32)
+    return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """Logits for a NumPy batch in NCHW, in inference mode and fp32."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(_device_of(model)))
+    model.train(was_training)
+    return to_numpy(logits)
+
+
+def parameter_arrays(net) -> list[np.ndarray]:
+    """Every parameter in spec order, torch layout (conv OIHW, linear out x in)."""
+    return [to_numpy(p) for p in net.parameters()]
+
+
+def assign_parameter_arrays(net, arrays) -> None:
+    with torch.no_grad():
+        for p, a in zip(net.parameters(), arrays):
+            p.copy_(torch.from_numpy(a))
+
+
+def _device_of(net):
+    return next(net.parameters()).device
 
 
 def init_cnn(module):
@@ -170,8 +206,10 @@ class NiN(Classifier):
         self.save_hyperparameters()
         recipe = _training.get_recipe(recipe)
         self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
-        self.spec = spec if spec is not None else _spec.chapter_spec(num_classes)
-        self.spec = _spec.with_class_block_relu(self.spec, recipe.class_block_relu)
+        if spec is None:   # the chapter's NiN, its class block as the recipe says
+            spec = _spec.with_class_block_relu(_spec.chapter_spec(num_classes),
+                                               recipe.class_block_relu)
+        self.spec = spec
         self.net = build(self.spec)
         self.normalize = recipe.normalize
         self.net.apply(init_cnn if recipe.init == "xavier" else _init_kaiming)

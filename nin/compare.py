@@ -1,0 +1,181 @@
+"""The three tabs as one model: same weights in, same numbers out, layer by layer.
+
+`compare_layers` loads one set of canonical weights into every backend, feeds the same
+batch in fp32 inference mode, and reports per top-level layer the output shape and the
+differences against a reference backend:
+
+    max_abs_diff = max |out - ref|        max_rel_diff = max |out - ref| / max |ref|
+
+(relative to the layer's largest magnitude: element-wise ratios explode where ref is ~0).
+`train_parity` trains the same initial weights on the same batches with plain SGD and no
+dropout in each backend and reports per-step losses and the final weights' differences
+(per array ||w - w_ref|| / ||w_ref||). Rounding grows over training steps: on real
+Fashion-MNIST one framework against itself in another memory layout (channels-last)
+already differs by about 2e-3 after 20 steps at lr 0.05 (docs/compare.md).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from nin import spec as _spec, weights as _weights
+from nin.backends import get_backend
+from nin.data import TEXT_LABELS, load_fashion_mnist, resize_matrix
+from nin.training import Recipe
+
+__all__ = ["strict_fp32", "reference_weights", "input_batch", "compare_layers",
+           "train_parity", "PARITY_RECIPE"]
+
+# the book's plain SGD with a linear class block, so that no ReLU can freeze all the scores
+PARITY_RECIPE = Recipe("parity", init="xavier", class_block_relu="none", normalize=False,
+                       optimizer="sgd", schedule="constant", lr=0.05)
+
+
+def strict_fp32(backend: str) -> None:
+    """Turn off TF32 and reduced-precision shortcuts, for numbers that can be compared."""
+    if backend == "torch":
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif backend == "tensorflow":
+        import tensorflow as tf
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    elif backend == "mxnet":
+        import os
+        os.environ["MXNET_CUDA_ALLOW_TENSOR_CORE"] = "0"
+
+
+def reference_weights(backend: str, spec: _spec.NetSpec, seed: int, path=None):
+    """Canonical arrays: read from `path`, or the reference backend's own initialization."""
+    if path is not None:
+        named, file_spec, _ = _weights.read(path)
+        _weights.check(named, file_spec, spec, source=str(path))
+        return named
+    B = get_backend(backend)
+    B.set_seed(seed)
+    model = B.NiN(spec=spec, recipe=PARITY_RECIPE)
+    return _weights.export_arrays(backend, model.net, spec)
+
+
+def input_batch(size: int, batch_size: int, seed: int, root=None):
+    """(NCHW float32 batch, labels or None): Fashion-MNIST test images already on disk,
+    resized with the shared bilinear matrix; random pixels when no copy is found."""
+    try:
+        _, _, x, y = load_fashion_mnist(root, download_missing=False)
+    except (FileNotFoundError, ValueError):
+        rng = np.random.default_rng(seed)
+        return rng.random((batch_size, 1, size, size), dtype=np.float32), None
+    idx = np.random.default_rng(seed).choice(len(y), batch_size, replace=False)
+    r = resize_matrix(28, size)
+    images = r @ (x[idx].astype(np.float32) / 255) @ r.T
+    return images[:, None].astype(np.float32), y[idx]
+
+
+def compare_layers(backends, spec, size=224, batch_size=4, seed=0, weights_path=None,
+                   reference="torch", root=None) -> dict:
+    """Per top-level layer: shapes per backend and differences against `reference`."""
+    backends = [reference] + [b for b in backends if b != reference]
+    named = reference_weights(reference, spec, seed, weights_path)
+    x, labels = input_batch(size, batch_size, seed, root)
+    outputs, shapes = {}, {}
+    for backend in backends:
+        B = get_backend(backend)
+        strict_fp32(backend)
+        net = B.build(spec)
+        _weights.load_arrays(backend, net, spec, named)
+        rows = B.layer_outputs(net, _weights.input_from_nchw(x, B.LAYOUT))
+        shapes[backend] = [list(a.shape) for _, a in rows]
+        outputs[backend] = [_weights.activation_to_nchw(a, B.LAYOUT) for _, a in rows]
+    layers = []
+    for i, name in enumerate(_spec.layer_names(spec)):
+        ref = outputs[reference][i]
+        scale = float(np.abs(ref).max()) or 1.0
+        abs_diff, rel_diff = {}, {}
+        for backend in backends[1:]:
+            out = outputs[backend][i].reshape(ref.shape)   # Keras' GAP drops the 1 x 1
+            abs_diff[backend] = float(np.abs(out - ref).max())
+            rel_diff[backend] = abs_diff[backend] / scale
+        layers.append({"name": name, "shape": {b: shapes[b][i] for b in backends},
+                       "max_abs_diff": abs_diff, "max_rel_diff": rel_diff})
+    logits = {b: outputs[b][-1].tolist() for b in backends}
+    return {"reference": reference, "size": size, "batch_size": batch_size, "layers": layers,
+            "logits": logits,
+            "predicted": {b: np.argmax(outputs[b][-1], axis=1).tolist() for b in backends},
+            "labels": None if labels is None else labels.tolist()}
+
+
+def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=None,
+                 reference="torch") -> dict:
+    """The same weights and batches, plain SGD, dropout off: per-step losses per backend."""
+    backends = [reference] + [b for b in backends if b != reference]
+    spec = spec.replace(layers=tuple(replace(l, rate=0.0) if isinstance(l, _spec.Dropout)
+                                     else l for l in spec.layers))
+    spec = _spec.with_class_block_relu(spec, PARITY_RECIPE.class_block_relu)
+    named = reference_weights(reference, spec, seed)
+    losses, final = {}, {}
+    for backend in backends:
+        B = get_backend(backend)
+        strict_fp32(backend)
+        model = B.NiN(spec=spec, recipe=PARITY_RECIPE)
+        _weights.load_arrays(backend, model.net, spec, named)
+        data = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root, seed=seed)
+        trainer = B.Trainer(max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
+                            progress=False, fast=False, stuck_check=0)
+        history = trainer.fit(model, data)
+        losses[backend] = [loss for _, loss in history.steps]
+        final[backend] = _weights.export_arrays(backend, model.net, spec)
+    weight_diff = {}   # per array ||w - w_ref|| / ||w_ref||, the largest over the arrays
+    for backend in backends[1:]:
+        weight_diff[backend] = max(
+            float(np.linalg.norm(final[backend][k] - final[reference][k])
+                  / (np.linalg.norm(final[reference][k]) or 1.0)) for k in final[reference])
+    loss_diff = {b: float(np.max(np.abs(np.array(losses[b]) - np.array(losses[reference]))))
+                 for b in backends[1:]}
+    return {"reference": reference, "steps": steps, "size": size, "losses": losses,
+            "max_loss_diff": loss_diff, "max_weight_rel_diff": weight_diff}
+
+
+def format_layers(result: dict) -> str:
+    """The comparison as a table a reader can scan for where a difference first appears."""
+    ref = result["reference"]
+    others = list(result["max_abs_diff"]) if "max_abs_diff" in result else \
+        list(result["layers"][0]["max_abs_diff"])
+    lines = [f"reference: {ref}; input {result['batch_size']} x {result['size']} x "
+             f"{result['size']}; fp32 inference; rel = max|diff| / max|{ref}|"]
+    header = f"{'layer':<10}" + "".join(f"{b + ' shape':<22}" for b in [ref] + others)
+    header += "".join(f"{b + ' abs / rel':<26}" for b in others)
+    lines.append(header)
+    for row in result["layers"]:
+        line = f"{row['name']:<10}" + "".join(f"{str(tuple(row['shape'][b])):<22}"
+                                              for b in [ref] + others)
+        line += "".join(f"{row['max_abs_diff'][b]:.1e} / {row['max_rel_diff'][b]:.1e}".ljust(26)
+                        for b in others)
+        lines.append(line)
+    lines.append("")
+    lines.append("logits of the first image:")
+    for b, logits in result["logits"].items():
+        lines.append(f"  {b:<11}" + " ".join(f"{v:+.4f}" for v in logits[0]))
+    lines.append("predicted classes:")
+    for b, pred in result["predicted"].items():
+        lines.append(f"  {b:<11}" + ", ".join(TEXT_LABELS[p] for p in pred))
+    if result["labels"] is not None:
+        lines.append(f"  {'true':<11}" + ", ".join(TEXT_LABELS[p] for p in result["labels"]))
+    return "\n".join(lines)
+
+
+def plot_parity(result: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for i, (b, losses) in enumerate(result["losses"].items()):
+        ax.plot(range(1, len(losses) + 1), losses, ["-", "--", ":"][i % 3], label=b, lw=2)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("training loss")
+    ax.set_title("same weights, same batches, three frameworks", fontsize=10)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

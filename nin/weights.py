@@ -1,0 +1,214 @@
+"""One framework-neutral weight format, and every layout conversion the project makes.
+
+A weight file is an .npz holding the spec (JSON, entry `__spec__`) and one array per
+parameter, named after the spec's layers: `block1.conv1.weight` (OIHW), `block1.conv1.bias`,
+`dense1.weight` (out x in, inputs in C, H, W order). Activations are compared in NCHW.
+Backends hand over their parameters in their own layout and in spec order
+(`parameter_arrays`); only this module knows how to turn them into the canonical one.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nin import spec as _spec
+
+__all__ = ["WeightFileError", "canonical_names", "to_canonical", "from_canonical",
+           "export_arrays", "load_arrays", "save", "read", "export", "load",
+           "activation_to_nchw", "input_from_nchw", "check"]
+
+
+class WeightFileError(ValueError):
+    """A weight file that does not fit the spec or the model; the model is left unchanged."""
+
+
+def canonical_names(spec: _spec.NetSpec) -> list[str]:
+    """Parameter names in spec order: block<i>.conv<j>.weight/bias, dense<i>.weight/bias."""
+    names = []
+    for name, layer in zip(_spec.layer_names(spec), spec.layers):
+        if isinstance(layer, _spec.NiNBlock):
+            for j in range(len(layer.convs)):
+                names += [f"{name}.conv{j + 1}.weight", f"{name}.conv{j + 1}.bias"]
+        elif isinstance(layer, _spec.Dense):
+            names += [f"{name}.weight", f"{name}.bias"]
+    return names
+
+
+def _dense_inputs(spec: _spec.NetSpec, size: int) -> dict[str, tuple]:
+    """For each Dense layer right after Flatten, the (C, H, W) it flattens."""
+    shapes, found = _spec.output_shapes(spec, size), {}
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, _spec.Dense) and i >= 2 and len(shapes[i - 2].shape) == 3:
+            found[shapes[i].name] = shapes[i - 2].shape
+    return found
+
+
+def to_canonical(arrays: list[np.ndarray], spec: _spec.NetSpec, kernel_layout: str,
+                 size: int | None = None) -> dict[str, np.ndarray]:
+    """A backend's parameters (spec order, its layout) -> canonical names and layouts."""
+    names = canonical_names(spec)
+    if len(arrays) != len(names):
+        raise WeightFileError(f"the network has {len(arrays)} parameter arrays, the spec "
+                              f"{spec.name!r} expects {len(names)}")
+    flat = _dense_inputs(spec, size or _spec.min_input_size(spec))
+    out = {}
+    for name, a in zip(names, arrays):
+        a = np.asarray(a, dtype=np.float32)
+        layer = name.split(".")[0]
+        if kernel_layout == "HWIO" and name.endswith(".weight"):
+            if a.ndim == 4:
+                a = a.transpose(3, 2, 0, 1)          # conv kernel HWIO -> OIHW
+            elif a.ndim == 2:
+                a = a.T                              # dense kernel (in, out) -> (out, in)
+                if layer in flat:                    # inputs flattened H, W, C -> C, H, W
+                    c, h, w = flat[layer]
+                    a = a.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
+        out[name] = np.ascontiguousarray(a)
+    return out
+
+
+def from_canonical(named: dict[str, np.ndarray], spec: _spec.NetSpec, kernel_layout: str,
+                   size: int | None = None) -> list[np.ndarray]:
+    """Canonical names and layouts -> a backend's parameter list (spec order, its layout)."""
+    flat = _dense_inputs(spec, size or _spec.min_input_size(spec))
+    arrays = []
+    for name in canonical_names(spec):
+        a = named[name]
+        layer = name.split(".")[0]
+        if kernel_layout == "HWIO" and name.endswith(".weight"):
+            if a.ndim == 4:
+                a = a.transpose(2, 3, 1, 0)          # conv kernel OIHW -> HWIO
+            elif a.ndim == 2:
+                if layer in flat:                    # inputs C, H, W -> H, W, C
+                    c, h, w = flat[layer]
+                    a = a.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
+                a = a.T                              # (out, in) -> dense kernel (in, out)
+        arrays.append(np.ascontiguousarray(a, dtype=np.float32))
+    return arrays
+
+
+def activation_to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
+    """A layer output in the backend's layout -> NCHW (NHWC -> NCHW: transpose 0, 3, 1, 2)."""
+    a = np.asarray(a, dtype=np.float32)
+    if layout == "NHWC" and a.ndim == 4:
+        return a.transpose(0, 3, 1, 2)
+    if layout == "NHWC" and a.ndim == 2:
+        return a                                     # logits and GAP outputs: N x C already
+    return a
+
+
+def input_from_nchw(x: np.ndarray, layout: str) -> np.ndarray:
+    """An NCHW NumPy batch -> the backend's layout (NCHW -> NHWC: transpose 0, 2, 3, 1)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if layout == "NHWC" else x)
+
+
+def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | None = None):
+    """Write canonical arrays with their spec (and the input size a dense head needs)."""
+    meta = {"spec": _spec.spec_to_dict(spec), "size": size}
+    buf = io.BytesIO()
+    np.savez(buf, __spec__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **named)
+    Path(path).write_bytes(buf.getvalue())
+
+
+def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            named = {k: f[k] for k in f.files}
+        meta = json.loads(named.pop("__spec__").tobytes().decode())
+        spec = _spec.spec_from_dict(meta["spec"])
+    except FileNotFoundError:
+        raise
+    except Exception as err:   # truncated zip, missing entry, bad JSON
+        raise WeightFileError(f"{path} is not a readable nin weight file ({err}); export it "
+                              f"again with nin.weights.export") from None
+    return named, spec, meta.get("size")
+
+
+def check(named: dict[str, np.ndarray], file_spec: _spec.NetSpec, spec: _spec.NetSpec,
+          source: str = "the weights", size: int | None = None) -> None:
+    """Refuse another spec, a missing or extra name, or a wrong shape, naming the layer."""
+    if file_spec != spec:
+        raise WeightFileError(
+            f"{source} were made for another spec ({_describe(file_spec)}), the model is "
+            f"{_describe(spec)}; build the model from the file's spec or use matching weights")
+    expected = _expected_shapes(spec, size)
+    for name in expected:
+        if name not in named:
+            raise WeightFileError(f"{source} have no {name}")
+        if tuple(named[name].shape) != expected[name]:
+            raise WeightFileError(f"{source}: {name} has shape {tuple(named[name].shape)}, the "
+                                  f"model expects {expected[name]}")
+    extra = sorted(set(named) - set(expected))
+    if extra:
+        raise WeightFileError(f"{source} hold arrays the spec does not name: {extra[:3]}")
+
+
+def _expected_shapes(spec: _spec.NetSpec, size: int | None = None) -> dict[str, tuple]:
+    shapes, channels = {}, spec.in_channels
+    size = size or _spec.min_input_size(spec)
+    flat_in = None
+    for row, layer in zip(_spec.output_shapes(spec, size), spec.layers):
+        if isinstance(layer, _spec.NiNBlock):
+            for j, conv in enumerate(layer.convs):
+                shapes[f"{row.name}.conv{j + 1}.weight"] = (conv.out_channels, channels,
+                                                            conv.kernel, conv.kernel)
+                shapes[f"{row.name}.conv{j + 1}.bias"] = (conv.out_channels,)
+                channels = conv.out_channels
+        elif isinstance(layer, _spec.Dense):
+            shapes[f"{row.name}.weight"] = (layer.units, flat_in)
+            shapes[f"{row.name}.bias"] = (layer.units,)
+        flat_in = row.shape[0] if len(row.shape) == 1 else None
+    return shapes
+
+
+def _describe(spec: _spec.NetSpec) -> str:
+    return f"{spec.name!r}, {spec.num_classes} classes, {len(spec.layers)} layers"
+
+
+def export_arrays(backend: str, net, spec: _spec.NetSpec, size: int | None = None):
+    """The network's parameters as canonical named arrays."""
+    B = _materialized(backend, net, spec, size)
+    return to_canonical(B.parameter_arrays(net), spec, B.KERNEL_LAYOUT, size)
+
+
+def load_arrays(backend: str, net, spec: _spec.NetSpec, named: dict[str, np.ndarray],
+                file_spec: _spec.NetSpec | None = None, size: int | None = None,
+                source: str = "the weights") -> None:
+    """Check everything first, then assign: on any mismatch the network is unchanged."""
+    check(named, spec if file_spec is None else file_spec, spec, source, size)
+    B = _materialized(backend, net, spec, size)
+    B.assign_parameter_arrays(net, from_canonical(named, spec, B.KERNEL_LAYOUT, size))
+
+
+def _materialized(backend: str, net, spec: _spec.NetSpec, size: int | None):
+    """Run one blank image through `net` so lazy layers exist; returns the backend module."""
+    from nin.backends import get_backend
+    B = get_backend(backend)
+    side = size or _spec.min_input_size(spec)
+    blank = np.zeros((1, spec.in_channels, side, side), np.float32)
+    B.layer_outputs(net, input_from_nchw(blank, B.LAYOUT))
+    return B
+
+
+def export(backend: str, net, spec: _spec.NetSpec, path, size: int | None = None) -> None:
+    """Write the network's weights as a canonical file (atomically: temporary, then rename)."""
+    import os
+    import tempfile
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save(tmp, export_arrays(backend, net, spec, size), spec, size)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(backend: str, net, spec: _spec.NetSpec, path) -> None:
+    named, file_spec, size = read(path)
+    load_arrays(backend, net, spec, named, file_spec, size, source=str(path))
