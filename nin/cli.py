@@ -1,4 +1,4 @@
-"""`python -m nin <command>`: shapes, compare, train."""
+"""`python -m nin <command>`: shapes, resources, compare, train, experiment."""
 from __future__ import annotations
 
 import argparse
@@ -114,6 +114,56 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def cmd_resources(args) -> int:
+    from nin.resources import summary
+    from nin.variants import variant
+    spec = variant(args.variant, args.num_classes)
+    _spec.check_input_size(spec, args.size)
+    result = summary(spec, args.size, args.batch_size, args.optimizer)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{spec.name}: input {args.size}x{args.size}, batch {args.batch_size}, optimizer "
+          f"{args.optimizer} (minimum input {result['min_input_size']}x"
+          f"{result['min_input_size']})")
+    print(f"  {'layer':<10}{'output':<18}{'params':>12}{'MACs/image':>16}"
+          f"{'activations/image':>20}")
+    for row in result["layers"]:
+        shape = " x ".join(map(str, row["shape"]))
+        print(f"  {row['name']:<10}{shape:<18}{row['params']:>12,}{row['macs']:>16,}"
+              f"{row['activations']:>20,}")
+    print(f"  parameters {result['params']:,}; MACs {result['macs_per_image']:,} per image "
+          f"(FLOPs = 2 x MACs = {result['flops_per_image']:,}); pooling "
+          f"{result['pool_ops_per_image']:,} and ReLU {result['relu_ops_per_image']:,} "
+          f"operations per image, apart")
+    for dtype in ("fp32", "bf16"):
+        m = result["memory"][dtype]
+        parts = ", ".join(f"{k.replace('_', ' ')} {_mib(v)}" for k, v in
+                          m["training_parts"].items())
+        print(f"  {dtype}: inference {_mib(m['inference'])} (peak live activations "
+              f"{_mib(m['inference_activations'])} + parameters); training "
+              f"{_mib(m['training'])} ({parts})")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from nin import experiment
+    from nin.variants import variant_names
+    names = variant_names() if args.variants == "all" else args.variants.split(",")
+    rows = experiment.run_experiment(
+        names, backend=args.backend, epochs=args.epochs, resize=args.resize,
+        batch_size=args.batch_size, limit_train_batches=args.limit_train_batches,
+        seed=args.seed, recipe=args.recipe, root=args.data_dir, progress=not args.quiet)
+    out = experiment.save(rows, args.out)
+    print(experiment.format_table(rows))
+    print(f"results.json, results.md and results.png are in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_shapes)
+
+    p = sub.add_parser("resources", help="parameters, MACs and memory from the spec")
+    p.add_argument("--variant", default="nin", help="see nin/variants.py (default: nin)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_resources)
+
+    p = sub.add_parser("experiment", help="train variants on one budget, tabulate and plot")
+    p.add_argument("--variants", default="nin,nin-1x1-1,nin-1x1-3",
+                   help="comma-separated names from nin/variants.py, or all")
+    p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--resize", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--limit-train-batches", type=int, default=None)
+    p.add_argument("--recipe", default="nin", choices=["nin", "book"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="runs/experiment")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("compare", help="the same weights in every backend, layer by layer")
     p.add_argument("--backends", default="torch,mxnet,tensorflow")

@@ -1,8 +1,16 @@
-"""Parameters and multiply-accumulates of a spec, per top-level layer, in plain Python.
+"""Parameters, multiply-accumulates and memory of a spec, per top-level layer, in plain Python.
 
 Conventions: a conv layer's MACs are out_h * out_w * out_channels * in_channels * k * k
 (bias additions not counted); FLOPs = 2 x MACs. Pooling and ReLU are counted apart, as
 comparisons / element operations, since they are not multiply-accumulates.
+
+Memory, for a batch: inference needs, at its peak, one op's input and output alive at once
+(max over ops of in + out). Training keeps, for the backward pass, the input and one tensor
+per conv (a ReLU keeps its output, which the next op also uses; the pre-activation is
+freed), each pool's and dense layer's output, and dropout's mask; on top of that, the
+gradients in flight at the peak (the largest op's input and output again), the parameters,
+their gradients and the optimizer state (SGD 0, momentum 1, Adam 2 per parameter). Activations take 4 bytes in fp32, 2 in bf16; parameters, gradients
+and optimizer state stay fp32 under mixed precision.
 """
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from dataclasses import dataclass
 
 from nin import spec as _spec
 
-__all__ = ["LayerCost", "layer_costs", "num_params", "conv_macs"]
+__all__ = ["LayerCost", "layer_costs", "num_params", "conv_macs", "memory", "summary"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class LayerCost:
     macs: int        # conv and dense multiply-accumulates, per image
     pool_ops: int    # comparisons (max) or additions (average), per image
     relu_ops: int    # ReLU evaluations, per image
+    op_outputs: tuple  # elements of each op's output inside this layer, per image
+    kept: int          # elements kept for the backward pass, per image
 
 
 def layer_costs(spec: _spec.NetSpec, height: int, width: int | None = None) -> list[LayerCost]:
@@ -31,7 +41,8 @@ def layer_costs(spec: _spec.NetSpec, height: int, width: int | None = None) -> l
     c, h, w = spec.in_channels, height, width
     for out in _spec.output_shapes(spec, height, width):
         layer = spec.layers[len(rows)]
-        params = macs = pool = relu = 0
+        params = macs = pool = relu = kept = 0
+        ops = []
         if isinstance(layer, _spec.NiNBlock):
             for conv in layer.convs:
                 h = _spec.conv_output_size(h, conv.kernel, conv.stride, conv.padding)
@@ -40,22 +51,73 @@ def layer_costs(spec: _spec.NetSpec, height: int, width: int | None = None) -> l
                 macs += h * w * conv.out_channels * c * conv.kernel ** 2
                 relu += h * w * conv.out_channels if conv.relu else 0
                 c = conv.out_channels
+                ops += [c * h * w] * (2 if conv.relu else 1)
+                kept += c * h * w
         elif isinstance(layer, _spec.MaxPool):
             h, w = out.shape[1:]
             pool = c * h * w * (layer.size ** 2 - 1)
+            ops = [c * h * w]
+            kept = c * h * w
         elif isinstance(layer, _spec.GlobalAvgPool):
             pool = c * h * w
             h = w = 1
+            ops = [c]
         elif isinstance(layer, _spec.Dense):
             fan_in = c * h * w
             params = layer.units * (fan_in + 1)
             macs = layer.units * fan_in
             relu = layer.units if layer.relu else 0
             c, h, w = layer.units, 1, 1
+            ops = [c] * (2 if layer.relu else 1)
+            kept = c
+        elif isinstance(layer, _spec.Dropout):
+            ops = [c * h * w]
+            kept = c * h * w
         elif isinstance(layer, _spec.Flatten):
             c, h, w = c * h * w, 1, 1
-        rows.append(LayerCost(out.name, out.kind, out.shape, params, macs, pool, relu))
+        rows.append(LayerCost(out.name, out.kind, out.shape, params, macs, pool, relu,
+                              tuple(ops), kept))
     return rows
+
+
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+
+
+def memory(spec: _spec.NetSpec, size: int, batch_size: int, optimizer: str = "sgd",
+           activation_bytes: int = 4) -> dict:
+    """Bytes for inference (peak live activations) and for one training step, by part."""
+    rows = layer_costs(spec, size)
+    image = spec.in_channels * size * size
+    sizes = [image] + [n for r in rows for n in r.op_outputs]
+    peak = max(a + b for a, b in zip(sizes, sizes[1:]))
+    params = sum(r.params for r in rows)
+    kept = image + sum(r.kept for r in rows) + peak    # stored, plus gradients in flight
+    parts = {"activations": kept * batch_size * activation_bytes,
+             "parameters": params * 4, "gradients": params * 4,
+             "optimizer_state": params * 4 * OPTIMIZER_SLOTS[optimizer]}
+    return {"inference": peak * batch_size * activation_bytes + params * 4,
+            "inference_activations": peak * batch_size * activation_bytes,
+            "training": sum(parts.values()), "training_parts": parts}
+
+
+def summary(spec: _spec.NetSpec, size: int = 224, batch_size: int = 128,
+            optimizer: str = "sgd") -> dict:
+    """Everything `python -m nin resources` prints, as one JSON-ready dict."""
+    rows = layer_costs(spec, size)
+    macs = sum(r.macs for r in rows)
+    return {
+        "spec": spec.name, "size": size, "batch_size": batch_size, "optimizer": optimizer,
+        "min_input_size": _spec.min_input_size(spec),
+        "params": sum(r.params for r in rows), "macs_per_image": macs,
+        "flops_per_image": 2 * macs,
+        "pool_ops_per_image": sum(r.pool_ops for r in rows),
+        "relu_ops_per_image": sum(r.relu_ops for r in rows),
+        "layers": [{"name": r.name, "kind": r.kind, "shape": list(r.shape), "params": r.params,
+                    "macs": r.macs, "pool_ops": r.pool_ops, "relu_ops": r.relu_ops,
+                    "activations": sum(r.op_outputs)} for r in rows],
+        "memory": {"fp32": memory(spec, size, batch_size, optimizer, 4),
+                   "bf16": memory(spec, size, batch_size, optimizer, 2)},
+    }
 
 
 def num_params(spec: _spec.NetSpec, height: int = 224, width: int | None = None) -> int:

@@ -221,10 +221,13 @@ def output_shapes(spec: NetSpec, height: int, width: int | None = None) -> list[
 
 
 def with_class_block_relu(spec: NetSpec, relu: str) -> NetSpec:
-    """The same network with the last block's ReLUs set to `relu` ('all', 'hidden', 'none')."""
+    """The same network with the class-score block's ReLUs set to `relu` ('all', 'hidden',
+    'none'). The class block is the NiN block feeding global average pooling; a spec
+    without one (a dense head) is returned unchanged."""
     layers = list(spec.layers)
-    last = max(i for i, layer in enumerate(layers) if isinstance(layer, NiNBlock))
-    layers[last] = dataclasses.replace(layers[last], relu=relu)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, GlobalAvgPool) and i and isinstance(layers[i - 1], NiNBlock):
+            layers[i - 1] = dataclasses.replace(layers[i - 1], relu=relu)
     return spec.replace(layers=tuple(layers))
 
 

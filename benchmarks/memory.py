@@ -1,0 +1,83 @@
+"""Peak memory of one training step, measured, beside the analytic estimate.
+
+Each backend runs in a fresh process on the CPU: the model (built by one forward pass),
+optimizer and one batch are made; the kernel's peak-RSS counter is then reset
+(/proc/self/clear_refs) and the first training step is measured as peak RSS above the RSS
+before it. (A second step would show less: allocators keep the first step's pages.)
+Baseline: the estimate from nin.resources for the same spec, size, batch and optimizer.
+
+    python -m benchmarks.memory [--backend all] [--size 224] [--batch-size 32] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from nin.backends import resolve_backends
+from nin.resources import memory
+from nin.spec import chapter_spec
+
+CHILD = r"""
+import json, sys
+from nin.backends import get_backend
+backend, size, batch, fast = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+B = get_backend(backend)
+
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+data = B.FashionMNIST(batch_size=batch, resize=(size, size), num_train=batch, num_val=batch)
+model = B.NiN(recipe="book", lr=0.01)
+trainer = B.Trainer(max_epochs=1, progress=False, fast=fast, stuck_check=0)
+trainer.model, trainer.recipe = model, __import__("nin.training").training.get_recipe("book")
+trainer.optim = trainer._prepare(model, data)
+trainer._train_mode(True)
+batch_data = next(iter(data.train_dataloader()))
+before = rss("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")                 # reset the peak counter
+trainer._to_float(trainer._train_step(batch_data))
+print(json.dumps({"peak_bytes": rss("VmHWM") - before}))
+"""
+
+
+def measure(backend: str, size: int, batch: int, fast: bool) -> int:
+    out = subprocess.run([sys.executable, "-c", CHILD, backend, str(size), str(batch),
+                          "1" if fast else "0"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", default="all")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    records = []
+    for backend in resolve_backends(args.backend):
+        for fast, dtype in ((False, "fp32"), (True, "bf16")):
+            if fast and backend == "mxnet":
+                continue          # MXNet's fast path is hybridization, not bf16
+            estimate = memory(chapter_spec(), args.size, args.batch_size, "sgd",
+                              4 if dtype == "fp32" else 2)["training"]
+            measured = measure(backend, args.size, args.batch_size, fast)
+            records.append({"backend": backend, "dtype": dtype, "size": args.size,
+                            "batch_size": args.batch_size, "estimate_bytes": estimate,
+                            "measured_bytes": measured, "ratio": measured / estimate})
+    if args.json:
+        print(json.dumps(records))
+        return
+    print(f"one training step, chapter NiN, {args.size}x{args.size}, batch {args.batch_size}, "
+          f"SGD; measured = peak RSS above the RSS before the step")
+    print(f"  {'backend':<11}{'dtype':<6}{'estimate':>14}{'measured':>14}{'ratio':>8}")
+    for r in records:
+        print(f"  {r['backend']:<11}{r['dtype']:<6}{r['estimate_bytes'] / 2**20:>11,.0f} MiB"
+              f"{r['measured_bytes'] / 2**20:>11,.0f} MiB{r['ratio']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Train several variants on one budget and tabulate what they cost and what they reach.
+
+`run_experiment` trains each named variant (nin/variants.py) with the same recipe, data,
+seed, size and number of batches in one backend, and returns a row per variant:
+parameters, MACs per image, seconds per epoch, test accuracy after each epoch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from nin import spec as _spec
+from nin.backends import get_backend
+from nin.resources import conv_macs, num_params
+from nin.training import get_recipe
+from nin.variants import variant
+
+__all__ = ["run_experiment", "format_table", "plot_results"]
+
+
+def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
+                   limit_train_batches=None, seed=0, recipe="nin", root=None,
+                   progress=True) -> list[dict]:
+    B = get_backend(backend)
+    recipe = get_recipe(recipe)
+    rows = []
+    for name in names:
+        spec = _spec.with_class_block_relu(variant(name), recipe.class_block_relu)
+        _spec.check_input_size(spec, resize)
+        B.set_seed(seed)
+        data = B.FashionMNIST(batch_size=batch_size, resize=(resize, resize), root=root,
+                              seed=seed)
+        model = B.NiN(spec=spec, recipe=recipe)
+        trainer = B.Trainer(max_epochs=epochs, limit_train_batches=limit_train_batches,
+                            progress=progress, stuck_check=0)
+        if progress:
+            print(f"--- {name}: {num_params(spec, resize):,} parameters", flush=True)
+        start = time.perf_counter()
+        history = trainer.fit(model, data)
+        rows.append({
+            "variant": name, "backend": backend, "resize": resize,
+            "params": num_params(spec, resize), "macs": conv_macs(spec, resize),
+            "seconds_per_epoch": (time.perf_counter() - start) / epochs,
+            "train_images_per_s": history.epochs[-1]["images_per_s"],
+            "val_acc": [e["val_acc"] for e in history.epochs],
+            "final_val_acc": history.epochs[-1]["val_acc"],
+            "final_train_loss": history.epochs[-1]["train_loss"]})
+    return rows
+
+
+def format_table(rows) -> str:
+    lines = [f"| variant | parameters | MACs/image | s/epoch | images/s | test accuracy |",
+             f"|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['params']:,} | {r['macs'] / 1e6:,.1f} M | "
+                     f"{r['seconds_per_epoch']:.0f} | {r['train_images_per_s']:.0f} | "
+                     f"{r['final_val_acc']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot_results(rows, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for r in rows:
+        axes[0].scatter(r["macs"] / 1e6, r["final_val_acc"], s=30)
+        axes[0].annotate(r["variant"], (r["macs"] / 1e6, r["final_val_acc"]), fontsize=7,
+                         xytext=(3, 3), textcoords="offset points")
+        axes[1].scatter(r["params"] / 1e6, r["final_val_acc"], s=30)
+        axes[1].annotate(r["variant"], (r["params"] / 1e6, r["final_val_acc"]), fontsize=7,
+                         xytext=(3, 3), textcoords="offset points")
+    axes[0].set_xlabel("MACs per image (millions)")
+    axes[1].set_xlabel("parameters (millions)")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save(rows, out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    (out / "results.md").write_text(format_table(rows) + "\n")
+    plot_results(rows, out / "results.png")
+    return out
