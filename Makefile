@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export NIN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/train-labels-idx1-ubyte.gz),$(SHARED_DATA),)
 
-.PHONY: setup train test shapes
+.PHONY: setup train test shapes bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,3 +24,9 @@ test: setup
 
 shapes: setup
 	$(PY) -m nin shapes --backend all
+
+# The full benchmark set (see README, "Speed"); minutes on a 2-core CPU.
+bench: setup
+	$(PY) -m benchmarks.train --backend all --size 224 96 --batch-size 128 --steps 3
+	$(PY) -m benchmarks.data --backend all --size 224
+	$(PY) -m benchmarks.memory --backend all --size 224 --batch-size 32

@@ -33,13 +33,11 @@ def rss(field):
 data = B.FashionMNIST(batch_size=batch, resize=(size, size), num_train=batch, num_val=batch)
 model = B.NiN(recipe="book", lr=0.01)
 trainer = B.Trainer(max_epochs=1, progress=False, fast=fast, stuck_check=0)
-trainer.model, trainer.recipe = model, __import__("nin.training").training.get_recipe("book")
-trainer.optim = trainer._prepare(model, data)
-trainer._train_mode(True)
+trainer.prepare(model, data)
 batch_data = next(iter(data.train_dataloader()))
 before = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")                 # reset the peak counter
-trainer._to_float(trainer._train_step(batch_data))
+trainer.train_batch(batch_data)
 print(json.dumps({"peak_bytes": rss("VmHWM") - before}))
 """
 

@@ -267,13 +267,14 @@ class FashionMNISTBase:
     """d2l's FashionMNIST data module; a backend subclass supplies `convert_batch`.
 
     `num_train` / `num_val` take a seeded random subset (quick runs and tests);
-    `limit_train_batches` / `limit_val_batches` cut each epoch short.
+    `limit_train_batches` / `limit_val_batches` cut each epoch short; `arrays` =
+    (train_images, train_labels, val_images, val_labels) uses those instead of the files.
     """
 
     def __init__(self, batch_size: int = 64, resize=(28, 28), root=None, seed: int = 0,
                  num_train: int | None = None, num_val: int | None = None,
                  limit_train_batches: int | None = None, limit_val_batches: int | None = None,
-                 download: bool = True):
+                 download: bool = True, arrays=None):
         from nin.quick import quick_settings  # the chapter-cell size override, if set
         quick = quick_settings()
         if quick:
@@ -284,7 +285,8 @@ class FashionMNISTBase:
         self.batch_size, self.seed = batch_size, seed
         self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
         self.root = default_root(root)
-        train_x, train_y, val_x, val_y = load_fashion_mnist(self.root, download_missing=download)
+        train_x, train_y, val_x, val_y = arrays if arrays is not None else \
+            load_fashion_mnist(self.root, download_missing=download)
         self.train = self._subset(train_x, train_y, num_train, seed)
         self.val = self._subset(val_x, val_y, num_val, seed + 1)
         self.limits = {True: limit_train_batches, False: limit_val_batches}
@@ -297,10 +299,13 @@ class FashionMNISTBase:
         idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
         return x[idx], y[idx]
 
-    def resize_matrices(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, cols) matrices for this module's resize; identity when 28 x 28."""
-        h, w = self.resize
-        return resize_matrix(28, h), resize_matrix(28, w)
+    def resize_matrices(self, height: int = 28, width: int = 28):
+        """(rows, cols) matrices resizing height x width images to this module's size."""
+        key = (height, width)
+        if key not in self._resize_cache:
+            self._resize_cache[key] = (resize_matrix(height, self.resize[0]),
+                                       resize_matrix(width, self.resize[1]))
+        return self._resize_cache[key]
 
     def batches(self, train: bool) -> BatchSource:
         x, y = self.train if train else self.val

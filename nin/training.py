@@ -283,15 +283,28 @@ class TrainerBase(HyperParameters):
         raise NotImplementedError
 
     # --- the loop, written once ----------------------------------------------------------
-    def fit(self, model, data):
+    def prepare(self, model, data):
+        """Device, fast paths and optimizer for `model`; `fit` calls it, benchmarks too."""
         self.model, self.data = model, data
+        self.recipe = get_recipe(getattr(model, "recipe", "book"))
+        self.base_lr = self.recipe.lr if self.recipe.lr is not None else model.lr
+        self.optim = self._prepare(model, data)
+        self._train_mode(True)
+
+    def train_batch(self, batch) -> float:
+        """One update on one batch; returns its loss (synchronized)."""
+        return self._to_float(self._train_step(batch))
+
+    def eval_batch(self, batch) -> None:
+        """One validation step (inference mode, the fast path if on)."""
+        self._eval_step(batch)
+
+    def fit(self, model, data):
         self.train_loader = data.train_dataloader()
         self.val_loader = data.val_dataloader()
         self.num_train_batches = _limited_len(self.train_loader, self.limit_train_batches)
         self.num_val_batches = _limited_len(self.val_loader, self.limit_val_batches)
-        self.recipe = get_recipe(getattr(model, "recipe", "book"))
-        self.base_lr = self.recipe.lr if self.recipe.lr is not None else model.lr
-        self.optim = self._prepare(model, data)
+        self.prepare(model, data)
         model._sink = self._record
         self.epoch = 0
         if self.resume:

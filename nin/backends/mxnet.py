@@ -225,7 +225,8 @@ class FashionMNIST(_data.FashionMNISTBase):
 
     def convert_batch(self, images, labels):
         ctx = self.device or cpu()
-        rows, cols = (np.array(m, ctx=ctx) for m in self.resize_matrices())
+        rows, cols = (np.array(m, ctx=ctx)
+                      for m in self.resize_matrices(*images.shape[1:]))
         X = np.array(images, ctx=ctx, dtype="float32") / 255
         X = np.dot(rows, X).transpose(1, 0, 2)          # N x H x 28
         X = np.dot(X, cols.T)                           # N x H x W, bilinear

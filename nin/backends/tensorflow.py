@@ -249,7 +249,8 @@ class FashionMNIST(_data.FashionMNISTBase):
 
     def convert_batch(self, images, labels):
         with tf.device(self.device or "/CPU:0"):
-            rows, cols = (tf.constant(m) for m in self.resize_matrices())
+            rows, cols = (tf.constant(m)
+                          for m in self.resize_matrices(*images.shape[1:]))
             X = tf.cast(tf.constant(images), tf.float32) / 255
             X = tf.einsum("hi,nij,wj->nhw", rows, X, cols)   # bilinear, N x H x W
             return X[..., None], tf.constant(labels, dtype=tf.int32)

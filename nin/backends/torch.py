@@ -234,7 +234,8 @@ class FashionMNIST(_data.FashionMNISTBase):
 
     def convert_batch(self, images, labels):
         device = self.device or cpu()
-        rows, cols = (torch.from_numpy(m).to(device) for m in self.resize_matrices())
+        rows, cols = (torch.from_numpy(m).to(device)
+                      for m in self.resize_matrices(*images.shape[1:]))
         X = torch.from_numpy(images).to(device).float().div_(255)
         X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear
         return X.unsqueeze(1), torch.from_numpy(labels).to(device)

@@ -1,0 +1,129 @@
+"""The baseline: the chapter's NiN and training step as the chapter writes them, per
+framework: eager, fp32, the book's layers, plain SGD at lr 0.05, no nin code involved.
+
+Each `make_<framework>(batch)` returns (train_step, infer) closures over one fixed batch
+in the framework's layout, so a benchmark times only forward, loss, backward and update.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_torch(images: np.ndarray, labels: np.ndarray):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    def nin_block(out_channels, kernel_size, strides, padding):
+        return nn.Sequential(
+            nn.LazyConv2d(out_channels, kernel_size, strides, padding), nn.ReLU(),
+            nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU(),
+            nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU())
+
+    net = nn.Sequential(
+        nin_block(96, kernel_size=11, strides=4, padding=0), nn.MaxPool2d(3, stride=2),
+        nin_block(256, kernel_size=5, strides=1, padding=2), nn.MaxPool2d(3, stride=2),
+        nin_block(384, kernel_size=3, strides=1, padding=1), nn.MaxPool2d(3, stride=2),
+        nn.Dropout(0.5), nin_block(10, kernel_size=3, strides=1, padding=1),
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+    X, y = torch.from_numpy(images), torch.from_numpy(labels)
+    net(X[:1])
+    for m in net.modules():
+        if type(m) in (nn.Linear, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+    optim = torch.optim.SGD(net.parameters(), lr=0.05)
+
+    def train_step():
+        net.train()
+        loss = F.cross_entropy(net(X), y)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        return float(loss.detach())
+
+    def infer():
+        net.eval()
+        with torch.no_grad():
+            return net(X).numpy()
+    return train_step, infer
+
+
+def make_mxnet(images: np.ndarray, labels: np.ndarray):
+    from mxnet import autograd, gluon, init, np as mnp, npx
+    from mxnet.gluon import nn
+    npx.set_np()
+
+    def nin_block(num_channels, kernel_size, strides, padding):
+        blk = nn.Sequential()
+        blk.add(nn.Conv2D(num_channels, kernel_size, strides, padding, activation="relu"),
+                nn.Conv2D(num_channels, kernel_size=1, activation="relu"),
+                nn.Conv2D(num_channels, kernel_size=1, activation="relu"))
+        return blk
+
+    net = nn.Sequential()
+    net.add(nin_block(96, kernel_size=11, strides=4, padding=0),
+            nn.MaxPool2D(pool_size=3, strides=2),
+            nin_block(256, kernel_size=5, strides=1, padding=2),
+            nn.MaxPool2D(pool_size=3, strides=2),
+            nin_block(384, kernel_size=3, strides=1, padding=1),
+            nn.MaxPool2D(pool_size=3, strides=2),
+            nn.Dropout(0.5),
+            nin_block(10, kernel_size=3, strides=1, padding=1),
+            nn.GlobalAvgPool2D(), nn.Flatten())
+    net.initialize(init.Xavier())
+    X, y = mnp.array(images), mnp.array(labels)
+    net(X[:1])
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.05})
+
+    def train_step():
+        with autograd.record():
+            loss = loss_fn(net(X), y).mean()
+        loss.backward()
+        trainer.step(1)
+        return float(loss.item())
+
+    def infer():
+        return net(X).asnumpy()
+    return train_step, infer
+
+
+def make_tensorflow(images: np.ndarray, labels: np.ndarray):
+    import tensorflow as tf
+
+    def nin_block(out_channels, kernel_size, strides, padding):
+        return tf.keras.models.Sequential([
+            tf.keras.layers.Conv2D(out_channels, kernel_size, strides=strides,
+                                   padding=padding),
+            tf.keras.layers.Activation("relu"),
+            tf.keras.layers.Conv2D(out_channels, 1), tf.keras.layers.Activation("relu"),
+            tf.keras.layers.Conv2D(out_channels, 1), tf.keras.layers.Activation("relu")])
+
+    net = tf.keras.models.Sequential([
+        nin_block(96, kernel_size=11, strides=4, padding="valid"),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        nin_block(256, kernel_size=5, strides=1, padding="same"),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        nin_block(384, kernel_size=3, strides=1, padding="same"),
+        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+        tf.keras.layers.Dropout(0.5),
+        nin_block(10, kernel_size=3, strides=1, padding="same"),
+        tf.keras.layers.GlobalAvgPool2D(), tf.keras.layers.Flatten()])
+    X, y = tf.constant(images.transpose(0, 2, 3, 1)), tf.constant(labels)
+    net(X[:1])
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optim = tf.keras.optimizers.SGD(0.05)
+
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, net(X, training=True))
+        grads = tape.gradient(loss, net.trainable_variables)
+        optim.apply_gradients(zip(grads, net.trainable_variables))
+        return float(loss)
+
+    def infer():
+        return net(X, training=False).numpy()
+    return train_step, infer
+
+
+BASELINES = {"torch": make_torch, "mxnet": make_mxnet, "tensorflow": make_tensorflow}

@@ -1,0 +1,134 @@
+"""Training and inference throughput of nin's fast paths against the chapter's code.
+
+For each backend and size: images/s of a training step (forward, loss, backward, update)
+and of inference, for nin's Trainer with its fast path (PyTorch: channels-last and bf16
+autocast; TensorFlow: tf.function and a mixed bf16 policy; MXNet: hybridized) and for the
+chapter's code as written (benchmarks/chapter_code.py), measured in the same run. Also:
+effective GFLOP/s from the analytic MACs (training counted as 3 x the forward FLOPs:
+forward, then gradients for inputs and for weights), its share of the peak a bf16 and an
+fp32 matmul reach on this machine in the same run, and the training step's peak memory.
+
+    python -m benchmarks.train [--backend all] [--size 224] [--batch-size 128] [--steps 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+from benchmarks.chapter_code import BASELINES
+from nin.backends import get_backend, resolve_backends
+from nin.resources import conv_macs
+from nin.spec import chapter_spec
+
+
+def _rss(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _timed(fn, steps: int, warmup: int = 1) -> float:
+    """Seconds per call, after warm-up calls (graph tracing, kernel selection)."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def machine_peak(n: int = 2048) -> dict:
+    """GFLOP/s of one large fp32 and bf16 matmul (PyTorch), as the machine's reachable peak."""
+    import torch
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        seconds = _timed(lambda: a @ b, 5, warmup=2)
+        peaks[name] = 2 * n ** 3 / seconds / 1e9
+    return peaks
+
+
+def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int):
+    """nin's own step: the Trainer's fast path, on the chapter's model and SGD."""
+    B = get_backend(backend)
+    arrays = (images[:, 0], labels, images[:, 0], labels)
+    data = B.FashionMNIST(batch_size=len(labels), resize=(size, size), arrays=arrays)
+    model = B.NiN(recipe="book", lr=0.05)
+    trainer = B.Trainer(max_epochs=1, fast=True, progress=False, stuck_check=0)
+    trainer.prepare(model, data)
+    batch = next(iter(data.train_dataloader()))
+    return (lambda: trainer.train_batch(batch)), (lambda: trainer.eval_batch(batch))
+
+
+def run(backends, sizes, batch_size, steps, json_out=False) -> tuple[list[dict], dict]:
+    peaks = machine_peak()
+    rng = np.random.default_rng(0)
+    records = []
+    for size in sizes:
+        macs = conv_macs(chapter_spec(), size)
+        images = rng.integers(0, 256, (batch_size, 1, size, size)).astype(np.uint8)
+        labels = rng.integers(0, 10, batch_size).astype(np.int64)
+        pixels = (images / 255).astype(np.float32)
+        for backend in backends:
+            base_train, base_infer = BASELINES[backend](pixels, labels.astype(
+                np.int32 if backend == "tensorflow" else np.int64))
+            t_base = _timed(base_train, steps)
+            i_base = _timed(base_infer, steps)
+            fast_train, fast_infer = nin_fast(backend, images, labels, size)
+            before = _rss("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")                     # reset the peak-RSS counter
+            t_fast = _timed(fast_train, steps)
+            peak_memory = _rss("VmHWM") - before
+            i_fast = _timed(fast_infer, steps)
+            for mode, fast, base, flops in (("train", t_fast, t_base, 6 * macs),
+                                            ("inference", i_fast, i_base, 2 * macs)):
+                rate, base_rate = batch_size / fast, batch_size / base
+                gflops = rate * flops / 1e9
+                records.append({
+                    "backend": backend, "mode": mode, "size": size, "batch_size": batch_size,
+                    "images_per_s": rate, "baseline_images_per_s": base_rate,
+                    "ratio": rate / base_rate, "gflop_per_s": gflops,
+                    "share_of_bf16_peak": gflops / peaks["bf16"],
+                    "share_of_fp32_peak": gflops / peaks["fp32"],
+                    "peak_memory_bytes": peak_memory if mode == "train" else None})
+            if not json_out:
+                r_t, r_i = records[-2], records[-1]
+                print(f"  {backend:<11}{size:>4}  train {r_t['images_per_s']:7.1f} img/s vs "
+                      f"{r_t['baseline_images_per_s']:6.1f} ({r_t['ratio']:4.1f}x), "
+                      f"{r_t['gflop_per_s']:6.0f} GFLOP/s = "
+                      f"{100 * r_t['share_of_bf16_peak']:3.0f}% of bf16 peak; inference "
+                      f"{r_i['images_per_s']:7.1f} vs {r_i['baseline_images_per_s']:6.1f} "
+                      f"({r_i['ratio']:4.1f}x); step peak memory "
+                      f"{peak_memory / 2**20:,.0f} MiB", flush=True)
+    return records, peaks
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", default="all")
+    p.add_argument("--size", type=int, nargs="+", default=[224, 96])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    backends = resolve_backends(args.backend)
+    if not args.json:
+        print(f"machine: {platform.processor() or platform.machine()}, "
+              f"batch {args.batch_size}, {args.steps} timed steps after 1 warm-up")
+    records, peaks = run(backends, args.size, args.batch_size, args.steps, args.json)
+    if args.json:
+        print(json.dumps(records))
+    else:
+        print(f"matmul peak in this run: bf16 {peaks['bf16']:.0f} GFLOP/s, "
+              f"fp32 {peaks['fp32']:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The benchmark commands keep working (tiny sizes; nothing here is timed or compared)."""
+import json
+
+from benchmarks import data as data_bench, memory as memory_bench, train as train_bench
+
+
+def test_train_benchmark_records(backend, capsys):
+    train_bench.main(["--backend", backend, "--size", "67", "--batch-size", "2", "--steps",
+                      "1", "--json"])
+    records = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["mode"] for r in records] == ["train", "inference"]
+    for r in records:
+        assert {"backend", "mode", "size", "batch_size", "images_per_s",
+                "baseline_images_per_s", "ratio"} <= set(r)
+        assert r["backend"] == backend and r["images_per_s"] > 0
+        assert r["ratio"] == r["images_per_s"] / r["baseline_images_per_s"]
+
+
+def test_data_benchmark_records(backend, synthetic_root, capsys):
+    data_bench.main(["--backend", backend, "--size", "67", "--batch-size", "8", "--batches",
+                     "2", "--data-dir", str(synthetic_root), "--json"])
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["backend"] == backend and record["ratio"] > 0
+
+
+def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
+    monkeypatch.setenv("NIN_DATA_DIR", str(synthetic_root))
+    memory_bench.main(["--backend", "torch", "--size", "67", "--batch-size", "2", "--json"])
+    records = json.loads(capsys.readouterr().out)
+    assert [r["dtype"] for r in records] == ["fp32", "bf16"]
+    assert all(r["measured_bytes"] > 0 and r["estimate_bytes"] > 0 for r in records)
