@@ -164,9 +164,8 @@ def format_layers(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_parity(result: dict, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg", force=False)
+def plot_parity(result: dict, path=None):
+    """The per-step losses of each backend in one plot; saved to `path`, else returned."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for i, (b, losses) in enumerate(result["losses"].items()):
@@ -177,5 +176,8 @@ def plot_parity(result: dict, path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    if path is None:
+        return fig
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return None

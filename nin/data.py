@@ -275,13 +275,13 @@ class FashionMNISTBase:
                  num_train: int | None = None, num_val: int | None = None,
                  limit_train_batches: int | None = None, limit_val_batches: int | None = None,
                  download: bool = True, arrays=None):
-        from nin.quick import quick_settings  # the chapter-cell size override, if set
+        from nin.quick import capped, quick_settings   # the small-size override, if set
         quick = quick_settings()
         if quick:
             batch_size = min(batch_size, quick.batch_size)
             resize = (quick.resize, quick.resize)
-            limit_train_batches = limit_train_batches or quick.train_batches
-            limit_val_batches = limit_val_batches or quick.val_batches
+            limit_train_batches = capped(limit_train_batches, quick.train_batches)
+            limit_val_batches = capped(limit_val_batches, quick.val_batches)
         self.batch_size, self.seed = batch_size, seed
         self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
         self.root = default_root(root)

@@ -59,9 +59,8 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def plot_results(rows, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg", force=False)
+def plot_results(rows, path=None):
+    """Test accuracy against MACs and parameters; saved to `path`, else returned."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for r in rows:
@@ -78,8 +77,11 @@ def plot_results(rows, path) -> None:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    if path is None:
+        return fig
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return None
 
 
 def save(rows, out_dir) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["QuickSettings", "quick_settings", "ENV_VAR"]
+__all__ = ["QuickSettings", "quick_settings", "capped", "ENV_VAR"]
 
 ENV_VAR = "NIN_QUICK"
 
@@ -20,6 +20,11 @@ class QuickSettings:
     val_batches: int = 1     # batches per validation pass
     batch_size: int = 16     # FashionMNIST(batch_size=...) is capped at this
     resize: int = 67         # the smallest input the chapter's NiN takes
+
+
+def capped(value: int | None, cap: int) -> int:
+    """`value` limited to `cap`; None (no limit) becomes the cap."""
+    return cap if value is None else min(value, cap)
 
 
 def quick_settings() -> QuickSettings | None:

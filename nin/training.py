@@ -247,12 +247,12 @@ class TrainerBase(HyperParameters):
     def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=True,
                  limit_train_batches=None, limit_val_batches=None, progress=True,
                  out_dir=None, resume=False, stuck_check=150, on_stuck="warn", board=None):
-        from nin.quick import quick_settings
+        from nin.quick import capped, quick_settings
         quick = quick_settings()
         if quick:
             max_epochs = min(max_epochs, quick.epochs)
-            limit_train_batches = limit_train_batches or quick.train_batches
-            limit_val_batches = limit_val_batches or quick.val_batches
+            limit_train_batches = capped(limit_train_batches, quick.train_batches)
+            limit_val_batches = capped(limit_val_batches, quick.val_batches)
         if on_stuck not in ("warn", "stop"):
             raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
         self.save_hyperparameters(ignore=("board",))

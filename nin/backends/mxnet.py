@@ -78,6 +78,7 @@ def build(spec: _spec.NetSpec) -> nn.HybridSequential:
 
 
 def count_params(net) -> int:
+    _ensure_initialized(net)
     return sum(p.data().size for p in net.collect_params().values())
 
 

@@ -100,7 +100,12 @@ def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
 
 
 def count_params(net) -> int:
-    return int(sum(np.prod(w.shape) for w in _weights(net)))
+    try:
+        return int(sum(np.prod(w.shape) for w in _weights(net)))
+    except ValueError:   # Keras creates weights on the first call
+        raise ValueError("the network has no weights yet: Keras builds them on the first "
+                         "call; run an input through it first, e.g. "
+                         "layer_shapes(net, 224)") from None
 
 
 def layer_outputs(net, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
