@@ -22,7 +22,7 @@ import numpy as np
 from nin import spec as _spec, weights as _weights
 from nin.backends import get_backend
 from nin.data import TEXT_LABELS, load_fashion_mnist, resize_matrix
-from nin.training import Recipe
+from nin.training import Recipe, finish_figure
 
 __all__ = ["strict_fp32", "reference_weights", "input_batch", "compare_layers",
            "train_parity", "PARITY_RECIPE"]
@@ -175,9 +175,4 @@ def plot_parity(result: dict, path=None):
     ax.set_title("same weights, same batches, three frameworks", fontsize=10)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is None:
-        return fig
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
+    return finish_figure(fig, path)

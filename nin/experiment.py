@@ -13,7 +13,7 @@ from pathlib import Path
 from nin import spec as _spec
 from nin.backends import get_backend
 from nin.resources import conv_macs, num_params
-from nin.training import get_recipe
+from nin.training import finish_figure, get_recipe
 from nin.variants import variant
 
 __all__ = ["run_experiment", "format_table", "plot_results"]
@@ -76,12 +76,7 @@ def plot_results(rows, path=None):
     for ax in axes:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is None:
-        return fig
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
+    return finish_figure(fig, path)
 
 
 def save(rows, out_dir) -> Path:

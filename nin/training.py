@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HyperParameters", "Recipe", "RECIPES", "get_recipe", "lr_at", "History", "Board",
+__all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES", "get_recipe", "lr_at", "History", "Board",
            "TrainingStuckError", "TrainingDivergedError", "CheckpointError", "TrainerBase",
+           "finish_figure",
            "save_checkpoint", "read_checkpoint", "note_device"]
 
 
@@ -35,6 +36,55 @@ class HyperParameters:
                         and k != "__class__"}
         for k, v in self.hparams.items():
             setattr(self, k, v)
+
+
+class ModuleMixin(HyperParameters):
+    """d2l's Module logic that no framework changes; each backend's `Module` puts this first
+    among its bases, before the framework's module class, so these methods win."""
+    _sink = None       # set by the Trainer while fitting: where `plot` sends metrics
+
+    def loss(self, y_hat, y):
+        raise NotImplementedError
+
+    def forward(self, X):
+        return self.net(X)
+
+    def plot(self, key, value, train):
+        if self._sink is not None:
+            self._sink(key, value, train)
+
+    def training_step(self, batch):
+        return self.loss(self(*batch[:-1]), batch[-1])
+
+    def validation_step(self, batch):
+        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
+
+
+class ClassifierMixin:
+    """d2l's Classifier: validation reports the loss and the accuracy."""
+
+    def validation_step(self, batch):
+        Y_hat = self(*batch[:-1])
+        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
+        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
+
+
+class NiNMixin:
+    """The chapter's NiN from a spec and a recipe; the backend builds `self.net` and
+    initializes it as `recipe.init` says."""
+
+    def _setup(self, num_classes, recipe, spec) -> "Recipe":
+        recipe = get_recipe(recipe)
+        self.recipe = recipe.name if recipe.name in RECIPES else recipe
+        if spec is None:   # the chapter's NiN, its class block as the recipe says
+            from nin.spec import chapter_spec, with_class_block_relu
+            spec = with_class_block_relu(chapter_spec(num_classes), recipe.class_block_relu)
+        self.spec = spec
+        self.normalize = recipe.normalize
+        return recipe
+
+    def _normalized(self, X):
+        return (X - PIXEL_MEAN) / PIXEL_STD if self.normalize else X
 
 
 @dataclass(frozen=True)
@@ -168,6 +218,17 @@ class Board:
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
         _atomic_write(Path(path), buf.getvalue())
+
+
+def finish_figure(fig, path=None):
+    """Lay out `fig`; saved to `path` and closed, or returned for a notebook to show."""
+    fig.tight_layout()
+    if path is None:
+        return fig
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
 
 
 def _smooth(y: np.ndarray, window: int = 20) -> np.ndarray:

@@ -129,28 +129,8 @@ def init_cnn(module):
     module.initialize(init.Xavier(), force_reinit=True)
 
 
-class Module(nn.Block, _training.HyperParameters):
+class Module(_training.ModuleMixin, nn.Block):
     """d2l's Module for Gluon: `self.net`, `loss`, `training_step`, `validation_step`."""
-    _sink = None
-
-    def __init__(self):
-        super().__init__()
-
-    def loss(self, y_hat, y):
-        raise NotImplementedError
-
-    def forward(self, X):
-        return self.net(X)
-
-    def plot(self, key, value, train):
-        if self._sink is not None:
-            self._sink(key, value, train)
-
-    def training_step(self, batch):
-        return self.loss(self(*batch[:-1]), batch[-1])
-
-    def validation_step(self, batch):
-        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
 
     def configure_optimizers(self):
         return gluon.Trainer(self.collect_params(), "sgd", {"learning_rate": self.lr})
@@ -167,13 +147,8 @@ class Module(nn.Block, _training.HyperParameters):
             print(layer.__class__.__name__, "output shape:\t", X.shape)
 
 
-class Classifier(Module):
+class Classifier(_training.ClassifierMixin, Module):
     """d2l's Classifier: softmax cross-entropy and accuracy, averaged over the batch."""
-
-    def validation_step(self, batch):
-        Y_hat = self(*batch[:-1])
-        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
-        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
 
     def accuracy(self, Y_hat, Y, averaged=True):
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
@@ -187,27 +162,19 @@ class Classifier(Module):
         return l.mean() if averaged else l
 
 
-class NiN(Classifier):
+class NiN(_training.NiNMixin, Classifier):
     """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
 
     def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
         super().__init__()
         self.save_hyperparameters()
-        recipe = _training.get_recipe(recipe)
-        self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
-        if spec is None:   # the chapter's NiN, its class block as the recipe says
-            spec = _spec.with_class_block_relu(_spec.chapter_spec(num_classes),
-                                               recipe.class_block_relu)
-        self.spec = spec
+        recipe = self._setup(num_classes, recipe, spec)
         self.net = build(self.spec)
-        self.normalize = recipe.normalize
         self.net.initialize(init.Xavier() if recipe.init == "xavier"
                             else init.MSRAPrelu(factor_type="in", slope=0.0))
 
     def forward(self, X):
-        if self.normalize:
-            X = (X - _training.PIXEL_MEAN) / _training.PIXEL_STD
-        return self.net(X)
+        return self.net(self._normalized(X))
 
     def configure_optimizers(self):
         recipe = _training.get_recipe(self.recipe)

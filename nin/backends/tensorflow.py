@@ -148,16 +148,12 @@ def init_cnn(module):
     return module
 
 
-class Module(tf.keras.Model, _training.HyperParameters):
+class Module(_training.ModuleMixin, tf.keras.Model):
     """d2l's Module for Keras: `self.net`, `loss`, `training_step`, `validation_step`."""
-    _sink = None
 
     def __init__(self):
         super().__init__()
         self.training = None
-
-    def loss(self, y_hat, y):
-        raise NotImplementedError
 
     def call(self, X, *args, **kwargs):
         if "training" in kwargs:
@@ -166,16 +162,6 @@ class Module(tf.keras.Model, _training.HyperParameters):
 
     def forward(self, X):
         return self.net(X, training=self.training)
-
-    def plot(self, key, value, train):
-        if self._sink is not None:
-            self._sink(key, value, train)
-
-    def training_step(self, batch):
-        return self.loss(self(*batch[:-1]), batch[-1])
-
-    def validation_step(self, batch):
-        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
 
     def configure_optimizers(self):
         return tf.keras.optimizers.SGD(float(self.lr))
@@ -187,13 +173,8 @@ class Module(tf.keras.Model, _training.HyperParameters):
             print(layer.__class__.__name__, "output shape:\t", X.shape)
 
 
-class Classifier(Module):
+class Classifier(_training.ClassifierMixin, Module):
     """d2l's Classifier: sparse cross-entropy from logits, and accuracy."""
-
-    def validation_step(self, batch):
-        Y_hat = self(*batch[:-1])
-        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
-        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
 
     def accuracy(self, Y_hat, Y, averaged=True):
         Y_hat = tf.reshape(Y_hat, (-1, Y_hat.shape[-1]))
@@ -208,29 +189,21 @@ class Classifier(Module):
         return fn(tf.reshape(Y, (-1,)), Y_hat)
 
 
-class NiN(Classifier):
+class NiN(_training.NiNMixin, Classifier):
     """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
 
     def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
         super().__init__()
         self.save_hyperparameters()
-        recipe = _training.get_recipe(recipe)
-        self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
-        if spec is None:   # the chapter's NiN, its class block as the recipe says
-            spec = _spec.with_class_block_relu(_spec.chapter_spec(num_classes),
-                                               recipe.class_block_relu)
-        self.spec = spec
+        recipe = self._setup(num_classes, recipe, spec)
         self.net = build(self.spec)
-        self.normalize = recipe.normalize
         if recipe.init == "kaiming":
             for layer in _leaf_layers(self.net):
                 if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
                     layer.kernel_initializer = tf.keras.initializers.HeNormal()
 
     def forward(self, X):
-        if self.normalize:
-            X = (X - _training.PIXEL_MEAN) / _training.PIXEL_STD
-        return self.net(X, training=self.training)
+        return self.net(self._normalized(X), training=self.training)
 
     def configure_optimizers(self):
         recipe = _training.get_recipe(self.recipe)

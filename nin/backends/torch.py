@@ -142,28 +142,8 @@ def _init_kaiming(module):
         nn.init.zeros_(module.bias)
 
 
-class Module(nn.Module, _training.HyperParameters):
+class Module(_training.ModuleMixin, nn.Module):
     """d2l's Module: `self.net`, `loss`, `training_step`, `validation_step`, SGD at `self.lr`."""
-    _sink = None
-
-    def __init__(self):
-        super().__init__()
-
-    def loss(self, y_hat, y):
-        raise NotImplementedError
-
-    def forward(self, X):
-        return self.net(X)
-
-    def plot(self, key, value, train):
-        if self._sink is not None:
-            self._sink(key, value.detach() if torch.is_tensor(value) else value, train)
-
-    def training_step(self, batch):
-        return self.loss(self(*batch[:-1]), batch[-1])
-
-    def validation_step(self, batch):
-        self.plot("loss", self.loss(self(*batch[:-1]), batch[-1]), train=False)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
@@ -180,13 +160,8 @@ class Module(nn.Module, _training.HyperParameters):
             print(layer.__class__.__name__, "output shape:\t", X.shape)
 
 
-class Classifier(Module):
+class Classifier(_training.ClassifierMixin, Module):
     """d2l's Classifier: cross-entropy loss and accuracy, both averaged over the batch."""
-
-    def validation_step(self, batch):
-        Y_hat = self(*batch[:-1])
-        self.plot("loss", self.loss(Y_hat, batch[-1]), train=False)
-        self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
 
     def accuracy(self, Y_hat, Y, averaged=True):
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
@@ -198,26 +173,18 @@ class Classifier(Module):
         return F.cross_entropy(Y_hat, Y.reshape((-1,)), reduction="mean" if averaged else "none")
 
 
-class NiN(Classifier):
+class NiN(_training.NiNMixin, Classifier):
     """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
 
     def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
         super().__init__()
         self.save_hyperparameters()
-        recipe = _training.get_recipe(recipe)
-        self.recipe = recipe.name if recipe.name in _training.RECIPES else recipe
-        if spec is None:   # the chapter's NiN, its class block as the recipe says
-            spec = _spec.with_class_block_relu(_spec.chapter_spec(num_classes),
-                                               recipe.class_block_relu)
-        self.spec = spec
+        recipe = self._setup(num_classes, recipe, spec)
         self.net = build(self.spec)
-        self.normalize = recipe.normalize
         self.net.apply(init_cnn if recipe.init == "xavier" else _init_kaiming)
 
     def forward(self, X):
-        if self.normalize:
-            X = (X - _training.PIXEL_MEAN) / _training.PIXEL_STD
-        return self.net(X)
+        return self.net(self._normalized(X))
 
     def configure_optimizers(self):
         recipe = _training.get_recipe(self.recipe)
@@ -236,7 +203,7 @@ class FashionMNIST(_data.FashionMNISTBase):
         device = self.device or cpu()
         rows, cols = (torch.from_numpy(m).to(device)
                       for m in self.resize_matrices(*images.shape[1:]))
-        X = torch.from_numpy(images).to(device).float().div_(255)
+        X = torch.tensor(images, device=device).float().div_(255)   # copies: the source is read-only
         X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear
         return X.unsqueeze(1), torch.from_numpy(labels).to(device)
 
