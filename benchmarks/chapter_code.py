@@ -1,15 +1,17 @@
 """The baseline: the chapter's NiN and training step as the chapter writes them, per
 framework: eager, fp32, the book's layers, plain SGD at lr 0.05, no nin code involved.
 
-Each `make_<framework>(batch)` returns (train_step, infer) closures over one fixed batch
-in the framework's layout, so a benchmark times only forward, loss, backward and update.
+Each `make_<framework>(images, labels, gpu)` returns (train_step, infer) closures over one
+fixed batch in the framework's layout (on the GPU when `gpu`), so a benchmark times only
+forward, loss, backward and update; both closures end by reading a result back, so
+asynchronous engines (MXNet, CUDA) are waited for.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def make_torch(images: np.ndarray, labels: np.ndarray):
+def make_torch(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -26,7 +28,9 @@ def make_torch(images: np.ndarray, labels: np.ndarray):
         nin_block(384, kernel_size=3, strides=1, padding=1), nn.MaxPool2d(3, stride=2),
         nn.Dropout(0.5), nin_block(10, kernel_size=3, strides=1, padding=1),
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
-    X, y = torch.from_numpy(images), torch.from_numpy(labels)
+    device = torch.device("cuda" if gpu else "cpu")
+    X, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+    net.to(device)
     net(X[:1])
     for m in net.modules():
         if type(m) in (nn.Linear, nn.Conv2d):
@@ -44,11 +48,12 @@ def make_torch(images: np.ndarray, labels: np.ndarray):
     def infer():
         net.eval()
         with torch.no_grad():
-            return net(X).numpy()
+            return net(X).cpu().numpy()
     return train_step, infer
 
 
-def make_mxnet(images: np.ndarray, labels: np.ndarray):
+def make_mxnet(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
+    import mxnet as mx
     from mxnet import autograd, gluon, init, np as mnp, npx
     from mxnet.gluon import nn
     npx.set_np()
@@ -70,8 +75,9 @@ def make_mxnet(images: np.ndarray, labels: np.ndarray):
             nn.Dropout(0.5),
             nin_block(10, kernel_size=3, strides=1, padding=1),
             nn.GlobalAvgPool2D(), nn.Flatten())
-    net.initialize(init.Xavier())
-    X, y = mnp.array(images), mnp.array(labels)
+    ctx = mx.gpu() if gpu else mx.cpu()
+    net.initialize(init.Xavier(), ctx=ctx)
+    X, y = mnp.array(images, ctx=ctx), mnp.array(labels, ctx=ctx)
     net(X[:1])
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.05})
@@ -88,7 +94,7 @@ def make_mxnet(images: np.ndarray, labels: np.ndarray):
     return train_step, infer
 
 
-def make_tensorflow(images: np.ndarray, labels: np.ndarray):
+def make_tensorflow(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
     import tensorflow as tf
 
     def nin_block(out_channels, kernel_size, strides, padding):
@@ -109,7 +115,8 @@ def make_tensorflow(images: np.ndarray, labels: np.ndarray):
         tf.keras.layers.Dropout(0.5),
         nin_block(10, kernel_size=3, strides=1, padding="same"),
         tf.keras.layers.GlobalAvgPool2D(), tf.keras.layers.Flatten()])
-    X, y = tf.constant(images.transpose(0, 2, 3, 1)), tf.constant(labels)
+    with tf.device("/GPU:0" if gpu else "/CPU:0"):
+        X, y = tf.constant(images.transpose(0, 2, 3, 1)), tf.constant(labels)
     net(X[:1])
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optim = tf.keras.optimizers.SGD(0.05)

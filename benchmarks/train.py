@@ -43,31 +43,35 @@ def _timed(fn, steps: int, warmup: int = 1) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def machine_peak(n: int = 2048) -> dict:
+def machine_peak(gpu: bool = False) -> dict:
     """GFLOP/s of one large fp32 and bf16 matmul (PyTorch), as the machine's reachable peak."""
     import torch
+    n, device = (8192, "cuda") if gpu else (2048, "cpu")
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        seconds = _timed(lambda: a @ b, 5, warmup=2)
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        seconds = _timed(lambda: (a @ b, sync()), 5, warmup=2)
         peaks[name] = 2 * n ** 3 / seconds / 1e9
     return peaks
 
 
-def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int):
+def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int, gpu: bool):
     """nin's own step: the Trainer's fast path, on the chapter's model and SGD."""
     B = get_backend(backend)
     arrays = (images[:, 0], labels, images[:, 0], labels)
     data = B.FashionMNIST(batch_size=len(labels), resize=(size, size), arrays=arrays)
     model = B.NiN(recipe="book", lr=0.05)
-    trainer = B.Trainer(max_epochs=1, fast=True, progress=False, stuck_check=0)
+    trainer = B.Trainer(max_epochs=1, num_gpus=int(gpu), fast=True, progress=False,
+                        stuck_check=0)
     trainer.prepare(model, data)
     batch = next(iter(data.train_dataloader()))
     return (lambda: trainer.train_batch(batch)), (lambda: trainer.eval_batch(batch))
 
 
-def run(backends, sizes, batch_size, steps, json_out=False) -> tuple[list[dict], dict]:
-    peaks = machine_peak()
+def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
+    peaks = machine_peak(gpu)
     rng = np.random.default_rng(0)
     records = []
     for size in sizes:
@@ -77,10 +81,10 @@ def run(backends, sizes, batch_size, steps, json_out=False) -> tuple[list[dict],
         pixels = (images / 255).astype(np.float32)
         for backend in backends:
             base_train, base_infer = BASELINES[backend](pixels, labels.astype(
-                np.int32 if backend == "tensorflow" else np.int64))
+                np.int32 if backend == "tensorflow" else np.int64), gpu)
             t_base = _timed(base_train, steps)
             i_base = _timed(base_infer, steps)
-            fast_train, fast_infer = nin_fast(backend, images, labels, size)
+            fast_train, fast_infer = nin_fast(backend, images, labels, size, gpu)
             before = _rss("VmRSS")
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")                     # reset the peak-RSS counter
@@ -116,13 +120,16 @@ def main(argv=None):
     p.add_argument("--size", type=int, nargs="+", default=[224, 96])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="gpu: both the chapter's code and nin's on the first GPU")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     backends = resolve_backends(args.backend)
     if not args.json:
         print(f"machine: {platform.processor() or platform.machine()}, "
               f"batch {args.batch_size}, {args.steps} timed steps after 1 warm-up")
-    records, peaks = run(backends, args.size, args.batch_size, args.steps, args.json)
+    records, peaks = run(backends, args.size, args.batch_size, args.steps, args.json,
+                         args.device == "gpu")
     if args.json:
         print(json.dumps(records))
     else:

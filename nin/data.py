@@ -271,6 +271,8 @@ class FashionMNISTBase:
     (train_images, train_labels, val_images, val_labels) uses those instead of the files.
     """
 
+    device = None   # where batches go; the Trainer sets it
+
     def __init__(self, batch_size: int = 64, resize=(28, 28), root=None, seed: int = 0,
                  num_train: int | None = None, num_val: int | None = None,
                  limit_train_batches: int | None = None, limit_val_batches: int | None = None,
@@ -299,12 +301,14 @@ class FashionMNISTBase:
         idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
         return x[idx], y[idx]
 
-    def resize_matrices(self, height: int = 28, width: int = 28):
-        """(rows, cols) matrices resizing height x width images to this module's size."""
-        key = (height, width)
+    def resize_matrices(self, height: int = 28, width: int = 28, convert=None):
+        """(rows, cols) matrices resizing height x width images to this module's size; with
+        `convert` (NumPy -> a tensor on `self.device`), converted once per device, so a
+        batch is the only thing copied to the device per step."""
+        key = (height, width, str(self.device) if convert else None)
         if key not in self._resize_cache:
-            self._resize_cache[key] = (resize_matrix(height, self.resize[0]),
-                                       resize_matrix(width, self.resize[1]))
+            pair = (resize_matrix(height, self.resize[0]), resize_matrix(width, self.resize[1]))
+            self._resize_cache[key] = tuple(map(convert, pair)) if convert else pair
         return self._resize_cache[key]
 
     def batches(self, train: bool) -> BatchSource:

@@ -356,9 +356,15 @@ class TrainerBase(HyperParameters):
         """One update on one batch; returns its loss (synchronized)."""
         return self._to_float(self._train_step(batch))
 
-    def eval_batch(self, batch) -> None:
-        """One validation step (inference mode, the fast path if on)."""
-        self._eval_step(batch)
+    def eval_batch(self, batch) -> dict:
+        """One validation step (inference mode, the fast path if on); its metrics, synced."""
+        self._val_sums, self._val_counts, self._val_batch_size = {}, {}, len(batch[-1])
+        sink, self.model._sink = self.model._sink, self._record
+        try:
+            self._eval_step(batch)
+        finally:
+            self.model._sink = sink
+        return {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
 
     def fit(self, model, data):
         self.train_loader = data.train_dataloader()

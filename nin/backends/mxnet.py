@@ -189,12 +189,10 @@ class NiN(_training.NiNMixin, Classifier):
 
 class FashionMNIST(_data.FashionMNISTBase):
     """d2l's FashionMNIST: batches as float NCHW arrays in [0, 1], resized by two matmuls."""
-    device = None
-
     def convert_batch(self, images, labels):
         ctx = self.device or cpu()
-        rows, cols = (np.array(m, ctx=ctx)
-                      for m in self.resize_matrices(*images.shape[1:]))
+        rows, cols = self.resize_matrices(*images.shape[1:],
+                                          convert=lambda m: np.array(m, ctx=ctx))
         X = np.array(images, ctx=ctx, dtype="float32") / 255
         X = np.dot(rows, X).transpose(1, 0, 2)          # N x H x 28
         X = np.dot(X, cols.T)                           # N x H x W, bilinear

@@ -223,12 +223,9 @@ def _leaf_layers(layer):
 
 class FashionMNIST(_data.FashionMNISTBase):
     """d2l's FashionMNIST: batches as float NHWC tensors in [0, 1], resized by two matmuls."""
-    device = None
-
     def convert_batch(self, images, labels):
         with tf.device(self.device or "/CPU:0"):
-            rows, cols = (tf.constant(m)
-                          for m in self.resize_matrices(*images.shape[1:]))
+            rows, cols = self.resize_matrices(*images.shape[1:], convert=tf.constant)
             X = tf.cast(tf.constant(images), tf.float32) / 255
             X = tf.einsum("hi,nij,wj->nhw", rows, X, cols)   # bilinear, N x H x W
             return X[..., None], tf.constant(labels, dtype=tf.int32)

@@ -197,12 +197,10 @@ class NiN(_training.NiNMixin, Classifier):
 
 class FashionMNIST(_data.FashionMNISTBase):
     """d2l's FashionMNIST: batches as float NCHW tensors in [0, 1], resized by two matmuls."""
-    device = None
-
     def convert_batch(self, images, labels):
         device = self.device or cpu()
-        rows, cols = (torch.from_numpy(m).to(device)
-                      for m in self.resize_matrices(*images.shape[1:]))
+        rows, cols = self.resize_matrices(*images.shape[1:],
+                                          convert=lambda m: torch.from_numpy(m).to(device))
         X = torch.tensor(images, device=device).float().div_(255)   # copies: the source is read-only
         X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear
         return X.unsqueeze(1), torch.from_numpy(labels).to(device)
