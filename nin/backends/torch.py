@@ -203,7 +203,7 @@ class FashionMNIST(_data.FashionMNISTBase):
                                           convert=lambda m: torch.from_numpy(m).to(device))
         X = torch.tensor(images, device=device).float().div_(255)   # copies: the source is read-only
         X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear
-        return X.unsqueeze(1), torch.from_numpy(labels).to(device)
+        return X.unsqueeze(1), torch.tensor(labels, device=device)
 
     def to_numpy(self, images):
         return to_numpy(images)[:, 0]
