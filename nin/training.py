@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import itertools
 import json
 import math
 import os
@@ -358,10 +359,16 @@ class TrainerBase(HyperParameters):
 
     def eval_batch(self, batch) -> dict:
         """One validation step (inference mode, the fast path if on); its metrics, synced."""
-        self._val_sums, self._val_counts, self._val_batch_size = {}, {}, len(batch[-1])
+        return self._evaluate([batch])
+
+    def _evaluate(self, batches) -> dict:
+        """Validation steps over `batches`; the metrics `plot`ted, averaged per example."""
+        self._val_sums, self._val_counts = {}, {}
         sink, self.model._sink = self.model._sink, self._record
         try:
-            self._eval_step(batch)
+            for batch in batches:
+                self._val_batch_size = len(batch[-1])
+                self._eval_step(batch)
         finally:
             self.model._sink = sink
         return {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
@@ -372,18 +379,14 @@ class TrainerBase(HyperParameters):
         self.num_train_batches = _limited_len(self.train_loader, self.limit_train_batches)
         self.num_val_batches = _limited_len(self.val_loader, self.limit_val_batches)
         self.prepare(model, data)
-        model._sink = self._record
         self.epoch = 0
         if self.resume:
             self._resume()
         self.train_loader.source.epoch = self.epoch   # the same shuffles as an unbroken run
         self._step = self.epoch * self.num_train_batches
         self._total_steps = self.max_epochs * self.num_train_batches
-        try:
-            while self.epoch < self.max_epochs:
-                self.fit_epoch()
-        finally:
-            model._sink = None
+        while self.epoch < self.max_epochs:
+            self.fit_epoch()
         return self.history
 
     def fit_epoch(self):
@@ -468,14 +471,8 @@ class TrainerBase(HyperParameters):
 
     def _validate(self) -> tuple[float, float]:
         self._train_mode(False)
-        self._val_sums, self._val_counts = {}, {}
-        for i, batch in enumerate(self.val_loader):
-            if i >= self.num_val_batches:
-                break
-            self._val_batch_size = len(batch[-1])
-            self._eval_step(batch)
+        mean = self._evaluate(itertools.islice(self.val_loader, self.num_val_batches))
         self._train_mode(True)
-        mean = {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
         return mean.get("loss", float("nan")), mean.get("acc", float("nan"))
 
     def _train_mode(self, on: bool) -> None:
