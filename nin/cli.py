@@ -89,8 +89,9 @@ def cmd_compare(args) -> int:
         result = compare.train_parity(backends, spec, size=args.size, batch_size=args.batch_size,
                                       steps=args.train_steps, seed=args.seed,
                                       root=args.data_dir, reference=reference)
-        if args.plot:
-            compare.plot_parity(result, args.plot)
+        from pathlib import Path
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        compare.plot_parity(result, args.plot)
         if args.json:
             print(json.dumps(result))
             return 0
@@ -103,8 +104,7 @@ def cmd_compare(args) -> int:
         for b in names[1:]:
             print(f"{b}: max loss difference {result['max_loss_diff'][b]:.2e}, final weights "
                   f"max relative difference {result['max_weight_rel_diff'][b]:.2e}")
-        if args.plot:
-            print(f"plot: {args.plot}")
+        print(f"plot: {args.plot}")
         return 0
     _spec.check_input_size(spec, args.size)
     result = compare.compare_layers(backends, spec, size=args.size, batch_size=args.batch_size,
@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for the input batch")
     p.add_argument("--train-steps", type=int, default=0,
                    help="instead: train N SGD steps in each backend and compare the losses")
-    p.add_argument("--plot", default=None, help="with --train-steps: save the loss curves here")
+    p.add_argument("--plot", default="runs/compare/parity.png",
+                   help="with --train-steps: where the loss curves go")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 

@@ -126,3 +126,15 @@ def test_trained_weights_give_the_same_accuracy_everywhere(source, synthetic_roo
     assert accuracy[source] > 0.3            # it learned something worth carrying over
     for backend in BACKENDS:
         assert abs(accuracy[backend] - accuracy[source]) <= 0.001, accuracy
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="parity needs two backends")
+def test_compare_train_steps_cli_prints_losses_and_saves_plot(synthetic_root, tmp_path, capsys):
+    from nin.cli import main
+    plot = tmp_path / "curves" / "parity.png"
+    assert main(["compare", "--backends", ",".join(BACKENDS[:2]), "--train-steps", "3",
+                 "--size", "67", "--batch-size", "4", "--data-dir", str(synthetic_root),
+                 "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "max loss difference" in out and out.count("\n3     ") == 1
+    assert plot.read_bytes()[:4] == b"\x89PNG"
