@@ -50,8 +50,8 @@ def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
 
 
 def format_table(rows) -> str:
-    lines = [f"| variant | parameters | MACs/image | s/epoch | images/s | test accuracy |",
-             f"|---|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | parameters | MACs/image | s/epoch | images/s | test accuracy |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['params']:,} | {r['macs'] / 1e6:,.1f} M | "
                      f"{r['seconds_per_epoch']:.0f} | {r['train_images_per_s']:.0f} | "

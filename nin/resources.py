@@ -9,7 +9,8 @@ Memory, for a batch: inference needs, at its peak, one op's input and output ali
 per conv (a ReLU keeps its output, which the next op also uses; the pre-activation is
 freed), each pool's and dense layer's output, and dropout's mask; on top of that, the
 gradients in flight at the peak (the largest op's input and output again), the parameters,
-their gradients and the optimizer state (SGD 0, momentum 1, Adam 2 per parameter). Activations take 4 bytes in fp32, 2 in bf16; parameters, gradients
+their gradients and the optimizer state (SGD 0, momentum 1, Adam 2 per parameter).
+Activations take 4 bytes in fp32, 2 in bf16; parameters, gradients
 and optimizer state stay fp32 under mixed precision.
 """
 from __future__ import annotations

@@ -15,14 +15,14 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES", "get_recipe", "lr_at", "History", "Board",
-           "TrainingStuckError", "TrainingDivergedError", "CheckpointError", "TrainerBase",
-           "finish_figure",
+__all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
+           "get_recipe", "lr_at", "History", "Board", "TrainingStuckError",
+           "TrainingDivergedError", "CheckpointError", "TrainerBase", "finish_figure",
            "save_checkpoint", "read_checkpoint", "note_device"]
 
 
@@ -450,10 +450,10 @@ class TrainerBase(HyperParameters):
         if recent > chance - 0.05:
             message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
                        f"batches, still at chance level ln({round(math.exp(chance))}) = "
-                       f"{chance:.3f}. The ReLUs of the last block (the class scores) can all die and "
-                       f"leave every score constant. Try the default recipe (--recipe nin: He "
-                       f"init, a linear class block, Adam with a one-cycle schedule), or a lower "
-                       f"learning rate.")
+                       f"{chance:.3f}. The ReLUs of the last block (the class scores) can "
+                       f"all die and leave every score constant. Try the default recipe "
+                       f"(--recipe nin: He init, a linear class block, Adam with a one-cycle "
+                       f"schedule), or a lower learning rate.")
             if self.on_stuck == "stop":
                 raise TrainingStuckError(message)
             import warnings

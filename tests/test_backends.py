@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ROOT, run_python
 from nin import spec as S
-from nin.backends import BackendUnavailableError, get_backend, resolve_backends
+from nin.backends import get_backend, resolve_backends
 from nin.resources import num_params
 
 

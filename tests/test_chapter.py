@@ -1,5 +1,4 @@
 """The chapter's own cells, run unchanged against nin's modules (NIN_QUICK keeps them small)."""
-from pathlib import Path
 
 import pytest
 

@@ -1,7 +1,6 @@
 """Resources and variants: analytic counts against every framework, errors, the CLI."""
 import json
 
-import numpy as np
 import pytest
 
 from nin import spec as S

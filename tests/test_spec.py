@@ -1,5 +1,4 @@
 """The spec alone: shapes, minimum size and parameter counts, with no framework imported."""
-import sys
 
 import pytest
 

@@ -1,12 +1,9 @@
 """The shared Trainer: training works, files are written, resume, stuck and NaN detection."""
 import json
-import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from conftest import synthetic_fashion
 from nin import training as T
 from nin.backends import get_backend
 from nin.data import FILES, write_idx

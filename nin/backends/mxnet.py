@@ -14,10 +14,10 @@ from nin import data as _data, spec as _spec, training as _training
 
 npx.set_np()
 
-__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs", "predict",
-           "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
-           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed",
-           "to_numpy"]
+__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
+           "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
+           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
+           "set_seed", "to_numpy"]
 
 randn = np.random.randn
 LAYOUT = "NCHW"

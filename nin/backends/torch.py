@@ -8,10 +8,10 @@ from torch.nn import functional as F
 
 from nin import data as _data, spec as _spec, training as _training
 
-__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs", "predict",
-           "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
-           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed",
-           "to_numpy"]
+__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
+           "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
+           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
+           "set_seed", "to_numpy"]
 
 randn = torch.randn
 LAYOUT = "NCHW"
@@ -201,7 +201,8 @@ class FashionMNIST(_data.FashionMNISTBase):
         device = self.device or cpu()
         rows, cols = self.resize_matrices(*images.shape[1:],
                                           convert=lambda m: torch.from_numpy(m).to(device))
-        X = torch.tensor(images, device=device).float().div_(255)   # copies: the source is read-only
+        # torch.tensor copies: the batch may be a read-only view
+        X = torch.tensor(images, device=device).float().div_(255)
         X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear
         return X.unsqueeze(1), torch.tensor(labels, device=device)
 
