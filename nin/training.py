@@ -12,13 +12,13 @@ import io
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from nin.files import atomic_write
 
 __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
            "get_recipe", "lr_at", "History", "Board", "TrainingStuckError",
@@ -165,7 +165,7 @@ class History:
         return h
 
     def save(self, path) -> None:
-        _atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+        atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
 
 
 class Board:
@@ -218,7 +218,7 @@ class Board:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
-        _atomic_write(Path(path), buf.getvalue())
+        atomic_write(Path(path), buf.getvalue())
 
 
 def finish_figure(fig, path=None):
@@ -249,19 +249,6 @@ def _in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 CHECKPOINT_FORMAT = "nin-checkpoint/1"
 
 
@@ -270,7 +257,7 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     buf = io.BytesIO()
     meta = dict(meta, format=CHECKPOINT_FORMAT)
     np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    _atomic_write(Path(path), buf.getvalue())
+    atomic_write(Path(path), buf.getvalue())
 
 
 def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nin import spec as _spec
+from nin.files import atomic_write
 
 __all__ = ["WeightFileError", "canonical_names", "to_canonical", "from_canonical",
            "export_arrays", "load_arrays", "save", "read", "export", "load",
@@ -110,7 +111,7 @@ def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | No
     meta = {"spec": _spec.spec_to_dict(spec), "size": size}
     buf = io.BytesIO()
     np.savez(buf, __spec__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **named)
-    Path(path).write_bytes(buf.getvalue())
+    atomic_write(path, buf.getvalue())   # temporary file, then rename
 
 
 def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
@@ -195,18 +196,7 @@ def _materialized(backend: str, net, spec: _spec.NetSpec, size: int | None):
 
 
 def export(backend: str, net, spec: _spec.NetSpec, path, size: int | None = None) -> None:
-    """Write the network's weights as a canonical file (atomically: temporary, then rename)."""
-    import os
-    import tempfile
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save(tmp, export_arrays(backend, net, spec, size), spec, size)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save(path, export_arrays(backend, net, spec, size), spec, size)
 
 
 def load(backend: str, net, spec: _spec.NetSpec, path) -> None:
