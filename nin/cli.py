@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
     history = trainer.fit(model, data)
     best = max(e["val_acc"] for e in history.epochs)
     print(f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
-          f"history.json, board.png and checkpoint.npz are in {args.out}")
+          f"history.json, board.png, checkpoint.npz and weights.npz are in {args.out}")
     return 0
 
 
