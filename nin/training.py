@@ -23,7 +23,7 @@ from nin.files import atomic_write
 __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
            "get_recipe", "lr_at", "History", "Board", "TrainingStuckError",
            "TrainingDivergedError", "CheckpointError", "TrainerBase", "finish_figure",
-           "save_checkpoint", "read_checkpoint", "note_device"]
+           "save_checkpoint", "read_checkpoint", "note_device", "cpu_has_bf16"]
 
 
 class HyperParameters:
@@ -283,6 +283,21 @@ def note_device(requested_gpus: int, available_gpus: int) -> None:
         print("nin: no GPU found; training on the CPU.", flush=True)
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): where it does not, a
+    bf16 fast path would be emulated and slower than fp32, so TensorFlow and MXNet keep fp32.
+    (PyTorch asks oneDNN the same question through its own check.)"""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 class TrainerBase(HyperParameters):
     """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation.
 
@@ -308,6 +323,7 @@ class TrainerBase(HyperParameters):
         self.out_dir = Path(out_dir) if out_dir else None
         self.board = board if board is not None else Board()
         self.history = History()
+        self.bf16 = False        # whether the fast path computes in bf16; `prepare` sets it
 
     # --- the backend supplies these ------------------------------------------------------
     def _prepare(self, model, data):        # device, fast paths; returns the optimizer

@@ -151,3 +151,29 @@ def test_one_cycle_schedule():
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="unknown recipe 'fast'.*nin, book"):
         T.get_recipe("fast")
+
+
+def _eval_loss(backend, root, fast):
+    B = get_backend(backend)
+    B.set_seed(0)
+    data = B.FashionMNIST(root=root, seed=0, **SMALL)
+    trainer = B.Trainer(max_epochs=1, fast=fast, progress=False, stuck_check=0)
+    trainer.prepare(B.NiN(), data)
+    return trainer.eval_batch(next(iter(data.val_dataloader())))["loss"]
+
+
+@pytest.mark.skipif(not T.cpu_has_bf16(), reason="this CPU has no native bf16, so the fast "
+                    "path stays in fp32 and there is no bf16 rounding to see")
+def test_fast_path_computes_in_bf16(backend, synthetic_root):
+    plain, fast = (_eval_loss(backend, synthetic_root, f) for f in (False, True))
+    assert abs(fast - plain) / plain < 2e-2, (plain, fast)     # the same model...
+    assert abs(fast - plain) / plain > 1e-5, (plain, fast)     # ...rounded to bf16
+
+
+def test_cpu_bf16_detection(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not T.cpu_has_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert T.cpu_has_bf16(info)
+    assert not T.cpu_has_bf16(tmp_path / "missing")

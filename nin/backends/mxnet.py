@@ -1,6 +1,7 @@
 """The chapter's MXNet tab: `from nin.backends import mxnet as d2l` (NumPy mode, like d2l)."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import warnings
@@ -8,6 +9,7 @@ import warnings
 import mxnet as mx
 import numpy as onp
 from mxnet import autograd, gluon, init, np, npx
+from mxnet.contrib.amp.amp import bfloat16
 from mxnet.gluon import nn
 
 from nin import data as _data, spec as _spec, training as _training
@@ -124,6 +126,33 @@ def _ensure_initialized(net, initializer=None):
         net.initialize(initializer or init.Xavier())
 
 
+def _blocks(block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
+
+
+def _cast(F, x, dtype):
+    """amp_cast is a legacy operator: apply it to the NDArray view, then back to NumPy mode."""
+    return F.amp_cast(x.as_nd_ndarray(), dtype=dtype).as_np_ndarray()
+
+
+def _bf16_convolution(conv, F, x, weight, bias=None):
+    low = [_cast(F, a, bfloat16) for a in (x, weight, bias) if a is not None]
+    y = _cast(F, F.npx.convolution(*low, name="fwd", **conv._kwargs), "float32")
+    return conv.act(y) if conv.act is not None else y
+
+
+def convolutions_in_bf16(net) -> int:
+    """Make every Conv2D in `net` compute in bf16 (oneDNN) with fp32 weights, gradients and
+    activations around it: MXNet's AMP lists do not cover NumPy-mode operators, so the casts
+    are put in here. Call before `hybridize`. Returns the number of convolutions changed."""
+    convs = [b for b in _blocks(net) if isinstance(b, nn.Conv2D)]
+    for conv in convs:
+        conv.hybrid_forward = functools.partial(_bf16_convolution, conv)
+    return len(convs)
+
+
 def init_cnn(module):
     """Xavier initialization, as the chapter's MXNet tab uses (`net.initialize(init.Xavier())`)."""
     module.initialize(init.Xavier(), force_reinit=True)
@@ -203,7 +232,8 @@ class FashionMNIST(_data.FashionMNISTBase):
 
 
 class Trainer(_training.TrainerBase):
-    """d2l's Trainer for MXNet. Fast path: hybridize with static allocation and shapes."""
+    """d2l's Trainer for MXNet. Fast path: convolutions in bf16 on a CPU that has it, and
+    hybridize with static allocation and shapes."""
     backend_name = "mxnet"
 
     def _prepare(self, model, data):
@@ -213,6 +243,9 @@ class Trainer(_training.TrainerBase):
         model(X[:1])                                   # finish deferred initialization
         model.collect_params().reset_ctx(self.ctx)
         data.device = self.ctx
+        self.bf16 = self.fast and self.ctx.device_type == "cpu" and _training.cpu_has_bf16()
+        if self.bf16:
+            convolutions_in_bf16(model)
         if self.fast:
             with warnings.catch_warnings():   # the chapter's nn.Sequential hybridizes its children
                 warnings.simplefilter("ignore", UserWarning)

@@ -235,14 +235,16 @@ class FashionMNIST(_data.FashionMNISTBase):
 
 
 class Trainer(_training.TrainerBase):
-    """d2l's Trainer for Keras. Fast path: `tf.function` steps and a mixed bf16 policy."""
+    """d2l's Trainer for Keras. Fast path: `tf.function` steps and a mixed bf16 policy (on a
+    GPU, or a CPU with native bf16)."""
     backend_name = "tensorflow"
 
     def _prepare(self, model, data):
         self.device = "/GPU:0" if num_gpus() else "/CPU:0"
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
-        if self.fast and not model.built:
+        self.bf16 = self.fast and (num_gpus() > 0 or _training.cpu_has_bf16())
+        if self.bf16 and not model.built:
             for layer in _leaf_layers(model.net):   # compute in bf16, keep fp32 variables
                 layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
         X, _ = next(iter(data.val_dataloader()))

@@ -220,11 +220,12 @@ class Trainer(_training.TrainerBase):
         data.device = self.device
         self._materialize(model, data)
         model.to(self.device)
-        self._autocast = None
+        self._autocast, self.bf16 = None, False
         if self.fast:
             model.to(memory_format=torch.channels_last)
             bf16 = (torch.cuda.is_bf16_supported() if self.device.type == "cuda"
                     else torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            self.bf16 = bool(bf16)
             if bf16:
                 self._autocast = self.device.type
         return model.configure_optimizers()
