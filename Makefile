@@ -27,6 +27,6 @@ shapes: setup
 
 # The full benchmark set (see README, "Speed"); minutes on a 2-core CPU.
 bench: setup
-	$(PY) -m benchmarks.train --backend all --size 224 96 --batch-size 128 --steps 3
+	$(PY) -m benchmarks.train --backend all --size 224 96 --batch-size 128 --steps 5
 	$(PY) -m benchmarks.data --backend all --size 224
 	$(PY) -m benchmarks.memory --backend all --size 224 --batch-size 32

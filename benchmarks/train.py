@@ -2,13 +2,13 @@
 
 For each backend and size: images/s of a training step (forward, loss, backward, update)
 and of inference, for nin's Trainer with its fast path (PyTorch: channels-last and bf16
-autocast; TensorFlow: tf.function and a mixed bf16 policy; MXNet: hybridized) and for the
-chapter's code as written (benchmarks/chapter_code.py), measured in the same run. Also:
-effective GFLOP/s from the analytic MACs (training counted as 3 x the forward FLOPs:
-forward, then gradients for inputs and for weights), its share of the peak a bf16 and an
-fp32 matmul reach on this machine in the same run, the ceiling (the ratio a step running
-every FLOP at the bf16 peak would reach against the baseline measured here), and the
-training step's peak memory.
+autocast; TensorFlow: tf.function and a mixed bf16 policy; MXNet: hybridized, convolutions
+in bf16) and for the chapter's code as written (benchmarks/chapter_code.py), measured in the
+same run. Also: effective GFLOP/s from the analytic MACs (training counted as 3 x the forward
+FLOPs: forward, then gradients for inputs and for weights); its share of the peak that a
+bf16 and an fp32 matmul or convolution reach on this machine in the same run; the ceiling,
+the ratio a step running every FLOP at that bf16 peak would reach against the baseline
+measured here; and the training step's peak memory.
 
     python -m benchmarks.train [--backend all] [--size 224] [--batch-size 128] [--steps 5]
 """
@@ -46,16 +46,28 @@ def _timed(fn, steps: int, warmup: int = 2) -> float:
 
 
 def machine_peak(gpu: bool = False) -> dict:
-    """GFLOP/s of one large fp32 and bf16 matmul (PyTorch), as the machine's reachable peak."""
+    """The machine's reachable GFLOP/s in fp32 and bf16 (PyTorch, oneDNN or cuBLAS/cuDNN): the
+    faster of a large square matmul and the chapter's largest convolution (block 2's 5 x 5,
+    96 -> 256 channels at 26 x 26, channels-last), each its fastest of several calls."""
     import torch
     n, device = (8192, "cuda") if gpu else (2048, "cpu")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
+    conv = torch.nn.Conv2d(96, 256, 5, padding=2).to(device, memory_format=torch.channels_last)
+    x = torch.randn(128, 96, 26, 26, device=device).contiguous(
+        memory_format=torch.channels_last)
+    conv_flops = 2 * 128 * 256 * 96 * 25 * 26 * 26
+
+    def fastest(fn):
+        return min(_timed(fn, 1, warmup=int(i == 0)) for i in range(5))
+
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(n, n, dtype=dtype, device=device)
         b = torch.randn(n, n, dtype=dtype, device=device)
-        seconds = min(_timed(lambda: (a @ b, sync()), 1, warmup=int(i == 0)) for i in range(6))
-        peaks[name] = 2 * n ** 3 / seconds / 1e9     # the fastest call: the reachable peak
+        matmul = 2 * n ** 3 / fastest(lambda: (a @ b, sync()))
+        with torch.no_grad(), torch.autocast(device, torch.bfloat16, name == "bf16"):
+            convolution = conv_flops / fastest(lambda: (conv(x), sync()))
+        peaks[name] = max(matmul, convolution) / 1e9
     return peaks
 
 
@@ -142,8 +154,8 @@ def main(argv=None):
     if args.json:
         print(json.dumps(records))
     else:
-        print(f"matmul peak in this run: bf16 {peaks['bf16']:.0f} GFLOP/s, "
-              f"fp32 {peaks['fp32']:.0f} GFLOP/s")
+        print(f"peak in this run (best of a matmul and a convolution): bf16 "
+              f"{peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

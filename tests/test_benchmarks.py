@@ -1,6 +1,8 @@
 """The benchmark commands keep working (tiny sizes; nothing here is timed or compared)."""
 import json
 
+import pytest
+
 from benchmarks import data as data_bench, memory as memory_bench, train as train_bench
 
 
@@ -14,6 +16,10 @@ def test_train_benchmark_records(backend, capsys):
                 "baseline_images_per_s", "ratio"} <= set(r)
         assert r["backend"] == backend and r["images_per_s"] > 0
         assert r["ratio"] == r["images_per_s"] / r["baseline_images_per_s"]
+        # the ceiling is the bf16 peak over the baseline's own GFLOP/s
+        assert r["ceiling_ratio"] * r["baseline_images_per_s"] == pytest.approx(
+            r["images_per_s"] / r["share_of_bf16_peak"])
+        assert isinstance(r["bf16"], bool)
 
 
 def test_data_benchmark_records(backend, synthetic_root, capsys):
