@@ -8,7 +8,8 @@ same run. Also: effective GFLOP/s from the analytic MACs (training counted as 3 
 FLOPs: forward, then gradients for inputs and for weights); its share of the peak that a
 bf16 and an fp32 matmul or convolution reach on this machine in the same run; the ceiling,
 the ratio a step running every FLOP at that bf16 peak would reach against the baseline
-measured here; and the training step's peak memory.
+measured here; and the peak memory of nin's first training step, in a fresh process (as
+`benchmarks.memory` measures it).
 
     python -m benchmarks.train [--backend all] [--size 224] [--batch-size 128] [--steps 5]
 """
@@ -21,18 +22,11 @@ import time
 
 import numpy as np
 
+from benchmarks import memory as memory_bench
 from benchmarks.chapter_code import BASELINES
 from nin.backends import get_backend, resolve_backends
 from nin.resources import conv_macs
 from nin.spec import chapter_spec
-
-
-def _rss(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _timed(fn, steps: int, warmup: int = 2) -> float:
@@ -100,12 +94,11 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
             t_base = _timed(base_train, steps)
             i_base = _timed(base_infer, steps)
             fast_train, fast_infer, bf16 = nin_fast(backend, images, labels, size, gpu)
-            before = _rss("VmRSS")
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")                     # reset the peak-RSS counter
             t_fast = _timed(fast_train, steps)
-            peak_memory = _rss("VmHWM") - before
             i_fast = _timed(fast_infer, steps)
+            # in a fresh process: here, the allocator pools that the baseline left would hide
+            # the step's memory (TensorFlow's never shrink)
+            peak_memory = None if gpu else memory_bench.measure(backend, size, batch_size, True)
             for mode, fast, base, flops in (("train", t_fast, t_base, 6 * macs),
                                             ("inference", i_fast, i_base, 2 * macs)):
                 rate, base_rate = batch_size / fast, batch_size / base
@@ -130,8 +123,9 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
                       f"(ceiling {r_t['ceiling_ratio']:3.1f}x); inference "
                       f"{r_i['images_per_s']:7.1f} vs {r_i['baseline_images_per_s']:6.1f} "
                       f"({r_i['ratio']:4.1f}x, ceiling {r_i['ceiling_ratio']:3.1f}x); "
-                      f"{'bf16' if bf16 else 'fp32'}; step peak memory "
-                      f"{peak_memory / 2**20:,.0f} MiB", flush=True)
+                      f"{'bf16' if bf16 else 'fp32'}"
+                      + (f"; step peak memory {peak_memory / 2**20:,.0f} MiB"
+                         if peak_memory is not None else ""), flush=True)
     return records, peaks
 
 
