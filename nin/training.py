@@ -362,7 +362,11 @@ class TrainerBase(HyperParameters):
 
     def eval_batch(self, batch) -> dict:
         """One validation step (inference mode, the fast path if on); its metrics, synced."""
-        return self._evaluate([batch])
+        self._train_mode(False)
+        try:
+            return self._evaluate([batch])
+        finally:
+            self._train_mode(True)
 
     def _evaluate(self, batches) -> dict:
         """Validation steps over `batches`; the metrics `plot`ted, averaged per example."""

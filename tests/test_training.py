@@ -177,3 +177,17 @@ def test_cpu_bf16_detection(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
     assert T.cpu_has_bf16(info)
     assert not T.cpu_has_bf16(tmp_path / "missing")
+
+
+def test_plain_trainer_undoes_an_earlier_fast_one(backend, synthetic_root):
+    """A model handed from a fast trainer to a plain one computes in fp32 again."""
+    B = get_backend(backend)
+    B.set_seed(0)
+    data = B.FashionMNIST(root=synthetic_root, seed=0, **SMALL)
+    model, batch = B.NiN(), next(iter(data.val_dataloader()))
+    losses = []
+    for fast in (False, True, False):
+        trainer = B.Trainer(max_epochs=1, fast=fast, progress=False, stuck_check=0)
+        trainer.prepare(model, data)
+        losses.append(trainer.eval_batch(batch)["loss"])
+    assert losses[2] == pytest.approx(losses[0], rel=1e-5), losses

@@ -143,13 +143,17 @@ def _bf16_convolution(conv, F, x, weight, bias=None):
     return conv.act(y) if conv.act is not None else y
 
 
-def convolutions_in_bf16(net) -> int:
+def convolutions_in_bf16(net, on: bool = True) -> int:
     """Make every Conv2D in `net` compute in bf16 (oneDNN) with fp32 weights, gradients and
-    activations around it: MXNet's AMP lists do not cover NumPy-mode operators, so the casts
-    are put in here. Call before `hybridize`. Returns the number of convolutions changed."""
+    activations around it, or back in fp32 (`on=False`): MXNet's AMP lists do not cover
+    NumPy-mode operators, so the casts are put in here. Call before `hybridize`. Returns the
+    number of convolutions set."""
     convs = [b for b in _blocks(net) if isinstance(b, nn.Conv2D)]
     for conv in convs:
-        conv.hybrid_forward = functools.partial(_bf16_convolution, conv)
+        if on:
+            conv.hybrid_forward = functools.partial(_bf16_convolution, conv)
+        else:
+            vars(conv).pop("hybrid_forward", None)     # the class's fp32 forward again
     return len(convs)
 
 
@@ -244,12 +248,13 @@ class Trainer(_training.TrainerBase):
         model.collect_params().reset_ctx(self.ctx)
         data.device = self.ctx
         self.bf16 = self.fast and self.ctx.device_type == "cpu" and _training.cpu_has_bf16()
-        if self.bf16:
-            convolutions_in_bf16(model)
-        if self.fast:
-            with warnings.catch_warnings():   # the chapter's nn.Sequential hybridizes its children
-                warnings.simplefilter("ignore", UserWarning)
+        convolutions_in_bf16(model, self.bf16)  # also undoes an earlier fast trainer's
+        with warnings.catch_warnings():   # the chapter's nn.Sequential hybridizes its children
+            warnings.simplefilter("ignore", UserWarning)
+            if self.fast:
                 model.hybridize(static_alloc=True, static_shape=True)
+            else:
+                model.hybridize(False)            # plain: eager, fp32
         return model.configure_optimizers()
 
     def _train_step(self, batch):
