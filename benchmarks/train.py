@@ -39,6 +39,20 @@ def _timed(fn, steps: int, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def _paired(base, fast, steps: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds per call of `base` and `fast`, timed in alternation after warm-up
+    calls, so that a slower spell of a shared machine hits both sides alike."""
+    for _ in range(warmup):
+        base(), fast()
+    times = {base: [], fast: []}
+    for _ in range(steps):
+        for fn in (base, fast):
+            start = time.perf_counter()
+            fn()
+            times[fn].append(time.perf_counter() - start)
+    return float(np.median(times[base])), float(np.median(times[fast]))
+
+
 def machine_peak(gpu: bool = False) -> dict:
     """The machine's reachable GFLOP/s in fp32 and bf16 (PyTorch, oneDNN or cuBLAS/cuDNN): the
     faster of a large square matmul and the chapter's largest convolution (block 2's 5 x 5,
@@ -91,11 +105,9 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
         for backend in backends:
             base_train, base_infer = BASELINES[backend](pixels, labels.astype(
                 np.int32 if backend == "tensorflow" else np.int64), gpu)
-            t_base = _timed(base_train, steps)
-            i_base = _timed(base_infer, steps)
             fast_train, fast_infer, bf16 = nin_fast(backend, images, labels, size, gpu)
-            t_fast = _timed(fast_train, steps)
-            i_fast = _timed(fast_infer, steps)
+            t_base, t_fast = _paired(base_train, fast_train, steps)
+            i_base, i_fast = _paired(base_infer, fast_infer, steps)
             # in a fresh process: here, the allocator pools that the baseline left would hide
             # the step's memory (TensorFlow's never shrink)
             peak_memory = None if gpu else memory_bench.measure(backend, size, batch_size, True)
@@ -142,7 +154,8 @@ def main(argv=None):
     backends = resolve_backends(args.backend)
     if not args.json:
         print(f"machine: {platform.processor() or platform.machine()}, "
-              f"batch {args.batch_size}, {args.steps} timed steps after 2 warm-up steps")
+              f"batch {args.batch_size}, median of {args.steps} timed steps after 2 warm-up "
+              f"steps, the chapter's code and nin's in alternation")
     records, peaks = run(backends, args.size, args.batch_size, args.steps, args.json,
                          args.device == "gpu")
     if args.json:
