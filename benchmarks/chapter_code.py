@@ -3,8 +3,9 @@ framework: eager, fp32, the book's layers, plain SGD at lr 0.05, no nin code inv
 
 Each `make_<framework>(images, labels, gpu)` returns (train_step, infer) closures over one
 fixed batch in the framework's layout (on the GPU when `gpu`), so a benchmark times only
-forward, loss, backward and update; both closures end by reading a result back, so
-asynchronous engines (MXNet, CUDA) are waited for.
+forward, loss, backward and update; both closures end by waiting for every queued
+operation (MXNet's engine and CUDA run asynchronously, and reading the loss back waits only
+for the forward pass).
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def make_torch(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
         optim.zero_grad()
         loss.backward()
         optim.step()
+        if gpu:
+            torch.cuda.synchronize()
         return float(loss.detach())
 
     def infer():
@@ -87,6 +90,7 @@ def make_mxnet(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
             loss = loss_fn(net(X), y).mean()
         loss.backward()
         trainer.step(1)
+        npx.waitall()
         return float(loss.item())
 
     def infer():
@@ -126,6 +130,8 @@ def make_tensorflow(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
             loss = loss_fn(y, net(X, training=True))
         grads = tape.gradient(loss, net.trainable_variables)
         optim.apply_gradients(zip(grads, net.trainable_variables))
+        if gpu:
+            tf.test.experimental.sync_devices()
         return float(loss)
 
     def infer():

@@ -42,6 +42,7 @@ batch_data = next(iter(data.train_dataloader()))
 before = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")                 # reset the peak counter
 trainer.train_batch(batch_data)
+B.synchronize()                                                # MXNet: the backward pass too
 print(json.dumps({"peak_bytes": rss("VmHWM") - before}))
 """
 

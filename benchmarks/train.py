@@ -89,8 +89,8 @@ def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int, gp
                         stuck_check=0)
     trainer.prepare(model, data)
     batch = next(iter(data.train_dataloader()))
-    return (lambda: trainer.train_batch(batch)), (lambda: trainer.eval_batch(batch)), \
-        trainer.bf16
+    return (lambda: (trainer.train_batch(batch), B.synchronize())), \
+        (lambda: (trainer.eval_batch(batch), B.synchronize())), trainer.bf16
 
 
 def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):

@@ -19,7 +19,7 @@ npx.set_np()
 __all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
            "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
-           "set_seed", "to_numpy"]
+           "set_seed", "to_numpy", "synchronize"]
 
 randn = np.random.randn
 LAYOUT = "NCHW"
@@ -29,6 +29,12 @@ cpu, gpu = mx.cpu, mx.gpu
 
 def num_gpus():
     return npx.num_gpus()
+
+
+def synchronize() -> None:
+    """Wait until MXNet's engine has run every queued operation: reading a loss waits only
+    for the forward pass, while the backward pass and the update may still be running."""
+    npx.waitall()
 
 
 def set_seed(seed: int) -> None:

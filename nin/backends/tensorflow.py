@@ -13,7 +13,7 @@ from nin import data as _data, spec as _spec, training as _training
 __all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module",
            "Classifier", "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu",
-           "num_gpus", "set_seed", "to_numpy"]
+           "num_gpus", "set_seed", "to_numpy", "synchronize"]
 
 normal = tf.random.normal
 LAYOUT = "NHWC"
@@ -22,6 +22,12 @@ KERNEL_LAYOUT = "HWIO"
 
 def num_gpus():
     return len(tf.config.experimental.list_physical_devices("GPU"))
+
+
+def synchronize() -> None:
+    """Wait until all queued work is done (GPU kernels run asynchronously)."""
+    if num_gpus():
+        tf.test.experimental.sync_devices()
 
 
 def gpu(i=0):

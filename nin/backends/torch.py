@@ -11,7 +11,7 @@ from nin import data as _data, spec as _spec, training as _training
 __all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
            "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
-           "set_seed", "to_numpy"]
+           "set_seed", "to_numpy", "synchronize"]
 
 randn = torch.randn
 LAYOUT = "NCHW"
@@ -28,6 +28,12 @@ def gpu(i=0):
 
 def num_gpus():
     return torch.cuda.device_count()
+
+
+def synchronize() -> None:
+    """Wait until all queued work is done (CUDA runs asynchronously; the CPU does not)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def set_seed(seed: int) -> None:
