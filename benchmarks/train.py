@@ -122,7 +122,7 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
                     "share_of_bf16_peak": gflops / peaks["bf16"],
                     "share_of_fp32_peak": gflops / peaks["fp32"],
                     "baseline_share_of_fp32_peak": base_gflops / peaks["fp32"],
-                    # the ratio a step running every FLOP at the bf16 matmul peak would reach
+                    # the ratio a step running every FLOP at the bf16 peak would reach
                     "ceiling_ratio": peaks["bf16"] / base_gflops,
                     "bf16": bf16,
                     "peak_memory_bytes": peak_memory if mode == "train" else None})
