@@ -21,6 +21,7 @@ from nin.spec import chapter_spec
 
 CHILD = r"""
 import json, sys
+import numpy as np
 from nin.backends import get_backend
 backend, size, batch, fast = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 B = get_backend(backend)
@@ -30,7 +31,6 @@ def rss(field):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 
-import numpy as np
 images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28)).astype(np.uint8)
 labels = np.arange(batch) % 10
 data = B.FashionMNIST(batch_size=batch, resize=(size, size),

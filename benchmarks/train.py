@@ -29,14 +29,10 @@ from nin.resources import conv_macs
 from nin.spec import chapter_spec
 
 
-def _timed(fn, steps: int, warmup: int = 2) -> float:
-    """Seconds per call, after warm-up calls (graph tracing, kernel selection)."""
-    for _ in range(warmup):
-        fn()
+def _seconds(fn) -> float:
     start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - start) / steps
+    fn()
+    return time.perf_counter() - start
 
 
 def _paired(base, fast, steps: int, warmup: int = 2) -> tuple[float, float]:
@@ -44,13 +40,9 @@ def _paired(base, fast, steps: int, warmup: int = 2) -> tuple[float, float]:
     calls, so that a slower spell of a shared machine hits both sides alike."""
     for _ in range(warmup):
         base(), fast()
-    times = {base: [], fast: []}
-    for _ in range(steps):
-        for fn in (base, fast):
-            start = time.perf_counter()
-            fn()
-            times[fn].append(time.perf_counter() - start)
-    return float(np.median(times[base])), float(np.median(times[fast]))
+    times = [(_seconds(base), _seconds(fast)) for _ in range(steps)]
+    base_median, fast_median = np.median(times, axis=0)
+    return float(base_median), float(fast_median)
 
 
 def machine_peak(gpu: bool = False) -> dict:
@@ -66,7 +58,8 @@ def machine_peak(gpu: bool = False) -> dict:
     conv_flops = 2 * 128 * 256 * 96 * 25 * 26 * 26
 
     def fastest(fn):
-        return min(_timed(fn, 1, warmup=int(i == 0)) for i in range(5))
+        fn()                                         # warm-up: kernel selection
+        return min(_seconds(fn) for _ in range(5))
 
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -79,18 +72,25 @@ def machine_peak(gpu: bool = False) -> dict:
     return peaks
 
 
-def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int, gpu: bool):
-    """nin's own step: the Trainer's fast path, on the chapter's model and SGD."""
+def fast_trainer(backend: str, images: np.ndarray, labels: np.ndarray, size: int,
+                 gpu: bool = False):
+    """nin's Trainer with its fast path, prepared on the chapter's model and SGD, and one
+    batch (uint8 images N x 1 x 28 x 28, resized to `size` by the loader)."""
     B = get_backend(backend)
     arrays = (images[:, 0], labels, images[:, 0], labels)
     data = B.FashionMNIST(batch_size=len(labels), resize=(size, size), arrays=arrays)
-    model = B.NiN(recipe="book", lr=0.05)
     trainer = B.Trainer(max_epochs=1, num_gpus=int(gpu), fast=True, progress=False,
                         stuck_check=0)
-    trainer.prepare(model, data)
-    batch = next(iter(data.train_dataloader()))
-    return (lambda: (trainer.train_batch(batch), B.synchronize())), \
-        (lambda: (trainer.eval_batch(batch), B.synchronize())), trainer.bf16
+    trainer.prepare(B.NiN(recipe="book", lr=0.05), data)
+    return trainer, next(iter(data.train_dataloader()))
+
+
+def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int, gpu: bool):
+    """nin's own step and inference, each waited for to its end; and whether bf16 is on."""
+    sync = get_backend(backend).synchronize
+    trainer, batch = fast_trainer(backend, images, labels, size, gpu)
+    return (lambda: (trainer.train_batch(batch), sync())), \
+        (lambda: (trainer.eval_batch(batch), sync())), trainer.bf16
 
 
 def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
