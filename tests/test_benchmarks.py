@@ -4,6 +4,7 @@ import json
 import pytest
 
 from benchmarks import data as data_bench, memory as memory_bench, train as train_bench
+from conftest import BACKENDS
 
 
 def test_train_benchmark_records(backend, capsys):
@@ -35,3 +36,14 @@ def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
     records = json.loads(capsys.readouterr().out)
     assert [r["dtype"] for r in records] == ["fp32", "bf16"]
     assert all(r["measured_bytes"] > 0 and r["estimate_bytes"] > 0 for r in records)
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out torch")
+def test_torch_step_profile_records(capsys):
+    from benchmarks import torch_step
+    torch_step.main(["--size", "67", "--batch-size", "2", "--steps", "1", "--json"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    parts = record["parts"]
+    assert {"convolution forward", "convolution backward", "relu"} <= set(parts)
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+    assert parts["convolution backward"]["gflop_per_s"] > 0
