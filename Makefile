@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[all,test,notebook]"
+	# the real d2l package, for the parity tests; --no-deps keeps this stack's pins
+	$(PY) -m pip install -q --no-deps d2l==1.0.3
 	touch $@
 
 # The main job: the chapter's NiN, CPU-friendly recipe (96x96, 3 epochs; see README).

@@ -17,7 +17,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TABS", "Cell", "cells", "run_chapter", "d2l_shim"]
+__all__ = ["TABS", "Cell", "Tab", "cells", "run_chapter", "d2l_shim"]
 
 # chapter tab name -> nin backend name
 TABS = {"pytorch": "torch", "mxnet": "mxnet", "tensorflow": "tensorflow"}
@@ -49,7 +49,7 @@ def cells(text: str, tab: str) -> list[Cell]:
     return found
 
 
-class _Tab:
+class Tab:
     """The `tab` object d2l's cells consult: `tab.selected('pytorch')` etc."""
 
     def __init__(self, current: str):
@@ -93,7 +93,7 @@ def _d2l_bound():
 def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
     """Execute every cell of `tab` in one namespace; returns (namespace, each cell's output)."""
     text = Path(path).read_text(encoding="utf-8")
-    namespace = {"__name__": "__chapter__", "tab": _Tab(tab)}
+    namespace = {"__name__": "__chapter__", "tab": Tab(tab)}
     outputs = []
     with _d2l_bound():
         for cell in cells(text, tab):

@@ -54,25 +54,38 @@ def cmd_shapes(args) -> int:
     return 1 if failed else 0
 
 
+# the lr of the chapter's training cell, `NiN(lr=0.05)`: `--recipe book` trains with it
+CHAPTER_TRAINING_LR = 0.05
+
+
+def _recipe_from_args(args):
+    """The named recipe with every recipe flag the user gave put in its place."""
+    from nin.training import RECIPE_FLAGS, resolve_recipe
+    given = {name: getattr(args, name) for name in RECIPE_FLAGS}
+    if args.recipe == "book" and given["lr"] is None:
+        given["lr"] = CHAPTER_TRAINING_LR
+    return resolve_recipe(args.recipe, **given)
+
+
 def cmd_train(args) -> int:
-    from nin.training import get_recipe
     B = get_backend(args.backend)
     B.set_seed(args.seed)
-    recipe = get_recipe(args.recipe)
-    if args.lr is not None:
-        recipe = replace(recipe, lr=args.lr)
+    recipe = _recipe_from_args(args)
     spec = _spec.chapter_spec(10)
     _spec.check_input_size(spec, args.resize)
+    changes = recipe.changes_from_book()
+    print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
+          + (f" (changed from the chapter's: {'; '.join(changes)})" if changes else
+             " (the chapter's own)")
+          + f", {args.resize}x{args.resize}, batch {args.batch_size}, {args.epochs} epochs; "
+          f"writing to {args.out}", flush=True)
     data = B.FashionMNIST(batch_size=args.batch_size, resize=(args.resize, args.resize),
                           root=args.data_dir, seed=args.seed)
-    model = B.NiN(lr=0.05 if recipe.lr is None else recipe.lr, num_classes=10, recipe=recipe)
+    model = B.NiN(num_classes=10, recipe=recipe)
     trainer = B.Trainer(max_epochs=args.epochs, num_gpus=1, fast=not args.no_fast,
                         limit_train_batches=args.limit_train_batches,
                         limit_val_batches=args.limit_val_batches, out_dir=args.out,
                         resume=args.resume, on_stuck=args.on_stuck)
-    print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}, "
-          f"{args.resize}x{args.resize}, batch {args.batch_size}, {args.epochs} epochs; "
-          f"writing to {args.out}", flush=True)
     history = trainer.fit(model, data)
     best = max(e["val_acc"] for e in history.epochs)
     print(f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
@@ -157,11 +170,33 @@ def cmd_experiment(args) -> int:
     rows = experiment.run_experiment(
         names, backend=args.backend, epochs=args.epochs, resize=args.resize,
         batch_size=args.batch_size, limit_train_batches=args.limit_train_batches,
-        seed=args.seed, recipe=args.recipe, root=args.data_dir, progress=not args.quiet)
+        seed=args.seed, recipe=_recipe_from_args(args), root=args.data_dir,
+        progress=not args.quiet, fast=not args.no_fast)
     out = experiment.save(rows, args.out)
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")
     return 0
+
+
+def _add_recipe_flags(p) -> None:
+    """--recipe, then one flag per Recipe field: each given one wins over the recipe's value."""
+    from nin.training import CHOICES, RECIPE_FLAGS, RECIPES
+    p.add_argument("--recipe", default="nin", choices=list(RECIPES),
+                   help="nin (the CLI's default: He init, a linear class block, standardized "
+                        "inputs, Adam on a one-cycle schedule at lr 1e-3) or book (the "
+                        "chapter's training cell: Xavier, ReLU class block, raw inputs, plain "
+                        "SGD at lr 0.05)")
+    for name, help_text in RECIPE_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "normalize":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text + " (default: the recipe's)")
+        elif name in CHOICES:
+            p.add_argument(flag, choices=CHOICES[name], default=None,
+                           help=help_text + " (default: the recipe's)")
+        else:
+            p.add_argument(flag, type=float, default=None,
+                           help=help_text + " (default: the recipe's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,11 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit-train-batches", type=int, default=None)
-    p.add_argument("--recipe", default="nin", choices=["nin", "book"])
+    _add_recipe_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="runs/experiment")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("compare", help="the same weights in every backend, layer by layer")
@@ -219,12 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: the recipe's; the book's is 0.05)")
     p.add_argument("--resize", type=int, default=96,
                    help="image size; the chapter uses 224, 96 is the CPU-friendly default")
-    p.add_argument("--recipe", default="nin", choices=["nin", "book"],
-                   help="nin (default: leaves chance reliably) or book (the chapter's)")
+    _add_recipe_flags(p)
     p.add_argument("--data-dir", default=None,
                    help="folder with the Fashion-MNIST IDX files (default: $NIN_DATA_DIR or "
                         "~/.cache/nin/fashion-mnist, downloaded if missing)")
@@ -233,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/nin", help="folder for history, plot, checkpoint")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
+    p.add_argument("--no-fast", action="store_true",
+                   help="the plain fp32 step as the chapter runs it (default: the fast path, "
+                        "bf16 where the hardware has it, and compiled steps)")
     p.add_argument("--on-stuck", default="stop", choices=["stop", "warn"],
                    help="what to do when the loss stays at chance (default: stop)")
     p.set_defaults(func=cmd_train)

@@ -258,6 +258,11 @@ class Loader:
     def __len__(self) -> int:
         return len(self.source)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start the next pass at `epoch`'s order: a resumed run sees the batches of an
+        unbroken one (the Trainer calls this)."""
+        self.source.epoch = epoch
+
     def __iter__(self):
         for images, labels in self.source:
             yield self.convert(images, labels)

@@ -21,7 +21,8 @@ __all__ = ["run_experiment", "format_table", "plot_results"]
 
 def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
                    limit_train_batches=None, seed=0, recipe="nin", root=None,
-                   progress=True) -> list[dict]:
+                   progress=True, fast=True) -> list[dict]:
+    """`recipe` is a name or a Recipe; `fast` as the Trainer's (bf16 and compiled steps)."""
     B = get_backend(backend)
     recipe = get_recipe(recipe)
     rows = []
@@ -33,7 +34,7 @@ def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
                               seed=seed)
         model = B.NiN(spec=spec, recipe=recipe)
         trainer = B.Trainer(max_epochs=epochs, limit_train_batches=limit_train_batches,
-                            progress=progress, stuck_check=0)
+                            progress=progress, stuck_check=0, fast=fast)
         if progress:
             print(f"--- {name}: {num_params(spec, resize):,} parameters", flush=True)
         start = time.perf_counter()

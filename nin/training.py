@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,8 @@ import numpy as np
 from nin.files import atomic_write
 
 __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
-           "get_recipe", "lr_at", "History", "Board", "TrainingStuckError",
-           "TrainingDivergedError", "CheckpointError", "TrainerBase", "finish_figure",
+           "CHOICES", "RECIPE_FLAGS", "get_recipe", "resolve_recipe", "overrides_validation_step", "lr_at", "History", "Board", "TrainingStuckError",
+           "TrainingDivergedError", "CheckpointError", "TrainerBase", "finish_figure", "sample_batch",
            "save_checkpoint", "read_checkpoint", "note_device", "cpu_has_bf16"]
 
 
@@ -41,8 +41,17 @@ class HyperParameters:
 
 class ModuleMixin(HyperParameters):
     """d2l's Module logic that no framework changes; each backend's `Module` puts this first
-    among its bases, before the framework's module class, so these methods win."""
-    _sink = None       # set by the Trainer while fitting: where `plot` sends metrics
+    among its bases, before the framework's module class, so these methods win.
+
+    `plot_train_per_epoch` / `plot_valid_per_epoch` are d2l's: how many points per epoch the
+    board draws for the training loss and for validation (nin's board draws one validation
+    point per epoch, the average over the validation batches, as d2l's default does)."""
+    _sink = None       # set by the Trainer while it validates: where `plot` sends metrics
+
+    def __init__(self, plot_train_per_epoch=2, plot_valid_per_epoch=1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.board = Board(points_per_epoch=plot_train_per_epoch)
 
     def loss(self, y_hat, y):
         raise NotImplementedError
@@ -51,6 +60,8 @@ class ModuleMixin(HyperParameters):
         return self.net(X)
 
     def plot(self, key, value, train):
+        """d2l's `plot`: send one metric to the Trainer (validation values are averaged per
+        epoch; the training loss is recorded by the loop itself, every step)."""
         if self._sink is not None:
             self._sink(key, value, train)
 
@@ -70,13 +81,22 @@ class ClassifierMixin:
         self.plot("acc", self.accuracy(Y_hat, batch[-1]), train=False)
 
 
+def overrides_validation_step(model) -> bool:
+    """Whether `model`'s class defines its own `validation_step` (then a fast path that
+    compiles the library's validation must run the user's instead)."""
+    return type(model).validation_step is not ClassifierMixin.validation_step
+
+
 class NiNMixin:
     """The chapter's NiN from a spec and a recipe; the backend builds `self.net` and
-    initializes it as `recipe.init` says."""
+    initializes it as `self.recipe.init` says."""
 
-    def _setup(self, num_classes, recipe, spec) -> "Recipe":
-        recipe = get_recipe(recipe)
-        self.recipe = recipe.name if recipe.name in RECIPES else recipe
+    def _setup(self, lr, num_classes, recipe, spec, fields) -> "Recipe":
+        """Resolve the recipe with what the caller passed (`lr` and any Recipe field in
+        `fields`), which wins over the recipe's defaults; `self.lr` and `self.recipe` hold the
+        values that run."""
+        recipe = resolve_recipe(recipe, lr=lr, **fields)
+        self.recipe, self.lr = recipe, recipe.lr
         if spec is None:   # the chapter's NiN, its class block as the recipe says
             from nin.spec import chapter_spec, with_class_block_relu
             spec = with_class_block_relu(chapter_spec(num_classes), recipe.class_block_relu)
@@ -90,9 +110,11 @@ class NiNMixin:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the network is initialized and optimized. `nin` is the default; `book` is the
-    chapter's (Xavier, plain SGD at the model's lr, a ReLU on the class scores), which can
-    sit at chance (loss ln 10) for epochs; docs/training.md shows why."""
+    """How the network is initialized and optimized. `book` (the default everywhere but the
+    CLI) is the chapter's: Xavier init, a ReLU after every convolution, raw [0, 1] inputs,
+    plain SGD at a constant lr. `nin` is opt-in: He init, a linear class block, standardized
+    inputs, Adam on a one-cycle schedule; docs/training.md shows why the book's recipe can sit
+    at chance (loss ln 10) for epochs. Every field is a default that the caller can override."""
     name: str
     init: str = "kaiming"       # 'kaiming' (He, for ReLU nets) or 'xavier' (the book's)
     class_block_relu: str = "none"  # ReLUs in the last (class-score) block: 'all' is the book's
@@ -101,24 +123,82 @@ class Recipe:
     momentum: float = 0.0       # for 'sgd'
     weight_decay: float = 0.0
     schedule: str = "onecycle"  # 'onecycle' (warm-up, then cosine decay) or 'constant'
-    lr: float | None = 1e-3     # None keeps the model's own lr (the book passes lr=0.05)
+    lr: float = 1e-3            # the peak lr for 'onecycle', the lr for 'constant'
 
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"recipe {self.name!r}: {name} must be one of "
+                                 f"{', '.join(map(str, allowed))}, got {getattr(self, name)!r}")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"recipe {self.name!r}: {name} must be a finite number >= 0, "
+                                 f"got {value!r}")
+
+    def changes_from_book(self) -> list[str]:
+        """What this recipe does differently from the chapter's, one phrase per field."""
+        book, changed = RECIPES["book"], []
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(book, f.name)
+            if f.name != "name" and mine != theirs:
+                changed.append(f"{f.name} {mine} (the chapter's: {theirs})")
+        return changed
+
+    def describe(self) -> str:
+        """One line: the optimizer, lr, schedule and set-up that will run."""
+        opt = self.optimizer + (f" momentum {self.momentum}" if self.momentum else "")
+        wd = f", weight decay {self.weight_decay}" if self.weight_decay else ""
+        inputs = "standardized inputs" if self.normalize else "raw [0, 1] inputs"
+        return (f"recipe {self.name}: {opt} at lr {self.lr:g} ({self.schedule}{wd}), "
+                f"{self.init} init, class-block ReLU {self.class_block_relu}, {inputs}")
+
+
+# the values each categorical Recipe field takes
+CHOICES = {"init": ("kaiming", "xavier"), "class_block_relu": ("none", "hidden", "all"),
+           "normalize": (True, False), "optimizer": ("adam", "sgd"),
+           "schedule": ("onecycle", "constant")}
+
+# the Recipe fields a caller may override, with what each one sets (the CLI's flag help)
+RECIPE_FLAGS = {"lr": "learning rate, the peak of a one-cycle schedule (book: the chapter's "
+                      "0.05 on the command line, NiN()'s 0.1 in Python; nin: 1e-3)",
+                "optimizer": "the optimizer", "momentum": "SGD momentum",
+                "weight_decay": "weight decay", "schedule": "the lr schedule",
+                "init": "weight initialization",
+                "class_block_relu": "ReLUs in the class-score block",
+                "normalize": "standardize the inputs"}
 
 RECIPES = {
-    "nin": Recipe("nin"),
+    # the chapter's: NiN(lr=0.1) by default, NiN(lr=0.05) in its training cell
     "book": Recipe("book", init="xavier", class_block_relu="all", normalize=False, optimizer="sgd",
-                   schedule="constant", lr=None),
+                   schedule="constant", lr=0.1),
+    "nin": Recipe("nin"),
 }
 # Fashion-MNIST's pixel mean and standard deviation over the training set, in [0, 1] units
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
 
 
 def get_recipe(recipe) -> Recipe:
+    """A registered recipe by name ('book', 'nin'), or a Recipe object as it is."""
     if isinstance(recipe, Recipe):
         return recipe
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     return RECIPES[recipe]
+
+
+def resolve_recipe(recipe="book", **overrides) -> Recipe:
+    """`recipe` (a name or a Recipe) with every override that is not None put in its place:
+    the recipe supplies defaults, what the caller passes wins."""
+    recipe = get_recipe(recipe)
+    names = {f.name for f in fields(Recipe)} - {"name"}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown recipe field(s) {', '.join(unknown)}; the fields are "
+                        f"{', '.join(sorted(names))}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(recipe, **given) if given else recipe
 
 
 def lr_at(step: int, total: int, base_lr: float, schedule: str, warmup: float = 0.2) -> float:
@@ -148,20 +228,23 @@ class CheckpointError(ValueError):
 
 
 class History:
-    """Per-step training loss and per-epoch metrics; saved as JSON."""
+    """Per-step training loss, per-epoch metrics and the run's resolved settings (`config`:
+    recipe, lr, device, precision); saved as JSON."""
 
     def __init__(self):
         self.steps: list[tuple[float, float]] = []   # (fractional epoch, train loss)
         self.epochs: list[dict] = []
+        self.config: dict = {}
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "epochs": self.epochs}
+        return {"config": self.config, "steps": self.steps, "epochs": self.epochs}
 
     @classmethod
     def from_dict(cls, data: dict) -> "History":
         h = cls()
         h.steps = [tuple(s) for s in data.get("steps", [])]
         h.epochs = list(data.get("epochs", []))
+        h.config = dict(data.get("config", {}))
         return h
 
     def save(self, path) -> None:
@@ -170,12 +253,36 @@ class History:
 
 class Board:
     """d2l's ProgressBoard for a whole run: train loss by step, val loss and accuracy by
-    epoch. Redrawn live in a notebook; `save` writes a PNG."""
+    epoch. Redrawn live in a notebook; `save` writes a PNG.
 
-    def __init__(self, title: str = "", live: bool | None = None):
+    `points_per_epoch` is d2l's `plot_train_per_epoch`: the training loss is drawn as that many
+    averages per epoch, as d2l's board draws it; None draws every step, smoothed. `xlim` is
+    d2l's (the Trainer sets it to the run's epochs)."""
+
+    def __init__(self, title: str = "", live: bool | None = None,
+                 points_per_epoch: int | None = None):
+        if points_per_epoch is not None and points_per_epoch < 1:
+            raise ValueError(f"points_per_epoch (plot_train_per_epoch) must be at least 1, "
+                             f"got {points_per_epoch}")
         self.title = title
         self.live = _in_notebook() if live is None else live
+        self.points_per_epoch = points_per_epoch
+        self.xlabel, self.xlim = "epoch", None
         self._handle = None
+
+    def train_curve(self, history: History) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, losses) of the training curve as drawn."""
+        if not history.steps:
+            return np.array([]), np.array([])
+        x, y = (np.array(v, dtype=float) for v in zip(*history.steps))
+        if self.points_per_epoch is None:
+            return x, _smooth(y)
+        per_epoch = max(1, int(np.sum(x <= 1.0 + 1e-9)))
+        every_n = max(1, per_epoch // self.points_per_epoch)   # d2l's every_n
+        whole = len(x) // every_n * every_n
+        if whole == 0:
+            return x, y
+        return (x[:whole].reshape(-1, every_n).mean(1), y[:whole].reshape(-1, every_n).mean(1))
 
     def figure(self, history: History):
         import matplotlib
@@ -184,15 +291,17 @@ class Board:
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(5, 3.4))
         if history.steps:
-            x, y = zip(*history.steps)
-            ax.plot(x, _smooth(np.array(y)), label="train_loss", color="C0")
+            x, y = self.train_curve(history)
+            ax.plot(x, y, label="train_loss", color="C0")
         if history.epochs:
             ep = [e["epoch"] for e in history.epochs]
             ax.plot(ep, [e["val_loss"] for e in history.epochs], "--o", label="val_loss",
                     color="C1", markersize=4)
             ax.plot(ep, [e["val_acc"] for e in history.epochs], "-.s", label="val_acc",
                     color="C2", markersize=4)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(self.xlabel)
+        if self.xlim:
+            ax.set_xlim(self.xlim)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right")
         if self.title:
@@ -299,16 +408,20 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 class TrainerBase(HyperParameters):
-    """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation.
+    """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation,
+    through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`.
 
-    Extra keyword arguments (all optional) serve the CLI and tests: `fast` (bf16 and graph
-    fast paths; False for plain fp32), `limit_train_batches` / `limit_val_batches`,
-    `progress` (tqdm bars), `out_dir` (history.json, board.png, checkpoint.npz each epoch),
-    `resume` (continue from out_dir's checkpoint), `stuck_check` (batches after which a loss
-    still near ln(num_classes) is reported; 0 turns it off), `on_stuck` ('warn' or 'stop').
+    `num_gpus=0` (d2l's default) trains on the CPU; `num_gpus=1` on the first GPU when there is
+    one. Extra keyword arguments (all optional) serve the CLI and tests: `fast` (False, the
+    default: plain fp32 steps, as the chapter runs them; True: bf16 where the hardware has it,
+    compiled or hybridized steps, channels-last), `limit_train_batches` / `limit_val_batches`,
+    `progress` (tqdm bars and the set-up line), `out_dir` (history.json, board.png,
+    checkpoint.npz each epoch), `resume` (continue from out_dir's checkpoint), `stuck_check`
+    (batches after which a loss still near ln(num_classes) is reported; 0 turns it off),
+    `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's).
     """
 
-    def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=True,
+    def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=False,
                  limit_train_batches=None, limit_val_batches=None, progress=True,
                  out_dir=None, resume=False, stuck_check=150, on_stuck="warn", board=None):
         from nin.quick import capped, quick_settings
@@ -321,9 +434,11 @@ class TrainerBase(HyperParameters):
             raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
         self.save_hyperparameters(ignore=("board",))
         self.out_dir = Path(out_dir) if out_dir else None
-        self.board = board if board is not None else Board()
+        self._board_arg = board
+        self.board = board
         self.history = History()
-        self.bf16 = False        # whether the fast path computes in bf16; `prepare` sets it
+        self.bf16 = False        # whether the fast path computes in bf16; `prepare_model` sets it
+        self.device = None       # where the step runs; `prepare_model` sets it
 
     # --- the backend supplies these ------------------------------------------------------
     def _prepare(self, model, data):        # device, fast paths; returns the optimizer
@@ -333,6 +448,9 @@ class TrainerBase(HyperParameters):
         raise NotImplementedError
 
     def _eval_step(self, batch):            # runs model.validation_step without gradients
+        raise NotImplementedError
+
+    def _get_lr(self) -> float:             # the optimizer's learning rate now
         raise NotImplementedError
 
     def _set_lr(self, lr: float) -> None:
@@ -347,18 +465,66 @@ class TrainerBase(HyperParameters):
     def _load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    def prepare_batch(self, batch):
+        """d2l's hook: a batch as the step takes it (each backend moves it to the device)."""
+        return batch
+
     # --- the loop, written once ----------------------------------------------------------
-    def prepare(self, model, data):
-        """Device, fast paths and optimizer for `model`; `fit` calls it, benchmarks too."""
-        self.model, self.data = model, data
-        self.recipe = get_recipe(getattr(model, "recipe", "book"))
-        self.base_lr = self.recipe.lr if self.recipe.lr is not None else model.lr
-        self.optim = self._prepare(model, data)
+    def prepare_data(self, data):
+        """d2l's: the loaders and how many batches of each one epoch takes."""
+        self.data = data
+        self.train_dataloader = data.train_dataloader()
+        self.val_dataloader = data.val_dataloader()
+        self.num_train_batches = _limited_len(self.train_dataloader, self.limit_train_batches)
+        self.num_val_batches = (0 if self.val_dataloader is None
+                                else _limited_len(self.val_dataloader, self.limit_val_batches))
+
+    def prepare_model(self, model):
+        """d2l's: the board, then the device, the fast path and the optimizer for `model`."""
+        self.model = model
+        self.board = self._board_arg or getattr(model, "board", None) or Board()
+        self.board.xlim = [0, self.max_epochs]
+        self.optim = self._prepare(model, self.data)
+        recipe = getattr(model, "recipe", None)
+        # the schedule scales the optimizer's own lr; without a recipe the lr stays as set
+        self.schedule = recipe.schedule if isinstance(recipe, Recipe) else "constant"
+        self.base_lr = self._get_lr()
         self._train_mode(True)
+
+    def prepare(self, model, data):
+        """`prepare_data` then `prepare_model`: what `fit` does before the first batch."""
+        self.prepare_data(data)
+        self.prepare_model(model)
+
+    def config(self) -> dict:
+        """The values this run trains with, as resolved: recorded in history.json and the
+        checkpoint."""
+        recipe = getattr(self.model, "recipe", None)
+        return {"recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+                "optimizer": type(self.optim).__name__, "lr": self.base_lr,
+                "schedule": self.schedule, "device": str(self.device),
+                "precision": "bf16" if self.bf16 else "fp32", "fast": bool(self.fast),
+                "max_epochs": self.max_epochs, "num_train_batches": self.num_train_batches,
+                "num_val_batches": self.num_val_batches,
+                "gradient_clip_val": self.gradient_clip_val}
+
+    def describe(self) -> str:
+        """The one line printed when training starts: what runs, where, in which precision,
+        and how to change it."""
+        recipe = getattr(self.model, "recipe", None)
+        what = (recipe.describe() if isinstance(recipe, Recipe) else
+                f"{type(self.optim).__name__} at lr {self.base_lr:g} (the model's optimizer)")
+        if self.fast:
+            step = (f"{'bf16' if self.bf16 else 'fp32'} fast path (compiled step"
+                    f"{'' if self.bf16 else '; no native bf16 here'}; fast=False or --no-fast "
+                    f"for the plain fp32 step)")
+        else:
+            step = "fp32, the plain step as the chapter runs it (fast=True for the fast path)"
+        return f"training on {self.device}, {step}; {what}"
 
     def train_batch(self, batch) -> float:
         """One update on one batch; returns its loss (synchronized)."""
-        return self._to_float(self._train_step(batch))
+        return self._to_float(self._train_step(self.prepare_batch(batch)))
 
     def eval_batch(self, batch) -> dict:
         """One validation step (inference mode, the fast path if on); its metrics, synced."""
@@ -375,41 +541,47 @@ class TrainerBase(HyperParameters):
         try:
             for batch in batches:
                 self._val_batch_size = len(batch[-1])
-                self._eval_step(batch)
+                self._eval_step(self.prepare_batch(batch))
+                self.val_batch_idx = getattr(self, "val_batch_idx", 0) + 1
         finally:
             self.model._sink = sink
         return {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
 
     def fit(self, model, data):
-        self.train_loader = data.train_dataloader()
-        self.val_loader = data.val_dataloader()
-        self.num_train_batches = _limited_len(self.train_loader, self.limit_train_batches)
-        self.num_val_batches = _limited_len(self.val_loader, self.limit_val_batches)
+        """Train `model` on `data` for `max_epochs` (from the checkpoint's epoch with `resume`);
+        may be called again on the same trainer. Returns the history."""
         self.prepare(model, data)
-        self.epoch = 0
+        self.epoch, self.history, self.val_batch_idx = 0, History(), 0
         if self.resume:
             self._resume()
-        self.train_loader.source.epoch = self.epoch   # the same shuffles as an unbroken run
-        self._step = self.epoch * self.num_train_batches
+        if hasattr(self.train_dataloader, "set_epoch"):   # the shuffles of an unbroken run
+            self.train_dataloader.set_epoch(self.epoch)
+        self.train_batch_idx = self.epoch * self.num_train_batches
         self._total_steps = self.max_epochs * self.num_train_batches
+        self.history.config = self.config()
+        if self.progress:
+            print("nin: " + self.describe(), flush=True)
         while self.epoch < self.max_epochs:
             self.fit_epoch()
         return self.history
 
     def fit_epoch(self):
+        """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
         from tqdm.auto import tqdm
         epoch, start = self.epoch, time.perf_counter()
         self._train_mode(True)
         bar = tqdm(total=self.num_train_batches, desc=f"epoch {epoch + 1}/{self.max_epochs}",
                    disable=not self.progress, leave=True, dynamic_ncols=True)
         pending, seen, losses = [], 0, []
-        for i, batch in enumerate(self.train_loader):
+        for i, batch in enumerate(self.train_dataloader):
             if i >= self.num_train_batches:
                 break
-            self._set_lr(lr_at(self._step, self._total_steps, self.base_lr, self.recipe.schedule))
-            pending.append(self._train_step(batch))
+            if self.schedule != "constant":
+                self._set_lr(lr_at(self.train_batch_idx, self._total_steps, self.base_lr,
+                                   self.schedule))
+            pending.append(self._train_step(self.prepare_batch(batch)))
             seen += len(batch[-1])
-            self._step += 1
+            self.train_batch_idx += 1
             if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
                 for j, loss in enumerate(self._sync(pending)):
                     k = i + 1 - len(pending) + j
@@ -419,11 +591,13 @@ class TrainerBase(HyperParameters):
                 rate = seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", img_s=f"{rate:.0f}")
                 self._check_progress(losses)
+                self.board.draw(self.history)
             bar.update(1)
         bar.close()
         train_seconds = time.perf_counter() - start
         val_loss, val_acc = self._validate()
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+        record = {"epoch": epoch + 1,
+                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
                   "val_loss": val_loss, "val_acc": val_acc,
                   "images_per_s": seen / train_seconds,
                   "seconds": time.perf_counter() - start}
@@ -442,7 +616,8 @@ class TrainerBase(HyperParameters):
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
             raise TrainingDivergedError(
-                f"the training loss became {bad[0]} at step {self._step}: the run diverged. "
+                f"the training loss became {bad[0]} by step {self.train_batch_idx}: the run "
+                f"diverged. "
                 f"Try a lower learning rate (--lr), gradient clipping (gradient_clip_val=1), "
                 f"or --no-fast for plain fp32.")
         return values
@@ -477,8 +652,10 @@ class TrainerBase(HyperParameters):
             self._val_counts[key] = self._val_counts.get(key, 0) + n
 
     def _validate(self) -> tuple[float, float]:
+        if not self.num_val_batches:
+            return float("nan"), float("nan")
         self._train_mode(False)
-        mean = self._evaluate(itertools.islice(self.val_loader, self.num_val_batches))
+        mean = self._evaluate(itertools.islice(self.val_dataloader, self.num_val_batches))
         self._train_mode(True)
         return mean.get("loss", float("nan")), mean.get("acc", float("nan"))
 
@@ -489,9 +666,10 @@ class TrainerBase(HyperParameters):
     def _identity(self) -> dict:
         spec = getattr(self.model, "spec", None)
         from nin.spec import spec_to_dict
+        recipe = getattr(self.model, "recipe", None)
         return {"backend": self.backend_name,
                 "spec": spec_to_dict(spec) if spec is not None else None,
-                "recipe": asdict(self.recipe)}
+                "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None}
 
     def save(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -522,6 +700,15 @@ class TrainerBase(HyperParameters):
         self.history = History.from_dict(meta["history"])
         if self.progress:
             print(f"nin: resumed from {path} after epoch {self.epoch}", flush=True)
+
+
+def sample_batch(data):
+    """One batch of `data` (validation's if it has one) to build or materialize a model with;
+    a fresh loader, so that the training order is untouched."""
+    loader = data.val_dataloader()
+    if loader is None:
+        loader = data.train_dataloader()
+    return next(iter(loader))
 
 
 def _short(value) -> str:

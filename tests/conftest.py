@@ -46,3 +46,30 @@ def run_python(code: str, env_extra=None, cwd=ROOT):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
+
+
+def real_d2l(backend: str):
+    """The real d2l 1.0.3 package's module for `backend` ('torch', 'mxnet', 'tensorflow').
+
+    For 'torch' a STAND-IN for torchvision goes into sys.modules first, when torchvision is
+    not installed: d2l 1.0.3's torch module imports torchvision (and its `transforms`) at the
+    top, and no torchvision build installs beside the CPU torch 2.13.0 pinned here. d2l uses
+    it only in its data sets and image helpers, which the tests never call; the model, Module,
+    Classifier and Trainer do not touch it. `make test` installs d2l with pip --no-deps."""
+    import importlib
+    import types
+    if backend == "torch":
+        try:
+            importlib.import_module("torchvision")
+        except ImportError:
+            stand_in = types.ModuleType("torchvision")
+            stand_in.transforms = types.ModuleType("torchvision.transforms")
+            sys.modules.setdefault("torchvision", stand_in)
+            sys.modules.setdefault("torchvision.transforms", stand_in.transforms)
+    try:
+        package = importlib.import_module("d2l")
+    except ImportError as err:   # a failure, not a skip: the parity tests are the point
+        raise ImportError("the tests need the real d2l 1.0.3: run `make test`, or `pip install "
+                          "--no-deps d2l==1.0.3` and `pip install -e .[test]`") from err
+    assert package.__version__ == "1.0.3" and hasattr(package, "__file__"), package
+    return importlib.import_module(f"d2l.{backend}")

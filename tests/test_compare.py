@@ -112,14 +112,14 @@ def test_trained_weights_give_the_same_accuracy_everywhere(source, synthetic_roo
     B.set_seed(0)
     data = B.FashionMNIST(batch_size=32, resize=(67, 67), root=synthetic_root)
     B.Trainer(max_epochs=1, limit_train_batches=10, limit_val_batches=1, progress=False,
-              out_dir=tmp_path).fit(B.NiN(), data)
+              out_dir=tmp_path).fit(B.NiN(recipe="nin"), data)
     _, _, x, y = load_fashion_mnist(synthetic_root, download_missing=False)
     r = resize_matrix(28, 67)
     images = (r @ (x.astype(np.float32) / 255) @ r.T)[:, None]
     accuracy = {}
     for backend in BACKENDS:
         T = get_backend(backend)
-        model = T.NiN()
+        model = T.NiN(recipe="nin")
         W.load(backend, model.net, model.spec, tmp_path / "weights.npz")
         logits = T.predict(model, W.input_from_nchw(images, T.LAYOUT))
         accuracy[backend] = float((logits.argmax(1) == y).mean())

@@ -54,7 +54,7 @@ def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_p
     step = trainer._train_step
 
     def interrupt_in_epoch_two(batch):
-        if trainer.epoch == 1 and trainer._step == 4:
+        if trainer.epoch == 1 and trainer.train_batch_idx == 4:
             raise _Interrupt
         return step(batch)
     trainer._train_step = interrupt_in_epoch_two
@@ -70,7 +70,7 @@ def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_p
     assert history.epochs[0] == first[0]
     assert len(history.steps) == 9
     # the data order continues too: epoch 2 of the resumed run is epoch 2 of an unbroken one
-    assert resumed.train_loader.source.epoch == 3
+    assert resumed.train_dataloader.source.epoch == 3
 
 
 def test_checkpoint_for_another_spec_is_refused(backend, synthetic_root, tmp_path):
@@ -134,11 +134,18 @@ def test_no_gpu_prints_one_line(backend, synthetic_root, capsys):
     assert capsys.readouterr().out.count("no GPU found; training on the CPU") == 1
 
 
-def test_book_recipe_keeps_the_chapters_relus(backend):
-    net_spec = get_backend(backend).NiN(recipe="book").spec
-    assert all(c.relu for block in net_spec.layers[::2] if hasattr(block, "convs")
-               for c in block.convs)
-    assert [c.relu for c in get_backend(backend).NiN().spec.layers[7].convs] == [False] * 3
+def test_default_is_the_chapters_model_and_nin_recipe_is_opt_in(backend):
+    from nin.spec import NiNBlock, chapter_spec
+    B = get_backend(backend)
+    default = B.NiN()
+    assert default.recipe == T.RECIPES["book"] and default.lr == 0.1    # NiN(lr=0.1, ...)
+    assert default.spec == chapter_spec(10)
+    blocks = [layer for layer in default.spec.layers if isinstance(layer, NiNBlock)]
+    assert len(blocks) == 4 and blocks[-1].out_channels == 10        # the class block too
+    assert all(c.relu for block in blocks for c in block.convs)
+    nin = B.NiN(recipe="nin")
+    assert [c.relu for c in nin.spec.layers[7].convs] == [False] * 3
+    assert nin.recipe == T.RECIPES["nin"] and nin.lr == 1e-3
 
 
 def test_one_cycle_schedule():
@@ -149,7 +156,7 @@ def test_one_cycle_schedule():
 
 
 def test_unknown_recipe():
-    with pytest.raises(ValueError, match="unknown recipe 'fast'.*nin, book"):
+    with pytest.raises(ValueError, match="unknown recipe 'fast'.*book, nin"):
         T.get_recipe("fast")
 
 
@@ -158,7 +165,7 @@ def _eval_loss(backend, root, fast):
     B.set_seed(0)
     data = B.FashionMNIST(root=root, seed=0, **SMALL)
     trainer = B.Trainer(max_epochs=1, fast=fast, progress=False, stuck_check=0)
-    trainer.prepare(B.NiN(), data)
+    trainer.prepare(B.NiN(recipe="nin"), data)   # the book's class block can start at chance
     return trainer.eval_batch(next(iter(data.val_dataloader())))["loss"]
 
 
@@ -184,7 +191,7 @@ def test_plain_trainer_undoes_an_earlier_fast_one(backend, synthetic_root):
     B = get_backend(backend)
     B.set_seed(0)
     data = B.FashionMNIST(root=synthetic_root, seed=0, **SMALL)
-    model, batch = B.NiN(), next(iter(data.val_dataloader()))
+    model, batch = B.NiN(recipe="nin"), next(iter(data.val_dataloader()))
     losses = []
     for fast in (False, True, False):
         trainer = B.Trainer(max_epochs=1, fast=fast, progress=False, stuck_check=0)

@@ -202,12 +202,14 @@ class Classifier(_training.ClassifierMixin, Module):
 
 
 class NiN(_training.NiNMixin, Classifier):
-    """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
+    """The chapter's NiN built from the spec. By default the chapter's model and training
+    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
+    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults."""
 
-    def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
+    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
         super().__init__()
         self.save_hyperparameters()
-        recipe = self._setup(num_classes, recipe, spec)
+        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
         self.net = build(self.spec)
         self.net.initialize(init.Xavier() if recipe.init == "xavier"
                             else init.MSRAPrelu(factor_type="in", slope=0.0))
@@ -216,14 +218,13 @@ class NiN(_training.NiNMixin, Classifier):
         return self.net(self._normalized(X))
 
     def configure_optimizers(self):
-        recipe = _training.get_recipe(self.recipe)
-        lr = self.lr if recipe.lr is None else recipe.lr
-        if recipe.optimizer == "adam":
+        r = self.recipe
+        if r.optimizer == "adam":
             return gluon.Trainer(self.collect_params(), "adam",
-                                 {"learning_rate": lr, "wd": recipe.weight_decay})
+                                 {"learning_rate": self.lr, "wd": r.weight_decay})
         return gluon.Trainer(self.collect_params(), "sgd",
-                             {"learning_rate": lr, "momentum": recipe.momentum,
-                              "wd": recipe.weight_decay})
+                             {"learning_rate": self.lr, "momentum": r.momentum,
+                              "wd": r.weight_decay})
 
 
 class FashionMNIST(_data.FashionMNISTBase):
@@ -242,14 +243,14 @@ class FashionMNIST(_data.FashionMNISTBase):
 
 
 class Trainer(_training.TrainerBase):
-    """d2l's Trainer for MXNet. Fast path: convolutions in bf16 on a CPU that has it, and
-    hybridize with static allocation and shapes."""
+    """d2l's Trainer for MXNet. Fast path (`fast=True`): convolutions in bf16 on a CPU that has
+    it, and hybridize with static allocation and shapes."""
     backend_name = "mxnet"
 
     def _prepare(self, model, data):
-        self.ctx = gpu() if self.num_gpus and num_gpus() else cpu()
+        self.ctx = self.device = gpu() if self.num_gpus and num_gpus() else cpu()
         _training.note_device(self.num_gpus, num_gpus())
-        X, _ = next(iter(data.val_dataloader()))
+        X = _training.sample_batch(data)[0]
         model(X[:1])                                   # finish deferred initialization
         model.collect_params().reset_ctx(self.ctx)
         data.device = self.ctx
@@ -263,19 +264,33 @@ class Trainer(_training.TrainerBase):
                 model.hybridize(False)            # plain: eager, fp32
         return model.configure_optimizers()
 
+    def prepare_batch(self, batch):
+        """d2l's: the batch on the training context."""
+        return [a.as_in_ctx(self.ctx) if hasattr(a, "as_in_ctx") else a for a in batch]
+
+    def clip_gradients(self, grad_clip_val, model):
+        """d2l's: scale all gradients down together when their global norm passes the value."""
+        grads = [p.grad(self.ctx) for p in model.collect_params().values()
+                 if p.grad_req != "null"]
+        norm = float(onp.sqrt(sum(float((g ** 2).sum()) for g in grads)))
+        if norm > grad_clip_val:
+            for g in grads:
+                g[:] *= grad_clip_val / norm
+
     def _train_step(self, batch):
         with autograd.record():
             loss = self.model.training_step(batch)
         loss.backward()
-        if self.gradient_clip_val:
-            grads = [p.grad(self.ctx) for p in self.model.collect_params().values()
-                     if p.grad_req != "null"]
-            gluon.utils.clip_global_norm(grads, self.gradient_clip_val)
+        if self.gradient_clip_val > 0:
+            self.clip_gradients(self.gradient_clip_val, self.model)
         self.optim.step(1)   # the loss is already a batch mean
         return loss
 
     def _eval_step(self, batch):
         self.model.validation_step(batch)
+
+    def _get_lr(self):
+        return float(self.optim.learning_rate)
 
     def _set_lr(self, lr):
         self.optim.set_learning_rate(lr)

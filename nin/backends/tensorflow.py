@@ -155,16 +155,29 @@ def init_cnn(module):
 
 
 class Module(_training.ModuleMixin, tf.keras.Model):
-    """d2l's Module for Keras: `self.net`, `loss`, `training_step`, `validation_step`."""
+    """d2l's Module for Keras: `self.net`, `loss`, `training_step`, `validation_step`.
 
-    def __init__(self):
-        super().__init__()
+    `self.training` is the mode the Trainer sets (True while training, False to validate).
+    d2l 1.0.3 stores Keras' `training=None` (what Keras passes when the caller gives no flag)
+    over it, so its nets never train with dropout; here only an explicit True or False
+    changes the mode, and dropout runs in training as the chapter means (docs/training.md)."""
+
+    def __init__(self, plot_train_per_epoch=2, plot_valid_per_epoch=1):
+        super().__init__(plot_train_per_epoch, plot_valid_per_epoch)
         self.training = None
 
     def call(self, X, *args, **kwargs):
-        if "training" in kwargs:
+        if kwargs.get("training") is not None:
             self.training = kwargs["training"]
         return self.forward(X, *args)
+
+    def apply_init(self, inputs, init=None):
+        """d2l's (PyTorch tab's): build the weights with one forward pass, then `init` each
+        layer. Keras' defaults already are the chapter's init, so `init_cnn` changes nothing."""
+        self.forward(*inputs)
+        if init is not None:
+            for layer in _leaf_layers(self.net):
+                init(layer)
 
     def forward(self, X):
         return self.net(X, training=self.training)
@@ -196,12 +209,14 @@ class Classifier(_training.ClassifierMixin, Module):
 
 
 class NiN(_training.NiNMixin, Classifier):
-    """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
+    """The chapter's NiN built from the spec. By default the chapter's model and training
+    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
+    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults."""
 
-    def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
+    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
         super().__init__()
         self.save_hyperparameters()
-        recipe = self._setup(num_classes, recipe, spec)
+        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
         self.net = build(self.spec)
         if recipe.init == "kaiming":
             for layer in _leaf_layers(self.net):
@@ -212,12 +227,11 @@ class NiN(_training.NiNMixin, Classifier):
         return self.net(self._normalized(X), training=self.training)
 
     def configure_optimizers(self):
-        recipe = _training.get_recipe(self.recipe)
-        lr = float(self.lr if recipe.lr is None else recipe.lr)
-        if recipe.optimizer == "adam":
-            return tf.keras.optimizers.Adam(lr, weight_decay=recipe.weight_decay or None)
-        return tf.keras.optimizers.SGD(lr, momentum=recipe.momentum,
-                                       weight_decay=recipe.weight_decay or None)
+        r, lr = self.recipe, float(self.lr)
+        if r.optimizer == "adam":
+            return tf.keras.optimizers.Adam(lr, weight_decay=r.weight_decay or None)
+        return tf.keras.optimizers.SGD(lr, momentum=r.momentum,
+                                       weight_decay=r.weight_decay or None)
 
 
 def _leaf_layers(layer):
@@ -240,20 +254,35 @@ class FashionMNIST(_data.FashionMNISTBase):
         return to_numpy(images)[..., 0]
 
 
+def _scope_device() -> str:
+    """The device of the caller's `with tf.device(...)` scope ('' outside any scope)."""
+    from tensorflow.python.eager import context
+    return context.context().device_name or ""
+
+
+def training_device(requested_gpus: int, available_gpus: int, scope: str = "") -> str:
+    """Where the Trainer runs: the first GPU when one is asked for and present; else the
+    caller's device scope (the chapter's `with d2l.try_gpu():`), else the CPU."""
+    if requested_gpus and available_gpus:
+        return "/GPU:0"
+    return scope or "/CPU:0"
+
+
 class Trainer(_training.TrainerBase):
-    """d2l's Trainer for Keras. Fast path: `tf.function` steps and a mixed bf16 policy (on a
-    GPU, or a CPU with native bf16)."""
+    """d2l's Trainer for Keras. Fast path (`fast=True`): `tf.function` steps and a mixed bf16
+    policy (on a GPU, or a CPU with native bf16). The device: see `training_device`."""
     backend_name = "tensorflow"
 
     def _prepare(self, model, data):
-        self.device = "/GPU:0" if num_gpus() else "/CPU:0"
+        self.device = training_device(self.num_gpus, num_gpus(), _scope_device())
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
-        self.bf16 = self.fast and (num_gpus() > 0 or _training.cpu_has_bf16())
+        on_gpu = "GPU" in self.device.upper()
+        self.bf16 = self.fast and (on_gpu or _training.cpu_has_bf16())
         if self.bf16 and not model.built:
             for layer in _leaf_layers(model.net):   # compute in bf16, keep fp32 variables
                 layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
-        X, _ = next(iter(data.val_dataloader()))
+        X = _training.sample_batch(data)[0]
         with tf.device(self.device):
             model(X[:1], training=False)          # build the variables
         optim = model.configure_optimizers()
@@ -264,12 +293,16 @@ class Trainer(_training.TrainerBase):
             else self._eval
         return optim
 
+    def clip_gradients(self, grad_clip_val, grads):
+        """d2l's: the gradients scaled down together when their global norm passes the value."""
+        return tf.clip_by_global_norm(grads, grad_clip_val)[0]
+
     def _step(self, X, y):
         with tf.GradientTape() as tape:
             loss = self.model.training_step((X, y))
         grads = tape.gradient(loss, self.model.trainable_variables)
-        if self.gradient_clip_val:
-            grads, _ = tf.clip_by_global_norm(grads, self.gradient_clip_val)
+        if self.gradient_clip_val > 0:
+            grads = self.clip_gradients(self.gradient_clip_val, grads)
         self.optim.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss
 
@@ -286,11 +319,14 @@ class Trainer(_training.TrainerBase):
 
     def _eval_step(self, batch):
         with tf.device(self.device):
-            if not self.fast:
-                return self.model.validation_step(batch)
+            if not self.fast or _training.overrides_validation_step(self.model):
+                return self.model.validation_step(batch)   # the user's, as written
             loss, acc = self._eval_fn(*batch)   # compiled: metrics come back as values
         self.model.plot("loss", loss, train=False)
         self.model.plot("acc", acc, train=False)
+
+    def _get_lr(self):
+        return float(self.optim.learning_rate.numpy())
 
     def _set_lr(self, lr):
         self.optim.learning_rate.assign(lr)

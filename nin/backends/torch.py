@@ -180,12 +180,14 @@ class Classifier(_training.ClassifierMixin, Module):
 
 
 class NiN(_training.NiNMixin, Classifier):
-    """The chapter's NiN built from the spec, with a training recipe ('nin' or 'book')."""
+    """The chapter's NiN built from the spec. By default the chapter's model and training
+    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
+    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults."""
 
-    def __init__(self, lr=0.1, num_classes=10, recipe="nin", spec=None):
+    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
         super().__init__()
         self.save_hyperparameters()
-        recipe = self._setup(num_classes, recipe, spec)
+        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
         self.net = build(self.spec)
         self.net.apply(init_cnn if recipe.init == "xavier" else _init_kaiming)
 
@@ -193,12 +195,11 @@ class NiN(_training.NiNMixin, Classifier):
         return self.net(self._normalized(X))
 
     def configure_optimizers(self):
-        recipe = _training.get_recipe(self.recipe)
-        lr = self.lr if recipe.lr is None else recipe.lr
-        if recipe.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=recipe.weight_decay)
-        return torch.optim.SGD(self.parameters(), lr=lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
+        r = self.recipe
+        if r.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=r.weight_decay)
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=r.momentum,
+                               weight_decay=r.weight_decay)
 
 
 class FashionMNIST(_data.FashionMNISTBase):
@@ -217,7 +218,7 @@ class FashionMNIST(_data.FashionMNISTBase):
 
 
 class Trainer(_training.TrainerBase):
-    """d2l's Trainer for PyTorch. Fast path: channels-last and bf16 autocast."""
+    """d2l's Trainer for PyTorch. Fast path (`fast=True`): channels-last and bf16 autocast."""
     backend_name = "torch"
 
     def _prepare(self, model, data):
@@ -234,12 +235,14 @@ class Trainer(_training.TrainerBase):
             self.bf16 = bool(bf16)
             if bf16:
                 self._autocast = self.device.type
+        else:
+            model.to(memory_format=torch.contiguous_format)   # undo an earlier fast trainer's
         return model.configure_optimizers()
 
     def _materialize(self, model, data):
         """Run one batch through lazy layers so the optimizer sees every parameter."""
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
-            X, _ = next(iter(data.val_dataloader()))
+            X = _training.sample_batch(data)[0]
             with torch.no_grad():
                 model(X[:1].cpu())
 
@@ -249,28 +252,42 @@ class Trainer(_training.TrainerBase):
         import contextlib
         return contextlib.nullcontext()
 
-    def _inputs(self, batch):
-        X, y = batch
-        if self.fast:
-            X = X.contiguous(memory_format=torch.channels_last)
-        return X, y
+    def prepare_batch(self, batch):
+        """d2l's: the batch on the training device (channels-last on the fast path)."""
+        batch = [a.to(self.device, non_blocking=True) if torch.is_tensor(a) else a
+                 for a in batch]
+        if self.fast and batch[0].dim() == 4:
+            batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def clip_gradients(self, grad_clip_val, model):
+        """d2l's: scale all gradients down together when their global norm passes the value."""
+        params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+        norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
+        if norm > grad_clip_val:
+            for param in params:
+                param.grad[:] *= grad_clip_val / norm
 
     def _train_step(self, batch):
         with self._context():
-            loss = self.model.training_step(self._inputs(batch))
+            loss = self.model.training_step(batch)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
-        if self.gradient_clip_val:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
+        if self.gradient_clip_val > 0:
+            with torch.no_grad():
+                self.clip_gradients(self.gradient_clip_val, self.model)
         self.optim.step()
         return loss.detach()
 
     def _eval_step(self, batch):
         with torch.inference_mode(), self._context():
-            self.model.validation_step(self._inputs(batch))
+            self.model.validation_step(batch)
 
     def _train_mode(self, on):
         self.model.train(on)
+
+    def _get_lr(self):
+        return float(self.optim.param_groups[0]["lr"])
 
     def _set_lr(self, lr):
         for group in self.optim.param_groups:
