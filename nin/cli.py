@@ -73,7 +73,8 @@ def cmd_train(args) -> int:
     recipe = _recipe_from_args(args)
     spec = _spec.chapter_spec(10)
     _spec.check_input_size(spec, args.resize)
-    changes = recipe.changes_from_book()
+    from nin.training import resolve_recipe
+    changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
     print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
           + (f" (changed from the chapter's: {'; '.join(changes)})" if changes else
              " (the chapter's own)")
@@ -267,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/nin", help="folder for history, plot, checkpoint")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     p.add_argument("--no-fast", action="store_true",
-                   help="the plain fp32 step as the chapter runs it (default: the fast path, "
-                        "bf16 where the hardware has it, and compiled steps)")
+                   help="the plain fp32 step as the chapter runs it (default: the fast path: "
+                        "bf16 where the hardware has it; channels-last in PyTorch, compiled "
+                        "steps in TensorFlow, hybridized ones in MXNet)")
     p.add_argument("--on-stuck", default="stop", choices=["stop", "warn"],
                    help="what to do when the loss stays at chance (default: stop)")
     p.set_defaults(func=cmd_train)

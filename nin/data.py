@@ -44,13 +44,13 @@ _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d 
 
 
 class DataFileError(ValueError):
-    """A data file exists but is not a valid Fashion-MNIST IDX file."""
+    """A data file exists but is not a valid Fashion-MNIST IDX file (or cannot be read)."""
 
-    def __init__(self, path, problem: str):
+    def __init__(self, path, problem: str, fix: str | None = None):
         self.path = Path(path)
-        super().__init__(
-            f"{self.path}: {problem}. Delete the file so that it is downloaded again, or point "
-            f"NIN_DATA_DIR / --data-dir / root= at a folder with intact copies.")
+        fix = fix or ("Delete the file so that it is downloaded again, or point NIN_DATA_DIR / "
+                      "--data-dir / root= at a folder with intact copies.")
+        super().__init__(f"{self.path}: {problem}. {fix}")
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -58,14 +58,27 @@ class DataUnavailableError(FileNotFoundError):
 
 
 def default_root(root=None) -> Path:
-    """root= argument, else $NIN_DATA_DIR, else ~/.cache/nin/fashion-mnist."""
+    """root= argument, else $NIN_DATA_DIR, else ~/.cache/nin/fashion-mnist; refused if it
+    names a file."""
+    source = "root"
     if root is None:
+        source = "NIN_DATA_DIR" if os.environ.get("NIN_DATA_DIR") else "the default folder"
         root = os.environ.get("NIN_DATA_DIR") or Path.home() / ".cache" / "nin" / "fashion-mnist"
-    return Path(root).expanduser()
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataUnavailableError(
+            f"the data folder {root} ({source}) is a file, not a folder: point root= / "
+            f"--data-dir / NIN_DATA_DIR at the folder that holds the four IDX files")
+    return root
 
 
 def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataFileError(path, f"cannot be read ({err.strerror or err})",
+                            "Check the file's permissions, or point NIN_DATA_DIR / --data-dir / "
+                            "root= at a readable copy.") from None
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
@@ -294,6 +307,11 @@ class FashionMNISTBase:
         self.root = default_root(root)
         train_x, train_y, val_x, val_y = arrays if arrays is not None else \
             load_fashion_mnist(self.root, download_missing=download)
+        for split, labels in (("training", train_y), ("test", val_y)):
+            if len(labels) == 0:
+                raise DataFileError(self.root, f"the {split} split holds no images",
+                                    "Point NIN_DATA_DIR / --data-dir / root= at the full "
+                                    "Fashion-MNIST files.")
         self.train = self._subset(train_x, train_y, num_train, seed)
         self.val = self._subset(val_x, val_y, num_val, seed + 1)
         self.limits = {True: limit_train_batches, False: limit_val_batches}

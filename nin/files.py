@@ -1,22 +1,63 @@
-"""Writing files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one, and run folders that are never
+overwritten by accident."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "umask", "remove_orphans", "check_writable_folder",
+           "TEMP_SUFFIX"]
+
+TEMP_SUFFIX = ".tmp"     # atomic_write's temporary files: `<name>.<random>.tmp`
+
+
+def umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    """Write to a temporary file in the same folder, then rename: never a half-written file.
+    The file gets the mode a plain `open` would give it (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~umask())           # mkstemp's 0600 would survive the rename
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_orphans(folder) -> list[Path]:
+    """Delete the temporary files a killed `atomic_write` left in `folder`; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    orphans = [p for p in folder.glob(f"*.*{TEMP_SUFFIX}") if p.is_file()]
+    for p in orphans:
+        p.unlink()
+    return orphans
+
+
+def check_writable_folder(path, what: str = "--out") -> Path:
+    """Create `path` if needed and prove a file can be written there, before any work."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; give a folder name "
+                         f"(it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".nin-probe.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{what} {path} cannot be written ({err.strerror or err}); choose a "
+                         f"folder you can write to") from None
+    return path

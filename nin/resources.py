@@ -16,10 +16,12 @@ and optimizer state stay fp32 under mixed precision.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from nin import spec as _spec
 
-__all__ = ["LayerCost", "layer_costs", "num_params", "conv_macs", "memory", "summary"]
+__all__ = ["LayerCost", "layer_costs", "num_params", "conv_macs", "memory", "summary",
+           "available_memory", "check_fits_in_memory", "MEMORY_MARGIN"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,54 @@ def num_params(spec: _spec.NetSpec, height: int = 224, width: int | None = None)
 def conv_macs(spec: _spec.NetSpec, height: int = 224, width: int | None = None) -> int:
     """Total multiply-accumulates of the conv and dense layers for one image."""
     return sum(r.macs for r in layer_costs(spec, height, width))
+
+
+# measured step memory over this estimate: up to 1.74 (MXNet fp32, benchmarks/memory.py);
+# the check below doubles the estimate so that a batch it lets through does fit
+MEMORY_MARGIN = 2.0
+
+
+def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes this process may still use: MemAvailable, or the cgroup's limit if lower; None
+    where neither can be read."""
+    found = []
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for path, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                        "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(path).read_text().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                found.append(int(limit) - int(Path(used).read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def check_fits_in_memory(spec: _spec.NetSpec, size: int, batch_size: int,
+                         optimizer: str = "sgd", training: bool = True,
+                         available: int | None = None) -> None:
+    """Refuse, before any work, a batch whose step cannot fit in the memory left: the
+    message gives both figures and the largest batch that fits."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    kind = "training" if training else "inference"
+    per_batch = memory(spec, size, batch_size, optimizer)[kind] * MEMORY_MARGIN
+    if per_batch <= available:
+        return
+    one = memory(spec, size, 1, optimizer)[kind] * MEMORY_MARGIN
+    fits = int(available // one) if one <= available else 0
+    what = f"batch {batch_size} at {size}x{size}"
+    advice = (f"use a batch of at most {fits} (--batch-size {fits})" if fits else
+              f"even one image at {size}x{size} does not fit; use a smaller input")
+    raise MemoryError(
+        f"{what} needs about {per_batch / 2**30:.1f} GiB for {kind} (nin.resources' estimate, "
+        f"doubled for the frameworks' workspace), and {available / 2**30:.1f} GiB are "
+        f"available; {advice}")

@@ -13,7 +13,9 @@ __all__ = [
     "Conv", "NiNBlock", "MaxPool", "Dropout", "GlobalAvgPool", "Flatten", "Dense",
     "Layer", "NetSpec", "LayerShape", "InputTooSmallError",
     "chapter_spec", "output_shapes", "min_input_size", "check_input_size",
-    "conv_output_size", "layer_names", "with_class_block_relu", "spec_to_dict", "spec_from_dict",
+    "conv_output_size", "layer_names", "with_class_block_relu", "class_block_relu", "spec_diff",
+    "spec_to_dict",
+    "spec_from_dict",
 ]
 
 
@@ -229,6 +231,33 @@ def with_class_block_relu(spec: NetSpec, relu: str) -> NetSpec:
         if isinstance(layer, GlobalAvgPool) and i and isinstance(layers[i - 1], NiNBlock):
             layers[i - 1] = dataclasses.replace(layers[i - 1], relu=relu)
     return spec.replace(layers=tuple(layers))
+
+
+def class_block_relu(spec: NetSpec) -> str | None:
+    """The `relu` of the class-score block (the NiN block feeding global average pooling);
+    None for a spec without one (a dense head)."""
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, GlobalAvgPool) and i and isinstance(spec.layers[i - 1], NiNBlock):
+            return spec.layers[i - 1].relu
+    return None
+
+
+def spec_diff(a: NetSpec, b: NetSpec) -> list[str]:
+    """What differs between two specs, one phrase per field: 'num_classes 10 vs 5',
+    'block4 relu none vs all'. Empty when they are equal."""
+    out = [f"{f} {getattr(a, f)!r} vs {getattr(b, f)!r}" for f in
+           ("name", "num_classes", "in_channels") if getattr(a, f) != getattr(b, f)]
+    if len(a.layers) != len(b.layers):
+        out.append(f"{len(a.layers)} layers vs {len(b.layers)}")
+    names = layer_names(a)
+    for name, x, y in zip(names, a.layers, b.layers):
+        if type(x) is not type(y):
+            out.append(f"{name} {type(x).__name__} vs {type(y).__name__}")
+            continue
+        for f in dataclasses.fields(x):
+            if getattr(x, f.name) != getattr(y, f.name):
+                out.append(f"{name} {f.name} {getattr(x, f.name)!r} vs {getattr(y, f.name)!r}")
+    return out
 
 
 def spec_to_dict(spec: NetSpec) -> dict:

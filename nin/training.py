@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -21,9 +22,11 @@ import numpy as np
 from nin.files import atomic_write
 
 __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
-           "CHOICES", "RECIPE_FLAGS", "get_recipe", "resolve_recipe", "overrides_validation_step", "lr_at", "History", "Board", "TrainingStuckError",
-           "TrainingDivergedError", "CheckpointError", "TrainerBase", "finish_figure", "sample_batch",
-           "save_checkpoint", "read_checkpoint", "note_device", "cpu_has_bf16"]
+           "CHOICES", "RECIPE_FLAGS", "get_recipe", "resolve_recipe",
+           "overrides_validation_step", "lr_at", "History", "Board", "TrainingStuckError",
+           "TrainingDivergedError", "CheckpointError", "RunExistsError", "RUN_FILES",
+           "TrainerBase", "finish_figure", "sample_batch", "save_checkpoint", "read_checkpoint",
+           "note_device", "cpu_has_bf16"]
 
 
 class HyperParameters:
@@ -95,12 +98,17 @@ class NiNMixin:
         """Resolve the recipe with what the caller passed (`lr` and any Recipe field in
         `fields`), which wins over the recipe's defaults; `self.lr` and `self.recipe` hold the
         values that run."""
+        from nin.spec import chapter_spec, class_block_relu, with_class_block_relu
         recipe = resolve_recipe(recipe, lr=lr, **fields)
-        self.recipe, self.lr = recipe, recipe.lr
         if spec is None:   # the chapter's NiN, its class block as the recipe says
-            from nin.spec import chapter_spec, with_class_block_relu
             spec = with_class_block_relu(chapter_spec(num_classes), recipe.class_block_relu)
-        self.spec = spec
+        elif fields.get("class_block_relu") is not None:    # asked for: applied to the spec
+            spec = with_class_block_relu(spec, fields["class_block_relu"])
+        actual = class_block_relu(spec)   # a given spec decides; the recipe records it
+        if actual is not None and actual != recipe.class_block_relu:
+            recipe = replace(recipe, class_block_relu=actual)
+        self.recipe, self.lr, self.spec = recipe, recipe.lr, spec
+        self.hparams["lr"] = recipe.lr
         self.normalize = recipe.normalize
         return recipe
 
@@ -130,18 +138,25 @@ class Recipe:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"recipe {self.name!r}: {name} must be one of "
                                  f"{', '.join(map(str, allowed))}, got {getattr(self, name)!r}")
-        for name in ("lr", "momentum", "weight_decay"):
+        for name, low, high, bounds in (("lr", 0, math.inf, "> 0"),
+                                         ("momentum", 0, 1, ">= 0 and < 1"),
+                                         ("weight_decay", 0, math.inf, ">= 0")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0:
-                raise ValueError(f"recipe {self.name!r}: {name} must be a finite number >= 0, "
-                                 f"got {value!r}")
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+                math.isfinite(value) and low <= value < high and (name != "lr" or value > 0)
+            if not ok:
+                raise ValueError(f"recipe {self.name!r}: {name} must be a finite number "
+                                 f"{bounds}, got {value!r}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"recipe {self.name!r}: momentum {self.momentum} is for SGD; "
+                             f"{self.optimizer} has none (use optimizer='sgd' / --optimizer sgd, "
+                             f"or drop the momentum)")
 
-    def changes_from_book(self) -> list[str]:
-        """What this recipe does differently from the chapter's, one phrase per field."""
-        book, changed = RECIPES["book"], []
+    def changes_from(self, reference: "Recipe") -> list[str]:
+        """What this recipe does differently from `reference`, one phrase per field."""
+        changed = []
         for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(book, f.name)
+            mine, theirs = getattr(self, f.name), getattr(reference, f.name)
             if f.name != "name" and mine != theirs:
                 changed.append(f"{f.name} {mine} (the chapter's: {theirs})")
         return changed
@@ -416,14 +431,18 @@ class TrainerBase(HyperParameters):
     default: plain fp32 steps, as the chapter runs them; True: bf16 where the hardware has it,
     compiled or hybridized steps, channels-last), `limit_train_batches` / `limit_val_batches`,
     `progress` (tqdm bars and the set-up line), `out_dir` (history.json, board.png,
-    checkpoint.npz each epoch), `resume` (continue from out_dir's checkpoint), `stuck_check`
+    checkpoint.npz each epoch; a folder that holds a run is refused unless `resume`, which
+    continues it, or `overwrite`, which replaces it), `stuck_check`
     (batches after which a loss still near ln(num_classes) is reported; 0 turns it off),
     `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's).
     """
 
+    FAST_PATH = ""    # what the backend's fast path does, in a few words (the start line)
+
     def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=False,
                  limit_train_batches=None, limit_val_batches=None, progress=True,
-                 out_dir=None, resume=False, stuck_check=150, on_stuck="warn", board=None):
+                 out_dir=None, resume=False, overwrite=False, stuck_check=150,
+                 on_stuck="warn", board=None):
         from nin.quick import capped, quick_settings
         quick = quick_settings()
         if quick:
@@ -482,6 +501,9 @@ class TrainerBase(HyperParameters):
     def prepare_model(self, model):
         """d2l's: the board, then the device, the fast path and the optimizer for `model`."""
         self.model = model
+        recipe = getattr(model, "recipe", None)
+        if isinstance(recipe, Recipe) and getattr(model, "lr", recipe.lr) != recipe.lr:
+            model.recipe = replace(recipe, lr=model.lr)   # `model.lr = x` set after building
         self.board = self._board_arg or getattr(model, "board", None) or Board()
         self.board.xlim = [0, self.max_epochs]
         self.optim = self._prepare(model, self.data)
@@ -515,7 +537,7 @@ class TrainerBase(HyperParameters):
         what = (recipe.describe() if isinstance(recipe, Recipe) else
                 f"{type(self.optim).__name__} at lr {self.base_lr:g} (the model's optimizer)")
         if self.fast:
-            step = (f"{'bf16' if self.bf16 else 'fp32'} fast path (compiled step"
+            step = (f"{'bf16' if self.bf16 else 'fp32'} fast path ({self.FAST_PATH}"
                     f"{'' if self.bf16 else '; no native bf16 here'}; fast=False or --no-fast "
                     f"for the plain fp32 step)")
         else:
@@ -550,18 +572,22 @@ class TrainerBase(HyperParameters):
     def fit(self, model, data):
         """Train `model` on `data` for `max_epochs` (from the checkpoint's epoch with `resume`);
         may be called again on the same trainer. Returns the history."""
+        if self.out_dir:                 # before any work: a run is never overwritten by accident
+            self._claim_out_dir()
         self.prepare(model, data)
         self.epoch, self.history, self.val_batch_idx = 0, History(), 0
+        self._losses, self._stuck_checked = [], False
+        self.history.config = self.config()
         if self.resume:
             self._resume()
         if hasattr(self.train_dataloader, "set_epoch"):   # the shuffles of an unbroken run
             self.train_dataloader.set_epoch(self.epoch)
         self.train_batch_idx = self.epoch * self.num_train_batches
         self._total_steps = self.max_epochs * self.num_train_batches
-        self.history.config = self.config()
         if self.progress:
             print("nin: " + self.describe(), flush=True)
         while self.epoch < self.max_epochs:
+            self._start_epoch_rng(self.epoch)
             self.fit_epoch()
         return self.history
 
@@ -587,18 +613,20 @@ class TrainerBase(HyperParameters):
                     k = i + 1 - len(pending) + j
                     self.history.steps.append((epoch + (k + 1) / self.num_train_batches, loss))
                     losses.append(loss)
+                    self._losses.append(loss)
                 pending = []
                 rate = seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", img_s=f"{rate:.0f}")
-                self._check_progress(losses)
+                self._check_progress(self._losses)   # counted across epochs
                 self.board.draw(self.history)
             bar.update(1)
         bar.close()
         train_seconds = time.perf_counter() - start
-        val_loss, val_acc = self._validate()
+        metrics = self._validate()
+        val_loss, val_acc = metrics["loss"], metrics["acc"]
         record = {"epoch": epoch + 1,
                   "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "val_loss": val_loss, "val_acc": val_acc,
+                  **{f"val_{k}": v for k, v in metrics.items()},
                   "images_per_s": seen / train_seconds,
                   "seconds": time.perf_counter() - start}
         self.history.epochs.append(record)
@@ -612,14 +640,17 @@ class TrainerBase(HyperParameters):
             self.save()
 
     def _sync(self, pending) -> list[float]:
+        """The pending losses as floats; the first non-finite one stops the run, named by the
+        step that produced it (steps count from 1 over the whole run)."""
         values = [self._to_float(v) for v in pending]
-        bad = [v for v in values if not math.isfinite(v)]
-        if bad:
-            raise TrainingDivergedError(
-                f"the training loss became {bad[0]} by step {self.train_batch_idx}: the run "
-                f"diverged. "
-                f"Try a lower learning rate (--lr), gradient clipping (gradient_clip_val=1), "
-                f"or --no-fast for plain fp32.")
+        for j, v in enumerate(values):
+            if not math.isfinite(v):
+                step = self.train_batch_idx - len(values) + j + 1
+                batch = (step - 1) % self.num_train_batches + 1
+                raise TrainingDivergedError(
+                    f"the training loss became {v} at step {step} (epoch {self.epoch + 1}, "
+                    f"batch {batch}): the run diverged. Try a lower learning rate (--lr), "
+                    f"gradient clipping (gradient_clip_val=1), or --no-fast for plain fp32.")
         return values
 
     def _check_progress(self, losses) -> None:
@@ -643,6 +674,7 @@ class TrainerBase(HyperParameters):
             print("nin: " + message, flush=True)
 
     _stuck_checked = False
+    _losses: list = []
 
     def _record(self, key, value, train):
         """The model's `plot` calls land here: accumulate validation metrics per example."""
@@ -651,36 +683,87 @@ class TrainerBase(HyperParameters):
             self._val_sums[key] = self._val_sums.get(key, 0.0) + self._to_float(value) * n
             self._val_counts[key] = self._val_counts.get(key, 0) + n
 
-    def _validate(self) -> tuple[float, float]:
-        if not self.num_val_batches:
-            return float("nan"), float("nan")
-        self._train_mode(False)
-        mean = self._evaluate(itertools.islice(self.val_dataloader, self.num_val_batches))
-        self._train_mode(True)
-        return mean.get("loss", float("nan")), mean.get("acc", float("nan"))
+    def _validate(self) -> dict[str, float]:
+        """Every metric the model's `validation_step` plots, averaged per example; the model
+        stays in inference mode afterwards, as d2l leaves it (`fit_epoch` turns training on)."""
+        mean = {"loss": float("nan"), "acc": float("nan")}
+        if self.num_val_batches:
+            self._train_mode(False)
+            mean.update(self._evaluate(itertools.islice(self.val_dataloader,
+                                                        self.num_val_batches)))
+        return mean
 
     def _train_mode(self, on: bool) -> None:
         self.model.training = on
 
-    # --- checkpoints -----------------------------------------------------------------------
+    # --- run folder, checkpoints, resume ------------------------------------------------
+    # the backend may override these three: RNG state that decides the rest of the run
+    def _rng_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_rng_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def _start_epoch_rng(self, epoch: int) -> None:
+        pass
+
+    def _claim_out_dir(self) -> None:
+        """Check the folder before any work: writable, and not holding a run unless `resume`
+        or `overwrite` says what to do with it. Clears temporary files a killed run left."""
+        from nin.files import check_writable_folder, remove_orphans
+        check_writable_folder(self.out_dir, "out_dir (--out)")
+        remove_orphans(self.out_dir)
+        held = [name for name in RUN_FILES if (self.out_dir / name).exists()]
+        checkpoint = self.out_dir / "checkpoint.npz"
+        if self.resume:
+            if not checkpoint.exists():
+                raise CheckpointError(f"--resume: no checkpoint at {checkpoint}; train once "
+                                      f"with this --out folder first, or drop --resume")
+        elif held and not self.overwrite:
+            raise RunExistsError(
+                f"{self.out_dir} already holds a run ({', '.join(held)}); pass --resume "
+                f"(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or "
+                f"choose another --out folder")
+        elif held:
+            for name in held:
+                (self.out_dir / name).unlink()
+
     def _identity(self) -> dict:
+        """What a checkpoint must match to be resumed: the model, the data and the run."""
         spec = getattr(self.model, "spec", None)
         from nin.spec import spec_to_dict
         recipe = getattr(self.model, "recipe", None)
+        data = self.data
+        resize = getattr(data, "resize", None)
         return {"backend": self.backend_name,
                 "spec": spec_to_dict(spec) if spec is not None else None,
-                "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None}
+                "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+                "run": {"batch_size": getattr(data, "batch_size", None),
+                        "input_size": list(resize) if resize is not None else None,
+                        "seed": getattr(data, "seed", None),
+                        "num_train": _length(getattr(data, "train", None)),
+                        "num_val": _length(getattr(data, "val", None)),
+                        "num_train_batches": self.num_train_batches}}
 
-    def save(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        meta = dict(self._identity(), epoch=self.epoch, history=self.history.to_dict())
-        save_checkpoint(self.out_dir / "checkpoint.npz", self._state_arrays(), meta)
+    def _export_files(self) -> None:
+        """weights.npz, history.json and board.png for the state the trainer holds now."""
         spec = getattr(self.model, "spec", None)
         if spec is not None:   # the same weights in the canonical format, for other backends
             from nin import weights
             weights.export(self.backend_name, self.model.net, spec, self.out_dir / "weights.npz")
         self.history.save(self.out_dir / "history.json")
         self.board.save(self.history, self.out_dir / "board.png")
+
+    def save(self) -> None:
+        """The epoch's files; the checkpoint last, as the commit point: after a kill at any
+        moment, `resume` starts from the last checkpoint and writes the others again."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._export_files()
+        meta = dict(self._identity(), epoch=self.epoch, max_epochs=self.max_epochs,
+                    history=self.history.to_dict())
+        arrays = dict(self._state_arrays())
+        arrays.update({f"rng/{k}": v for k, v in self._rng_arrays().items()})
+        save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
 
     def _resume(self) -> None:
         path = self.out_dir / "checkpoint.npz" if self.out_dir else None
@@ -693,13 +776,59 @@ class TrainerBase(HyperParameters):
             if meta.get(key) != mine[key]:
                 raise CheckpointError(
                     f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
-                    f"run's ({_short(mine[key])}); use another --out folder or the matching "
-                    f"--backend / model options.")
-        self._load_state_arrays(arrays)
+                    f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
+                    f"; use another --out folder or the matching --backend / model options.")
+        differences = _field_diff(meta.get("recipe"), mine["recipe"], "recipe ") + \
+            _field_diff(meta.get("run"), mine["run"], "")
+        schedule = (mine["recipe"] or {}).get("schedule", "constant")
+        if schedule != "constant" and meta.get("max_epochs") not in (None, self.max_epochs):
+            differences.append(f"epochs {meta['max_epochs']} vs {self.max_epochs} (the "
+                               f"{schedule} schedule is laid out over the whole run)")
+        if differences:
+            raise CheckpointError(
+                f"{path} was made with other settings (checkpoint vs this run): "
+                f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
+                f"run in another --out folder.")
+        self._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
+        self._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
         self.epoch = int(meta["epoch"])
         self.history = History.from_dict(meta["history"])
+        self.history.config = self.config()
+        self._losses = [loss for _, loss in self.history.steps]
+        self._export_files()     # anything older than the checkpoint, written again
         if self.progress:
             print(f"nin: resumed from {path} after epoch {self.epoch}", flush=True)
+
+
+RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "board.png")
+
+
+class RunExistsError(ValueError):
+    """The output folder already holds a run, and neither resume nor overwrite was asked."""
+
+
+def _length(split) -> int | None:
+    """How many examples a data module's (images, labels) split holds, if it has one."""
+    try:
+        return len(split[1])
+    except (TypeError, IndexError):
+        return None
+
+
+def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str]:
+    """'name A vs B' for each field two records disagree on (None: not recorded, skipped)."""
+    if not theirs or not mine:
+        return []
+    return [f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
+            for k in mine if k in theirs and theirs[k] != mine[k]]
+
+
+def _spec_changes(theirs, mine, key) -> str:
+    if key != "spec" or not theirs or not mine:
+        return ""
+    from nin.spec import spec_diff, spec_from_dict
+    return "; checkpoint vs this run: " + "; ".join(spec_diff(spec_from_dict(theirs),
+                                                           spec_from_dict(mine)))
 
 
 def sample_batch(data):

@@ -134,8 +134,9 @@ def check(named: dict[str, np.ndarray], file_spec: _spec.NetSpec, spec: _spec.Ne
     """Refuse another spec, a missing or extra name, or a wrong shape, naming the layer."""
     if file_spec != spec:
         raise WeightFileError(
-            f"{source} were made for another spec ({_describe(file_spec)}), the model is "
-            f"{_describe(spec)}; build the model from the file's spec or use matching weights")
+            f"{source} were made for another spec than the model's ({_describe(file_spec)} "
+            f"vs {_describe(spec)}; file vs model: {'; '.join(_spec.spec_diff(file_spec, spec))})"
+            f"; build the model from the file's spec or use matching weights")
     expected = _expected_shapes(spec, size)
     for name in expected:
         if name not in named:

@@ -15,7 +15,12 @@ CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
 SIZE, BATCH, STEPS = 96, 8, 5
 
-pytestmark = pytest.mark.skipif(not CHAPTER.exists(), reason=f"the chapter is not at {CHAPTER}")
+
+@pytest.fixture(autouse=True)
+def _chapter_present():
+    """A failure, not a skip: these tests are the proof that nin's NiN is the chapter's."""
+    assert CHAPTER.exists(), f"the chapter is not at {CHAPTER} (the shared/ folder beside the " \
+                             f"checkout, as CI lays it out)"
 
 
 def _chapter_nin(backend):

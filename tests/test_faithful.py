@@ -72,10 +72,17 @@ def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic
 
 
 def test_bad_recipe_values_are_refused():
-    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1"):
         T.resolve_recipe("nin", lr=-1)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got 0"):
+        T.resolve_recipe("nin", lr=0)
     with pytest.raises(ValueError, match="lr must be a finite number"):
         T.resolve_recipe("book", lr=float("nan"))
+    with pytest.raises(ValueError, match="momentum must be a finite number >= 0 and < 1"):
+        T.resolve_recipe("book", momentum=1.5)
+    with pytest.raises(ValueError, match="momentum 0.9 is for SGD; adam has none"):
+        T.resolve_recipe("nin", momentum=0.9)
+    assert T.resolve_recipe("book", lr=np.float32(0.05)).lr == np.float32(0.05)
     with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
         T.resolve_recipe("book", optimizer="rmsprop")
     with pytest.raises(TypeError, match="unknown recipe field.*momentm"):
@@ -116,10 +123,12 @@ def test_cli_recipe_flags_reach_the_run(synthetic_root, tmp_path, capsys):
     _, config = _cli_losses("torch", synthetic_root, tmp_path, "--recipe", "book",
                             "--momentum", "0.9", "--no-fast")
     assert config["recipe"] == dict(vars(T.RECIPES["book"]), lr=0.05, momentum=0.9)
+    assert config["lr"] == 0.05
     assert config["precision"] == "fp32" and config["optimizer"] == "SGD"
     out = capsys.readouterr().out
     first = out.splitlines()[0]
-    assert "recipe book (changed from the chapter's: momentum 0.9" in first
+    assert first.startswith("nin: training the chapter's NiN with torch, recipe book (changed "
+                            "from the chapter's: momentum 0.9 (the chapter's: 0.0))")
     assert "training on cpu, fp32, the plain step as the chapter runs it" in out
 
 
@@ -127,7 +136,35 @@ def test_cli_refuses_a_bad_lr(synthetic_root, tmp_path, capsys):
     from nin.cli import main
     assert main(["train", "--lr", "-1", "--data-dir", str(synthetic_root),
                  "--out", str(tmp_path)]) == 2
-    assert "lr must be a finite number >= 0, got -1" in capsys.readouterr().err
+    assert "lr must be a finite number > 0, got -1" in capsys.readouterr().err
+
+
+def test_cli_book_recipe_is_the_chapters_training_cell(synthetic_root, tmp_path, capsys):
+    _, config = _cli_losses("torch", synthetic_root, tmp_path, "--recipe", "book", "--no-fast")
+    assert config["recipe"]["lr"] == 0.05                     # the chapter's NiN(lr=0.05)
+    assert "recipe book (the chapter's own)" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_values_set_on_the_model_are_what_runs_and_what_is_recorded(backend, synthetic_root):
+    from nin.spec import chapter_spec, class_block_relu
+    B = get_backend(backend)
+    model = B.NiN(spec=chapter_spec(), class_block_relu="none")
+    assert class_block_relu(model.spec) == "none" and model.recipe.class_block_relu == "none"
+    given = B.NiN(spec=chapter_spec(), recipe="nin")   # the spec decides; the recipe says so
+    assert given.recipe.class_block_relu == "all"
+    model = B.NiN()
+    model.lr = 0.01                                     # d2l style, after construction
+    trainer = _prepared(B, model, synthetic_root)
+    assert _optimizer_settings(backend, trainer.optim)["lr"] == pytest.approx(0.01)
+    assert trainer.config()["recipe"]["lr"] == 0.01 and "lr 0.01" in trainer.describe()
+
+
+def test_model_is_left_in_inference_mode_after_fit(synthetic_root):
+    B = get_backend("torch")
+    model = B.NiN()
+    B.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, progress=False,
+              stuck_check=0).fit(model, _data(B, synthetic_root))
+    assert model.training is False
 
 
 def test_start_line_names_device_precision_and_recipe(backend, synthetic_root, capsys):
@@ -211,8 +248,9 @@ def test_tensorflow_dropout_runs_in_training():
     first, second = model(X).numpy(), model(X).numpy()
     assert np.abs(first - second).max() > 0, "dropout did not run in training mode"
     model.training = False
-    assert np.array_equal(model(X).numpy(), model(X).numpy())
-    assert np.array_equal(model(X, training=True).numpy() * 0, first * 0)
+    inference = model(X).numpy()
+    assert np.array_equal(inference, model(X).numpy())
+    assert not np.array_equal(model(X, training=True).numpy(), inference)
     assert model.training is True           # an explicit flag sets the mode, as in d2l
     model(X, training=None)
     assert model.training is True           # None does not
@@ -226,12 +264,14 @@ def test_overridden_validation_step_is_what_runs(backend, fast, synthetic_root):
         def validation_step(self, batch):
             self.plot("loss", 7.0, train=False)
             self.plot("acc", 0.25, train=False)
+            self.plot("top3", 0.5, train=False)     # any metric reaches the history
 
     trainer = B.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=2,
                         progress=False, stuck_check=0, fast=fast)
     history = trainer.fit(Mine(), _data(B, synthetic_root))
     assert history.epochs[0]["val_loss"] == pytest.approx(7.0)
     assert history.epochs[0]["val_acc"] == pytest.approx(0.25)
+    assert history.epochs[0]["val_top3"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -239,10 +279,13 @@ def test_fit_twice_on_one_trainer(backend, fast, synthetic_root):
     B = get_backend(backend)
     trainer = B.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1,
                         progress=False, stuck_check=0, fast=fast)
-    model, data = B.NiN(), _data(B, synthetic_root)
+    model, data = B.NiN(recipe="nin"), _data(B, synthetic_root)
     first = trainer.fit(model, data)
+    after_first = [a.copy() for a in B.parameter_arrays(model.net)]
     second = trainer.fit(model, data)
     assert len(first.epochs) == len(second.epochs) == 1 and len(second.steps) == 2
+    moved = max(np.abs(a - b).max() for a, b in zip(B.parameter_arrays(model.net), after_first))
+    assert moved > 0, "the second fit did not train"
 
 
 def test_subclass_hooks_are_called(backend, synthetic_root):

@@ -58,14 +58,14 @@ def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_p
             raise _Interrupt
         return step(batch)
     trainer._train_step = interrupt_in_epoch_two
-    with pytest.raises(_Interrupt):
-        trainer.fit(B.NiN(), data)
+    with pytest.raises(_Interrupt):        # Adam: optimizer state to restore
+        trainer.fit(B.NiN(recipe="nin"), data)
     first = json.loads((tmp_path / "history.json").read_text())["epochs"]
     assert len(first) == 1
 
     resumed = B.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1,
                         progress=False, out_dir=tmp_path, resume=True)
-    history = resumed.fit(B.NiN(), B.FashionMNIST(root=synthetic_root, **SMALL))
+    history = resumed.fit(B.NiN(recipe="nin"), B.FashionMNIST(root=synthetic_root, **SMALL))
     assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
     assert history.epochs[0] == first[0]
     assert len(history.steps) == 9

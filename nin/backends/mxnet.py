@@ -163,6 +163,14 @@ def convolutions_in_bf16(net, on: bool = True) -> int:
     return len(convs)
 
 
+def ordered_params(block) -> list:
+    """The block's parameters in structural order (`net.0.0.weight`, ...). gluon.Trainer sorts
+    a ParameterDict by global names (conv0, conv10, conv2, ...), which differ between two
+    instances of one model in a process, so saved optimizer state would land on the wrong
+    parameters; a list keeps the order the checkpoint was written in."""
+    return list(block._collect_params_with_prefix().values())
+
+
 def init_cnn(module):
     """Xavier initialization, as the chapter's MXNet tab uses (`net.initialize(init.Xavier())`)."""
     module.initialize(init.Xavier(), force_reinit=True)
@@ -172,7 +180,7 @@ class Module(_training.ModuleMixin, nn.Block):
     """d2l's Module for Gluon: `self.net`, `loss`, `training_step`, `validation_step`."""
 
     def configure_optimizers(self):
-        return gluon.Trainer(self.collect_params(), "sgd", {"learning_rate": self.lr})
+        return gluon.Trainer(ordered_params(self), "sgd", {"learning_rate": self.lr})
 
     def apply_init(self, inputs, init=None):
         if init is not None:
@@ -220,9 +228,9 @@ class NiN(_training.NiNMixin, Classifier):
     def configure_optimizers(self):
         r = self.recipe
         if r.optimizer == "adam":
-            return gluon.Trainer(self.collect_params(), "adam",
+            return gluon.Trainer(ordered_params(self), "adam",
                                  {"learning_rate": self.lr, "wd": r.weight_decay})
-        return gluon.Trainer(self.collect_params(), "sgd",
+        return gluon.Trainer(ordered_params(self), "sgd",
                              {"learning_rate": self.lr, "momentum": r.momentum,
                               "wd": r.weight_decay})
 
@@ -246,9 +254,12 @@ class Trainer(_training.TrainerBase):
     """d2l's Trainer for MXNet. Fast path (`fast=True`): convolutions in bf16 on a CPU that has
     it, and hybridize with static allocation and shapes."""
     backend_name = "mxnet"
+    FAST_PATH = "hybridized, convolutions in bf16"
 
     def _prepare(self, model, data):
-        self.ctx = self.device = gpu() if self.num_gpus and num_gpus() else cpu()
+        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]   # d2l's
+        self.ctx = self.device = self.gpus[0] if self.gpus else cpu()
+        self._rng_base = int(onp.random.randint(0, 2**31 - 1))   # see _start_epoch_rng
         _training.note_device(self.num_gpus, num_gpus())
         X = _training.sample_batch(data)[0]
         model(X[:1])                                   # finish deferred initialization
@@ -297,6 +308,21 @@ class Trainer(_training.TrainerBase):
 
     def _to_float(self, value):
         return float(value.item()) if hasattr(value, "item") else float(value)
+
+    def _rng_arrays(self):
+        return {"mxnet_base_seed": onp.array([self._rng_base], dtype=onp.int64)}
+
+    def _load_rng_arrays(self, arrays):
+        if "mxnet_base_seed" in arrays:
+            self._rng_base = int(arrays["mxnet_base_seed"][0])
+
+    def _start_epoch_rng(self, epoch):
+        """MXNet's generator state cannot be read back, so each epoch after the first starts
+        from a seed of its own (the run's base seed, drawn from NumPy's seeded generator, plus
+        the epoch): a resumed run draws the dropout masks an unbroken one would. The first
+        epoch draws from the stream the caller seeded, as d2l's Trainer does."""
+        if epoch:
+            mx.random.seed(self._rng_base + epoch, ctx="all")
 
     def _state_arrays(self):
         arrays = {f"model/{k}": p.data().asnumpy()

@@ -94,7 +94,8 @@ def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
         elif isinstance(layer, _spec.MaxPool):
             layers.append(tf.keras.layers.MaxPool2D(pool_size=layer.size, strides=layer.stride))
         elif isinstance(layer, _spec.Dropout):
-            layers.append(tf.keras.layers.Dropout(layer.rate))
+            # a tf.random.Generator behind the mask: its state can be saved and restored
+            layers.append(tf.keras.layers.Dropout(layer.rate, force_generator=True))
         elif isinstance(layer, _spec.GlobalAvgPool):
             layers.append(tf.keras.layers.GlobalAvgPool2D())
         elif isinstance(layer, _spec.Flatten):
@@ -272,8 +273,10 @@ class Trainer(_training.TrainerBase):
     """d2l's Trainer for Keras. Fast path (`fast=True`): `tf.function` steps and a mixed bf16
     policy (on a GPU, or a CPU with native bf16). The device: see `training_device`."""
     backend_name = "tensorflow"
+    FAST_PATH = "tf.function steps, mixed bf16 policy"
 
     def _prepare(self, model, data):
+        self.gpus = [f"/GPU:{i}" for i in range(min(self.num_gpus, num_gpus()))]   # d2l's
         self.device = training_device(self.num_gpus, num_gpus(), _scope_device())
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
@@ -285,6 +288,7 @@ class Trainer(_training.TrainerBase):
         X = _training.sample_batch(data)[0]
         with tf.device(self.device):
             model(X[:1], training=False)          # build the variables
+            self._dropout_generators()            # and the dropout generators' state, eagerly
         optim = model.configure_optimizers()
         optim.build(model.trainable_variables)
         self._step_fn = tf.function(self._step, reduce_retracing=True) if self.fast \
@@ -333,6 +337,27 @@ class Trainer(_training.TrainerBase):
 
     def _to_float(self, value):
         return float(np.asarray(value))
+
+    def _dropout_generators(self):
+        """The tf.random.Generator of each Dropout built by `build` (force_generator=True);
+        Keras' legacy dropout, as the chapter's own cells build it, has no state to save."""
+        generators = []
+        for layer in _leaf_layers(self.model.net):
+            rng = getattr(layer, "_random_generator", None)
+            if isinstance(layer, tf.keras.layers.Dropout) and rng is not None:
+                rng._maybe_init()
+                if getattr(rng, "_generator", None) is not None:
+                    generators.append(rng._generator)
+        return generators
+
+    def _rng_arrays(self):
+        return {f"tf_dropout{i}": g.state.numpy()
+                for i, g in enumerate(self._dropout_generators())}
+
+    def _load_rng_arrays(self, arrays):
+        for i, g in enumerate(self._dropout_generators()):
+            if f"tf_dropout{i}" in arrays:
+                g.state.assign(arrays[f"tf_dropout{i}"])
 
     def _state_arrays(self):
         arrays = {f"model/{i}": v.numpy() for i, v in enumerate(self.model.variables)}

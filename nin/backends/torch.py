@@ -220,9 +220,11 @@ class FashionMNIST(_data.FashionMNISTBase):
 class Trainer(_training.TrainerBase):
     """d2l's Trainer for PyTorch. Fast path (`fast=True`): channels-last and bf16 autocast."""
     backend_name = "torch"
+    FAST_PATH = "channels-last, bf16 autocast"
 
     def _prepare(self, model, data):
-        self.device = gpu() if self.num_gpus and num_gpus() else cpu()
+        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]   # d2l's
+        self.device = self.gpus[0] if self.gpus else cpu()
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
         self._materialize(model, data)
@@ -295,6 +297,23 @@ class Trainer(_training.TrainerBase):
 
     def _to_float(self, value):
         return float(value)
+
+    def _rng_arrays(self):
+        """PyTorch's generators (dropout draws from them): restored, a resumed run draws what
+        an unbroken one would."""
+        arrays = {"torch_cpu": torch.get_rng_state().numpy()}
+        if torch.cuda.is_available():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                arrays[f"torch_cuda{i}"] = state.cpu().numpy()
+        return arrays
+
+    def _load_rng_arrays(self, arrays):
+        if "torch_cpu" in arrays:
+            torch.set_rng_state(torch.from_numpy(arrays["torch_cpu"]))
+        cuda = [arrays[f"torch_cuda{i}"] for i in range(torch.cuda.device_count())
+                if f"torch_cuda{i}" in arrays]
+        if cuda:
+            torch.cuda.set_rng_state_all([torch.from_numpy(a) for a in cuda])
 
     def _state_arrays(self):
         arrays = {f"model/{k}": to_numpy(v) if v.is_floating_point() else v.cpu().numpy()
