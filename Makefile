@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job: the chapter's NiN, CPU-friendly recipe (96x96, 3 epochs; see README).
 train: setup
-	$(PY) -m nin train --backend torch --epochs 3 --resize 96 --batch-size 128 --out runs/torch
+	$(PY) -m nin train --backend torch --epochs 3 --resize 96 --batch-size 128
 
 test: setup
 	$(PY) -m pytest -q

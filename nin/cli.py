@@ -4,13 +4,80 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+import time
+from pathlib import Path
 
 from nin import spec as _spec
 from nin.backends import BackendUnavailableError, get_backend, resolve_backends
 from nin.resources import num_params
 
-__all__ = ["main"]
+__all__ = ["main", "positive_int", "fresh_out_dir"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:
+    """A new folder name for this run: runs/<command>-<parts>-<date-time>[-N], never one
+    that exists, so that no run replaces another."""
+    stem = "-".join([command, *parts, time.strftime("%Y%m%d-%H%M%S")])
+    path, n = Path(root) / stem, 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{stem}-{n}"
+    return path
+
+
+# the flags NIN_QUICK caps, with the value it would give each
+_QUICK_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "resize": "--resize",
+                "limit_train_batches": "--limit-train-batches",
+                "limit_val_batches": "--limit-val-batches"}
+
+
+def _apply_quick(args, argv) -> None:
+    """NIN_QUICK on the command line: say what it changes, and refuse when it contradicts a
+    flag the user gave; the args then hold the values that will run."""
+    from nin.quick import ENV_VAR, capped, quick_settings
+    import os
+    quick = quick_settings()
+    if quick is None:
+        return
+    wanted = {"epochs": min(args.epochs, quick.epochs),
+              "batch_size": min(args.batch_size, quick.batch_size), "resize": quick.resize,
+              "limit_train_batches": capped(args.limit_train_batches, quick.train_batches),
+              "limit_val_batches": capped(getattr(args, "limit_val_batches", None),
+                                          quick.val_batches)}
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    clashes = [f"{flag} {getattr(args, name)}" for name, flag in _QUICK_FLAGS.items()
+               if flag in given and getattr(args, name) != wanted[name]]
+    if clashes:
+        raise ValueError(
+            f"{ENV_VAR}={os.environ[ENV_VAR]!r} is set and would train {wanted['epochs']} "
+            f"epoch(s) of {wanted['limit_train_batches']} batches of {wanted['batch_size']} at "
+            f"{wanted['resize']}x{wanted['resize']}, but {', '.join(clashes)} ask otherwise: "
+            f"unset {ENV_VAR} for the run you asked for, or drop those flags")
+    for name in _QUICK_FLAGS:
+        if hasattr(args, name):
+            setattr(args, name, wanted[name])
+    print(f"nin: {ENV_VAR}={os.environ[ENV_VAR]!r} is set: a quick run of {args.epochs} "
+          f"epoch(s), {args.limit_train_batches} batches of {args.batch_size} at "
+          f"{args.resize}x{args.resize} (unset {ENV_VAR} for a full run)", flush=True)
 
 
 def _shape_rows(backend: str, spec: _spec.NetSpec, size: int) -> dict:
@@ -22,12 +89,14 @@ def _shape_rows(backend: str, spec: _spec.NetSpec, size: int) -> dict:
 
 
 def cmd_shapes(args) -> int:
+    from nin.resources import check_fits_in_memory
     spec = _spec.chapter_spec(args.num_classes)
     try:
         analytic = _spec.output_shapes(spec, args.size)
     except _spec.InputTooSmallError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    check_fits_in_memory(spec, args.size, 1, training=False)
     results, failed = {}, False
     for backend in resolve_backends(args.backend):
         try:
@@ -67,43 +136,62 @@ def _recipe_from_args(args):
     return resolve_recipe(args.recipe, **given)
 
 
+def _claim_out(args, command: str, *parts: str) -> Path:
+    """--out as given (checked by the Trainer), or a fresh folder; --resume needs --out."""
+    if args.out is None:
+        if getattr(args, "resume", False):
+            raise ValueError("--resume needs --out: the folder of the run to continue")
+        return fresh_out_dir(command, *parts)
+    return Path(args.out)
+
+
 def cmd_train(args) -> int:
+    from nin.resources import check_fits_in_memory
+    from nin.training import resolve_recipe
     B = get_backend(args.backend)
-    B.set_seed(args.seed)
     recipe = _recipe_from_args(args)
     spec = _spec.chapter_spec(10)
     _spec.check_input_size(spec, args.resize)
-    from nin.training import resolve_recipe
+    check_fits_in_memory(spec, args.resize, args.batch_size,
+                         "adam" if recipe.optimizer == "adam" else
+                         "momentum" if recipe.momentum else "sgd")
+    out = _claim_out(args, args.backend, recipe.name)
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
     print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
           + (f" (changed from the chapter's: {'; '.join(changes)})" if changes else
              " (the chapter's own)")
           + f", {args.resize}x{args.resize}, batch {args.batch_size}, {args.epochs} epochs; "
-          f"writing to {args.out}", flush=True)
+          f"writing to {out}", flush=True)
+    B.set_seed(args.seed)
     data = B.FashionMNIST(batch_size=args.batch_size, resize=(args.resize, args.resize),
                           root=args.data_dir, seed=args.seed)
     model = B.NiN(num_classes=10, recipe=recipe)
     trainer = B.Trainer(max_epochs=args.epochs, num_gpus=1, fast=not args.no_fast,
                         limit_train_batches=args.limit_train_batches,
-                        limit_val_batches=args.limit_val_batches, out_dir=args.out,
-                        resume=args.resume, on_stuck=args.on_stuck)
+                        limit_val_batches=args.limit_val_batches, out_dir=out,
+                        resume=args.resume, overwrite=args.overwrite, on_stuck=args.on_stuck)
     history = trainer.fit(model, data)
     best = max(e["val_acc"] for e in history.epochs)
     print(f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
-          f"history.json, board.png, checkpoint.npz and weights.npz are in {args.out}")
+          f"history.json, board.png, checkpoint.npz and weights.npz are in {out}")
     return 0
 
 
 def cmd_compare(args) -> int:
     from nin import compare
+    from nin.resources import check_fits_in_memory
     spec = _spec.chapter_spec(args.num_classes)
+    if args.weights:   # the weights' own spec: a run with any recipe or variant loads
+        from nin import weights as _weights
+        spec = _weights.read(args.weights)[1]
     backends = resolve_backends(args.backends)
     reference = resolve_backends(args.reference)[0]
+    _spec.check_input_size(spec, args.size)
+    check_fits_in_memory(spec, args.size, args.batch_size, training=bool(args.train_steps))
     if args.train_steps:
         result = compare.train_parity(backends, spec, size=args.size, batch_size=args.batch_size,
                                       steps=args.train_steps, seed=args.seed,
                                       root=args.data_dir, reference=reference)
-        from pathlib import Path
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         compare.plot_parity(result, args.plot)
         if args.json:
@@ -120,7 +208,6 @@ def cmd_compare(args) -> int:
                   f"max relative difference {result['max_weight_rel_diff'][b]:.2e}")
         print(f"plot: {args.plot}")
         return 0
-    _spec.check_input_size(spec, args.size)
     result = compare.compare_layers(backends, spec, size=args.size, batch_size=args.batch_size,
                                     seed=args.seed, weights_path=args.weights,
                                     reference=reference, root=args.data_dir)
@@ -166,14 +253,21 @@ def cmd_resources(args) -> int:
 
 def cmd_experiment(args) -> int:
     from nin import experiment
-    from nin.variants import variant_names
-    names = variant_names() if args.variants == "all" else args.variants.split(",")
+    from nin.resources import check_fits_in_memory
+    from nin.variants import variant, variant_names
+    names = variant_names() if args.variants == "all" else \
+        [n.strip() for n in args.variants.split(",") if n.strip()]
+    recipe = _recipe_from_args(args)
+    for name in names:                  # every name and size checked before any training
+        spec = variant(name)
+        _spec.check_input_size(spec, args.resize)
+        check_fits_in_memory(spec, args.resize, args.batch_size)
+    out = experiment.claim(_claim_out(args, "experiment", recipe.name), args.overwrite)
     rows = experiment.run_experiment(
         names, backend=args.backend, epochs=args.epochs, resize=args.resize,
         batch_size=args.batch_size, limit_train_batches=args.limit_train_batches,
-        seed=args.seed, recipe=_recipe_from_args(args), root=args.data_dir,
-        progress=not args.quiet, fast=not args.no_fast)
-    out = experiment.save(rows, args.out)
+        seed=args.seed, recipe=recipe, root=args.data_dir, progress=not args.quiet,
+        fast=not args.no_fast, out_dir=out)
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")
     return 0
@@ -206,16 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapes", help="each backend's layer table and parameter count")
     p.add_argument("--backend", default="all", help="torch, mxnet, tensorflow or all")
-    p.add_argument("--size", type=int, default=224, help="input height and width")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--size", type=positive_int, default=224, help="input height and width")
+    p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("resources", help="parameters, MACs and memory from the spec")
     p.add_argument("--variant", default="nin", help="see nin/variants.py (default: nin)")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--size", type=positive_int, default=224)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_resources)
@@ -224,14 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="nin,nin-1x1-1,nin-1x1-3",
                    help="comma-separated names from nin/variants.py, or all")
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--resize", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit-train-batches", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--resize", type=positive_int, default=96)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--limit-train-batches", type=positive_int, default=None)
     _add_recipe_flags(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="runs/experiment")
+    p.add_argument("--out", default=None,
+                   help="folder for the results (default: a new runs/experiment-... folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
     p.set_defaults(func=cmd_experiment)
@@ -239,13 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the same weights in every backend, layer by layer")
     p.add_argument("--backends", default="torch,mxnet,tensorflow")
     p.add_argument("--reference", default="torch")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--size", type=positive_int, default=224)
+    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--weights", default=None, help="a canonical weight file (.npz) to load")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for the input batch")
-    p.add_argument("--train-steps", type=int, default=0,
+    p.add_argument("--train-steps", type=non_negative_int, default=0,
                    help="instead: train N SGD steps in each backend and compare the losses")
     p.add_argument("--plot", default="runs/compare/parity.png",
                    help="with --train-steps: where the loss curves go")
@@ -254,19 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the chapter's NiN on Fashion-MNIST")
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--resize", type=int, default=96,
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--resize", type=positive_int, default=96,
                    help="image size; the chapter uses 224, 96 is the CPU-friendly default")
     _add_recipe_flags(p)
     p.add_argument("--data-dir", default=None,
                    help="folder with the Fashion-MNIST IDX files (default: $NIN_DATA_DIR or "
                         "~/.cache/nin/fashion-mnist, downloaded if missing)")
-    p.add_argument("--limit-train-batches", type=int, default=None)
-    p.add_argument("--limit-val-batches", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/nin", help="folder for history, plot, checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--limit-train-batches", type=positive_int, default=None)
+    p.add_argument("--limit-val-batches", type=positive_int, default=None)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--out", default=None,
+                   help="folder for history, plot, checkpoint and weights (default: a new "
+                        "runs/<backend>-<recipe>-<date-time> folder; an existing run is never "
+                        "replaced without --overwrite)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out")
     p.add_argument("--no-fast", action="store_true",
                    help="the plain fp32 step as the chapter runs it (default: the fast path: "
                         "bf16 where the hardware has it; channels-last in PyTorch, compiled "
@@ -278,9 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("train", "experiment"):
+            _apply_quick(args, argv)
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,13 +15,14 @@ already differs by about 2e-3 after 20 steps at lr 0.05 (docs/compare.md).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
 
 from nin import spec as _spec, weights as _weights
 from nin.backends import get_backend
-from nin.data import TEXT_LABELS, load_fashion_mnist, resize_matrix
+from nin.data import DataUnavailableError, TEXT_LABELS, load_fashion_mnist, resize_matrix
 from nin.training import Recipe, finish_figure
 
 __all__ = ["strict_fp32", "reference_weights", "input_batch", "compare_layers",
@@ -60,10 +61,14 @@ def reference_weights(backend: str, spec: _spec.NetSpec, seed: int, path=None):
 
 def input_batch(size: int, batch_size: int, seed: int, root=None):
     """(NCHW float32 batch, labels or None): Fashion-MNIST test images already on disk,
-    resized with the shared bilinear matrix; random pixels when no copy is found."""
+    resized with the shared bilinear matrix. Random pixels only when no folder was named
+    (root=, NIN_DATA_DIR) and the default one has no copy; a named folder without the files,
+    or a corrupt file, is refused as training refuses it."""
     try:
         _, _, x, y = load_fashion_mnist(root, download_missing=False)
-    except (FileNotFoundError, ValueError):
+    except DataUnavailableError:
+        if root is not None or os.environ.get("NIN_DATA_DIR"):
+            raise
         rng = np.random.default_rng(seed)
         return rng.random((batch_size, 1, size, size), dtype=np.float32), None
     idx = np.random.default_rng(seed).choice(len(y), batch_size, replace=False)
@@ -161,6 +166,9 @@ def format_layers(result: dict) -> str:
         lines.append(f"  {b:<11}" + ", ".join(TEXT_LABELS[p] for p in pred))
     if result["labels"] is not None:
         lines.append(f"  {'true':<11}" + ", ".join(TEXT_LABELS[p] for p in result["labels"]))
+    else:
+        lines.append("  (the input was random pixels: no Fashion-MNIST copy was found; pass "
+                     "--data-dir for real images)")
     return "\n".join(lines)
 
 

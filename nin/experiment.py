@@ -16,19 +16,23 @@ from nin.resources import conv_macs, num_params
 from nin.training import finish_figure, get_recipe
 from nin.variants import variant
 
-__all__ = ["run_experiment", "format_table", "plot_results"]
+__all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES"]
 
 
 def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
                    limit_train_batches=None, seed=0, recipe="nin", root=None,
-                   progress=True, fast=True) -> list[dict]:
-    """`recipe` is a name or a Recipe; `fast` as the Trainer's (bf16 and compiled steps)."""
+                   progress=True, fast=True, out_dir=None) -> list[dict]:
+    """`recipe` is a name or a Recipe; `fast` as the Trainer's (bf16 and compiled steps).
+    Every variant name and the input size are checked before the first one trains; with
+    `out_dir`, the results are saved after each variant, so a later failure loses none."""
     B = get_backend(backend)
     recipe = get_recipe(recipe)
-    rows = []
-    for name in names:
-        spec = _spec.with_class_block_relu(variant(name), recipe.class_block_relu)
+    specs = {name: _spec.with_class_block_relu(variant(name), recipe.class_block_relu)
+             for name in names}
+    for spec in specs.values():
         _spec.check_input_size(spec, resize)
+    rows = []
+    for name, spec in specs.items():
         B.set_seed(seed)
         data = B.FashionMNIST(batch_size=batch_size, resize=(resize, resize), root=root,
                               seed=seed)
@@ -47,6 +51,8 @@ def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
             "val_acc": [e["val_acc"] for e in history.epochs],
             "final_val_acc": history.epochs[-1]["val_acc"],
             "final_train_loss": history.epochs[-1]["train_loss"]})
+        if out_dir is not None:
+            save(rows, out_dir)
     return rows
 
 
@@ -80,10 +86,29 @@ def plot_results(rows, path=None):
     return finish_figure(fig, path)
 
 
+RESULT_FILES = ("results.json", "results.md", "results.png")
+
+
+def claim(out_dir, overwrite: bool = False) -> Path:
+    """Check `out_dir` before any training: writable, and holding no results unless
+    `overwrite` (then the old ones are removed)."""
+    from nin.files import check_writable_folder
+    out = check_writable_folder(out_dir, "--out")
+    held = [name for name in RESULT_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise ValueError(f"{out} already holds results ({', '.join(held)}); pass --overwrite "
+                         f"to replace them, or choose another --out folder")
+    for name in held:
+        (out / name).unlink()
+    return out
+
+
 def save(rows, out_dir) -> Path:
+    """results.json, results.md and results.png for the rows so far (each written whole)."""
+    from nin.files import atomic_write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    (out / "results.md").write_text(format_table(rows) + "\n")
+    atomic_write(out / "results.json", json.dumps(rows, indent=1).encode())
+    atomic_write(out / "results.md", (format_table(rows) + "\n").encode())
     plot_results(rows, out / "results.png")
     return out

@@ -173,8 +173,9 @@ def check_fits_in_memory(spec: _spec.NetSpec, size: int, batch_size: int,
     per_batch = memory(spec, size, batch_size, optimizer)[kind] * MEMORY_MARGIN
     if per_batch <= available:
         return
-    one = memory(spec, size, 1, optimizer)[kind] * MEMORY_MARGIN
-    fits = int(available // one) if one <= available else 0
+    one, two = (memory(spec, size, n, optimizer)[kind] * MEMORY_MARGIN for n in (1, 2))
+    per_image, fixed = two - one, 2 * one - two          # the estimate is linear in the batch
+    fits = max(0, int((available - fixed) // per_image))
     what = f"batch {batch_size} at {size}x{size}"
     advice = (f"use a batch of at most {fits} (--batch-size {fits})" if fits else
               f"even one image at {size}x{size} does not fit; use a smaller input")

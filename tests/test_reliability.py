@@ -44,11 +44,12 @@ def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_
     for point, resume in (("mid-epoch:2:2", False), ("save:2", True), ("between:2", True)):
         killed = _run(point, args, broken, resume)
         assert killed.returncode == -9, (point, killed.stdout[-2000:], killed.stderr[-3000:])
+        if point.startswith("save"):      # a real kill mid-write leaves its temporary file
+            assert (broken / "weights.npz.killed.tmp").exists()
         # what is on disk describes one epoch: the checkpoint's
         meta = T.read_checkpoint(broken / "checkpoint.npz")[1]
         history = json.loads((broken / "history.json").read_text())
         assert len(history["epochs"]) == meta["epoch"], point
-    assert (broken / "weights.npz.killed.tmp").exists() is False or True   # removed below
     finished = _run("none", args, broken, resume=True)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert not list(broken.glob("*.tmp")), "a killed write's temporary file survived"
@@ -63,3 +64,277 @@ def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_
     hb = json.loads((broken / "history.json").read_text())
     assert ha["steps"] == hb["steps"]
     assert [e["val_loss"] for e in ha["epochs"]] == [e["val_loss"] for e in hb["epochs"]]
+
+
+# --- every bad input refused before work, with what to do ----------------------------------
+
+def _train(root, *flags, out=None):
+    from nin.cli import main
+    base = ["train", "--resize", "67", "--batch-size", "8", "--epochs", "1",
+            "--limit-train-batches", "2", "--limit-val-batches", "1", "--data-dir", str(root)]
+    return main(base + (["--out", str(out)] if out is not None else []) + list(flags))
+
+
+def test_a_finished_run_is_never_replaced(synthetic_root, tmp_path, capsys):
+    """Row 1: the same --out twice is refused; --overwrite replaces; the default is fresh."""
+    assert _train(synthetic_root, "--epochs", "2", out=tmp_path / "R") == 0
+    before = (tmp_path / "R" / "checkpoint.npz").read_bytes()
+    assert _train(synthetic_root, out=tmp_path / "R") == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (checkpoint.npz" in err and "--resume" in err and \
+        "--overwrite" in err
+    assert (tmp_path / "R" / "checkpoint.npz").read_bytes() == before
+    assert _train(synthetic_root, "--overwrite", out=tmp_path / "R") == 0
+    assert T.read_checkpoint(tmp_path / "R" / "checkpoint.npz")[1]["epoch"] == 1
+
+
+def test_default_out_is_a_fresh_folder_per_run(synthetic_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _train(synthetic_root) == 0 and _train(synthetic_root) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(r.name.startswith("torch-nin-") for r in runs)
+    assert all((r / "checkpoint.npz").exists() for r in runs)
+    assert f"writing to runs/{runs[0].name}" in capsys.readouterr().out
+
+
+def test_out_that_is_a_file_or_unwritable_is_refused_before_training(synthetic_root, tmp_path,
+                                                                      capsys, monkeypatch):
+    """Row 2: checked before the first batch (a non-root user's read-only folder is the same
+    OSError as the one simulated here: the machine's tests run as root)."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    assert _train(synthetic_root, out=afile) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "keep me"
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    from nin.files import check_writable_folder
+    with pytest.raises(ValueError, match="cannot be written \\(Permission denied\\); choose"):
+        check_writable_folder(tmp_path / "ro")
+
+
+def test_resume_refuses_other_settings_field_by_field(synthetic_root, tmp_path, capsys):
+    """Row 4, and row 11's second half: every difference named, checkpoint vs this run."""
+    out = tmp_path / "R"
+    assert _train(synthetic_root, out=out) == 0
+    assert _train(synthetic_root, "--resume", "--resize", "96", "--batch-size", "16",
+                  "--seed", "7", out=out) == 2
+    err = capsys.readouterr().err
+    assert "batch size 8 vs 16" in err and "input size [67, 67] vs [96, 96]" in err and \
+        "seed 0 vs 7" in err
+    assert _train(synthetic_root, "--resume", "--epochs", "3", out=out) == 2
+    assert "epochs 1 vs 3 (the onecycle schedule is laid out over the whole run)" in \
+        capsys.readouterr().err
+    assert _train(synthetic_root, "--resume", "--recipe", "book", out=out) == 2
+    err = capsys.readouterr().err
+    assert "block4 relu 'none' vs 'all'" in err
+
+
+def test_resume_of_a_constant_schedule_may_train_longer(synthetic_root, tmp_path):
+    out = tmp_path / "R"
+    assert _train(synthetic_root, "--recipe", "book", out=out) == 0
+    assert _train(synthetic_root, "--recipe", "book", "--resume", "--epochs", "2", out=out) == 0
+    assert T.read_checkpoint(out / "checkpoint.npz")[1]["epoch"] == 2
+
+
+def test_stuck_check_counts_batches_across_epochs(backend, tmp_path):
+    """Row 6: 3 epochs of 2 batches at chance are 6 batches, past a check at 5."""
+    from nin.backends import get_backend
+    from nin.data import FILES, write_idx
+    for split, n in (("train", 32), ("test", 16)):
+        write_idx(tmp_path / FILES[split][0], np.zeros((n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / FILES[split][1], (np.arange(n) % 10).astype(np.uint8))
+    B = get_backend(backend)
+    trainer = B.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1,
+                        progress=False, stuck_check=5, on_stuck="stop")
+    with pytest.raises(T.TrainingStuckError, match="after 6 batches"):
+        trainer.fit(B.NiN(), B.FashionMNIST(root=tmp_path, batch_size=16, resize=67))
+
+
+def test_nan_is_reported_at_the_step_it_appeared(backend, synthetic_root):
+    """Row 13: the step that produced the NaN, not the one where the loss was read."""
+    from nin.backends import get_backend
+    B = get_backend(backend)
+    model = B.NiN()
+    calls = {"n": 0}
+    step = model.training_step
+
+    def nan_at_step_3(batch):
+        calls["n"] += 1
+        return step(batch) * (float("nan") if calls["n"] == 3 else 1.0)
+    model.training_step = nan_at_step_3
+    trainer = B.Trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=1,
+                        progress=False, stuck_check=0)
+    with pytest.raises(T.TrainingDivergedError, match=r"nan at step 3 \(epoch 1, batch 3\)"):
+        trainer.fit(model, B.FashionMNIST(root=synthetic_root, batch_size=8, resize=67))
+
+
+def test_quick_mode_on_the_command_line_says_what_it_changes(synthetic_root, tmp_path,
+                                                             monkeypatch, capsys):
+    """Row 7: NIN_QUICK is announced, and refused where it contradicts a flag."""
+    monkeypatch.setenv("NIN_QUICK", "1")
+    assert _train(synthetic_root, "--epochs", "2", out=tmp_path / "a") == 2
+    assert "NIN_QUICK='1' is set and would train 1 epoch(s)" in capsys.readouterr().err
+    from nin.cli import main
+    assert main(["train", "--data-dir", str(synthetic_root), "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "NIN_QUICK='1' is set: a quick run of 1 epoch(s), 2 batches of 16 at 67x67" in out
+    assert "67x67, batch 16, 1 epochs" in out       # the summary line shows what runs
+
+
+def test_experiment_checks_every_variant_first_and_saves_each(synthetic_root, tmp_path,
+                                                               capsys, monkeypatch):
+    """Row 8."""
+    from nin import experiment
+    from nin.cli import main
+    base = ["experiment", "--resize", "67", "--batch-size", "8", "--limit-train-batches", "1",
+            "--data-dir", str(synthetic_root), "--quiet"]
+    assert main(base + ["--variants", "nin,typo", "--out", str(tmp_path / "e")]) == 2
+    assert "unknown variant 'typo'" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()                   # nothing trained, nothing made
+    calls = []
+    run = experiment.run_experiment
+
+    def fail_on_second(*args, **kwargs):
+        saver = experiment.save
+
+        def save(rows, out_dir):
+            calls.append(len(rows))
+            saver(rows, out_dir)
+            if len(rows) == 1:
+                raise RuntimeError("the second variant failed")
+        monkeypatch.setattr(experiment, "save", save)
+        return run(*args, **kwargs)
+    monkeypatch.setattr(experiment, "run_experiment", fail_on_second)
+    assert main(base + ["--variants", "nin,nin-1x1-1", "--out", str(tmp_path / "f")]) == 2
+    saved = json.loads((tmp_path / "f" / "results.json").read_text())
+    assert [r["variant"] for r in saved] == ["nin"] and calls == [1]
+    assert main(base + ["--variants", "nin", "--out", str(tmp_path / "f")]) == 2
+    assert "already holds results" in capsys.readouterr().err
+
+
+def test_compare_refuses_bad_data_as_train_does(synthetic_root, tmp_path, capsys):
+    """Row 9: a corrupt file, or a named folder without the files, is an error."""
+    from nin.cli import main
+    from nin.data import FILES
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in [n for pair in FILES.values() for n in pair]:
+        (bad / name).write_bytes((synthetic_root / name).read_bytes())
+    (bad / FILES["test"][0]).write_bytes(b"\x1f\x8b garbage")
+    args = ["compare", "--backends", "torch", "--size", "67", "--batch-size", "2"]
+    assert main(args + ["--data-dir", str(bad)]) == 2
+    assert "gzip stream is truncated or corrupt" in capsys.readouterr().err
+    assert main(args + ["--data-dir", str(tmp_path / "empty")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_compare_weights_take_the_spec_from_the_file(synthetic_root, tmp_path, capsys):
+    """Row 11: weights of a default (nin recipe: linear class block) run load in compare."""
+    from nin.cli import main
+    assert _train(synthetic_root, out=tmp_path / "R") == 0
+    assert main(["compare", "--backends", "torch,tensorflow", "--size", "67",
+                 "--batch-size", "2", "--weights", str(tmp_path / "R" / "weights.npz"),
+                 "--data-dir", str(synthetic_root)]) == 0
+    assert "logits of the first image" in capsys.readouterr().out
+
+
+def test_weight_file_for_another_spec_names_the_differences():
+    from nin import spec as S
+    from nin import weights as W
+    nin_spec = S.with_class_block_relu(S.chapter_spec(), "none")
+    with pytest.raises(W.WeightFileError, match="block4 relu 'none' vs 'all'"):
+        W.check({}, nin_spec, S.chapter_spec())
+
+
+def test_files_honour_the_umask(tmp_path):
+    """Row 12."""
+    from nin.files import atomic_write
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a", b"x")
+        os.umask(0o077)
+        atomic_write(tmp_path / "b", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["train", "--limit-train-batches", "0"], "--limit-train-batches: must be at least 1"),
+    (["train", "--batch-size", "x"], "expected a whole number, got 'x'"),
+    (["resources", "--batch-size", "-128"], "--batch-size: must be at least 1, got -128"),
+    (["compare", "--train-steps", "-1"], "expected a whole number >= 0, got '-1'"),
+])
+def test_numbers_out_of_range_get_argparse_messages(argv, message, capsys):
+    """Row 13: the flags' own checks, before anything runs."""
+    from nin.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["shapes", "--size", "100000", "--backend", "torch"],
+     "batch 1 at 100000x100000 needs about"),
+    (["compare", "--train-steps", "2", "--size", "66"], "input 66x66 is too small"),
+])
+def test_sizes_that_cannot_run_are_refused(argv, message, capsys):
+    from nin.cli import main
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_batch_that_cannot_fit_is_refused_with_a_size_that_does(synthetic_root, capsys):
+    """Row 10: both figures and a batch size that fits, before the data is read."""
+    assert _train(synthetic_root, "--batch-size", "100000") == 2
+    err = capsys.readouterr().err
+    assert "batch 100000 at 67x67 needs about" in err and "GiB are available" in err
+    import re
+    suggested = int(re.search(r"--batch-size (\d+)", err).group(1))
+    from nin import resources as R, spec as S
+    fits = R.memory(S.with_class_block_relu(S.chapter_spec(), "none"), 67, suggested,
+                    "adam")["training"] * R.MEMORY_MARGIN
+    assert 0 < suggested < 100000 and fits <= R.available_memory()
+
+
+def test_check_fits_in_memory_against_a_given_budget():
+    from nin import resources as R, spec as S
+    spec = S.chapter_spec()
+    ten = int(R.memory(spec, 224, 10)["training"] * R.MEMORY_MARGIN)
+    R.check_fits_in_memory(spec, 224, 10, available=ten)
+    with pytest.raises(MemoryError, match="use a batch of at most 10 \\(--batch-size 10\\)"):
+        R.check_fits_in_memory(spec, 224, 11, available=ten)
+
+
+def test_data_folder_that_is_a_file_unreadable_files_and_empty_splits(tmp_path, monkeypatch):
+    """Row 13: NIN_DATA_DIR naming a file; a file that cannot be read; an empty split."""
+    from pathlib import Path
+    from nin import data as D
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("NIN_DATA_DIR", str(afile))
+    with pytest.raises(D.DataUnavailableError, match="afile \\(NIN_DATA_DIR\\) is a file"):
+        D.load_fashion_mnist()
+    path = tmp_path / "labels"
+    D.write_idx(path, np.zeros(3, np.uint8))
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(D.DataFileError, match="cannot be read \\(Permission denied\\). Check"):
+        D.read_idx(path, 1)
+    monkeypatch.undo()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for split, n in (("train", 20), ("test", 0)):
+        D.write_idx(empty / D.FILES[split][0], np.zeros((n, 28, 28), np.uint8))
+        D.write_idx(empty / D.FILES[split][1], np.zeros(n, np.uint8))
+    from nin.backends import get_backend
+    with pytest.raises(D.DataFileError, match="the test split holds no images"):
+        get_backend("torch").FashionMNIST(root=empty)
