@@ -6,16 +6,26 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export NIN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/train-labels-idx1-ubyte.gz),$(SHARED_DATA),)
 
-.PHONY: setup train test shapes bench
+.PHONY: setup setup-gpu train test test-numpy2 shapes bench gpu-check
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all,test,notebook]"
+	$(PY) -m pip install -q -e ".[all,test,d2l,notebook]"
 	# the real d2l package, for the parity tests; --no-deps keeps this stack's pins
 	$(PY) -m pip install -q --no-deps d2l==1.0.3
 	touch $@
+
+# The same stack's GPU builds (docs/gpu.md): CUDA torch from PyPI, tensorflow[and-cuda],
+# mxnet-cu112 in place of the CPU mxnet. Then `make train` and `make test` use them.
+setup-gpu:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	-$(PY) -m pip uninstall -q -y mxnet
+	$(PY) -m pip install -q -e ".[gpu,test,d2l,notebook]"
+	$(PY) -m pip install -q --no-deps d2l==1.0.3
+	touch $(VENV)/.installed
 
 # The main job: the chapter's NiN, CPU-friendly recipe (96x96, 3 epochs; see README).
 train: setup
@@ -23,6 +33,22 @@ train: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# PyTorch alone on numpy 2, the stack GPU machines run: the core and PyTorch tests (CI runs
+# this after `make test`)
+NP2 := .venv-np2
+test-numpy2:
+	test -x $(NP2)/bin/python || python3 -m venv $(NP2)
+	$(NP2)/bin/python -m pip install -q -e ".[torch,test]" "torch==2.13.0" "numpy>=2"
+	$(NP2)/bin/python -c "import numpy; assert numpy.__version__ >= '2', numpy.__version__"
+	NIN_TEST_BACKENDS=torch $(NP2)/bin/python -m pytest -q -m "not d2l" tests/test_spec.py \
+	  tests/test_resources.py tests/test_data.py tests/test_backends.py tests/test_cli_shapes.py \
+	  tests/test_training.py tests/test_faithful.py tests/test_chapter.py tests/test_compare.py \
+	  tests/test_reliability.py tests/test_gpu.py
+
+# On a machine with a GPU: each backend in its own process, records in bench-gpu.jsonl
+gpu-check: setup
+	bash benchmarks/gpu.sh
 
 shapes: setup
 	$(PY) -m nin shapes --backend all

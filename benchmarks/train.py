@@ -45,10 +45,18 @@ def _paired(base, fast, steps: int, warmup: int = 2) -> tuple[float, float]:
     return float(base_median), float(fast_median)
 
 
-def machine_peak(gpu: bool = False) -> dict:
-    """The machine's reachable GFLOP/s in fp32 and bf16 (PyTorch, oneDNN or cuBLAS/cuDNN): the
-    faster of a large square matmul and the chapter's largest convolution (block 2's 5 x 5,
-    96 -> 256 channels at 26 x 26, channels-last), each its fastest of several calls."""
+def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
+    """The machine's reachable GFLOP/s in fp32 and bf16. With PyTorch (the default where it
+    is installed; oneDNN or cuBLAS/cuDNN): the faster of a large square matmul and the
+    chapter's largest convolution (block 2's 5 x 5, 96 -> 256 channels at 26 x 26,
+    channels-last), each its fastest of several calls. With `framework` 'tensorflow' or
+    'mxnet' (or where PyTorch is missing): that framework's matmul alone."""
+    import importlib.util
+    if framework is None:
+        framework = next((f for f in ("torch", "tensorflow", "mxnet")
+                          if importlib.util.find_spec(f) is not None), "torch")
+    if framework != "torch":
+        return _matmul_peak(framework, gpu)
     import torch
     n, device = (8192, "cuda") if gpu else (2048, "cpu")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
@@ -69,6 +77,42 @@ def machine_peak(gpu: bool = False) -> dict:
         with torch.no_grad(), torch.autocast(device, torch.bfloat16, name == "bf16"):
             convolution = conv_flops / fastest(lambda: (conv(x), sync()))
         peaks[name] = max(matmul, convolution) / 1e9
+    return peaks
+
+
+def _matmul_peak(framework: str, gpu: bool) -> dict:
+    """fp32 and bf16 GFLOP/s in TensorFlow (a large square matmul) or MXNet (the chapter's
+    block 2 convolution: its dot has no bf16 on a CPU)."""
+    n = 8192 if gpu else 2048
+    B = get_backend(framework)
+    if framework == "tensorflow":
+        import tensorflow as tf
+        device = "/GPU:0" if gpu else "/CPU:0"
+
+        def product(dtype):
+            with tf.device(device):
+                a = tf.cast(tf.random.normal((n, n)), dtype)
+                b = tf.cast(tf.random.normal((n, n)), dtype)
+            return lambda: (tf.matmul(a, b), B.synchronize())
+        kinds = (("fp32", tf.float32), ("bf16", tf.bfloat16))
+        flops = 2 * n ** 3
+    else:
+        import mxnet as mx
+        from mxnet.contrib.amp.amp import bfloat16
+        ctx = mx.gpu() if gpu else mx.cpu()
+
+        def product(dtype):       # MXNet's dot has no bf16 on a CPU: block 2's convolution
+            x, w = (mx.nd.amp_cast(mx.nd.random.normal(shape=shape, ctx=ctx), dtype=dtype)
+                    for shape in ((128, 96, 26, 26), (256, 96, 5, 5)))
+            return lambda: (mx.nd.Convolution(x, w, kernel=(5, 5), pad=(2, 2), num_filter=256,
+                                              no_bias=True), B.synchronize())
+        kinds = (("fp32", "float32"), ("bf16", bfloat16))
+        flops = 2 * 128 * 256 * 96 * 25 * 26 * 26
+    peaks = {}
+    for name, dtype in kinds:
+        fn = product(dtype)
+        fn()
+        peaks[name] = flops / min(_seconds(fn) for _ in range(3)) / 1e9
     return peaks
 
 
@@ -93,8 +137,8 @@ def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int, gp
         (lambda: (trainer.eval_batch(batch), sync())), trainer.bf16
 
 
-def run(backends, sizes, batch_size, steps, json_out=False, gpu=False):
-    peaks = machine_peak(gpu)
+def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_framework=None):
+    peaks = machine_peak(gpu, peak_framework)
     rng = np.random.default_rng(0)
     records = []
     for size in sizes:

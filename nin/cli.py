@@ -191,7 +191,8 @@ def cmd_compare(args) -> int:
     if args.train_steps:
         result = compare.train_parity(backends, spec, size=args.size, batch_size=args.batch_size,
                                       steps=args.train_steps, seed=args.seed,
-                                      root=args.data_dir, reference=reference)
+                                      root=args.data_dir, reference=reference,
+                                      num_gpus=args.num_gpus)
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         compare.plot_parity(result, args.plot)
         if args.json:
@@ -267,7 +268,7 @@ def cmd_experiment(args) -> int:
         names, backend=args.backend, epochs=args.epochs, resize=args.resize,
         batch_size=args.batch_size, limit_train_batches=args.limit_train_batches,
         seed=args.seed, recipe=recipe, root=args.data_dir, progress=not args.quiet,
-        fast=not args.no_fast, out_dir=out)
+        fast=not args.no_fast, out_dir=out, num_gpus=args.num_gpus)
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")
     return 0
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
+    p.add_argument("--num-gpus", type=non_negative_int, default=1,
+                   help="the first GPU when there is one (1, the default), or 0 for the CPU")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("compare", help="the same weights in every backend, layer by layer")
@@ -344,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for the input batch")
     p.add_argument("--train-steps", type=non_negative_int, default=0,
                    help="instead: train N SGD steps in each backend and compare the losses")
+    p.add_argument("--num-gpus", type=non_negative_int, default=0,
+                   help="with --train-steps: train on the first GPU (1) or the CPU (0, the "
+                        "default); the layer comparison runs in fp32 on the CPU")
     p.add_argument("--plot", default="runs/compare/parity.png",
                    help="with --train-steps: where the loss curves go")
     p.add_argument("--json", action="store_true")

@@ -111,8 +111,9 @@ def compare_layers(backends, spec, size=224, batch_size=4, seed=0, weights_path=
 
 
 def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=None,
-                 reference="torch") -> dict:
-    """The same weights and batches, plain SGD, dropout off: per-step losses per backend."""
+                 reference="torch", num_gpus=0) -> dict:
+    """The same weights and batches, plain SGD, dropout off: per-step losses per backend
+    (on the first GPU with `num_gpus=1`, TF32 off)."""
     backends = [reference] + [b for b in backends if b != reference]
     spec = spec.replace(layers=tuple(replace(l, rate=0.0) if isinstance(l, _spec.Dropout)
                                      else l for l in spec.layers))
@@ -125,8 +126,8 @@ def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=
         model = B.NiN(spec=spec, recipe=PARITY_RECIPE)
         _weights.load_arrays(backend, model.net, spec, named)
         data = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root, seed=seed)
-        trainer = B.Trainer(max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                            progress=False, fast=False, stuck_check=0)
+        trainer = B.Trainer(max_epochs=1, num_gpus=num_gpus, limit_train_batches=steps,
+                            limit_val_batches=0, progress=False, fast=False, stuck_check=0)
         history = trainer.fit(model, data)
         losses[backend] = [loss for _, loss in history.steps]
         final[backend] = _weights.export_arrays(backend, model.net, spec)

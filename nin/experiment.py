@@ -21,8 +21,9 @@ __all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "R
 
 def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
                    limit_train_batches=None, seed=0, recipe="nin", root=None,
-                   progress=True, fast=True, out_dir=None) -> list[dict]:
-    """`recipe` is a name or a Recipe; `fast` as the Trainer's (bf16 and compiled steps).
+                   progress=True, fast=True, out_dir=None, num_gpus=1) -> list[dict]:
+    """`recipe` is a name or a Recipe; `fast` and `num_gpus` as the Trainer's (the first GPU
+    by default, when there is one).
     Every variant name and the input size are checked before the first one trains; with
     `out_dir`, the results are saved after each variant, so a later failure loses none."""
     B = get_backend(backend)
@@ -38,7 +39,7 @@ def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
                               seed=seed)
         model = B.NiN(spec=spec, recipe=recipe)
         trainer = B.Trainer(max_epochs=epochs, limit_train_batches=limit_train_batches,
-                            progress=progress, stuck_check=0, fast=fast)
+                            progress=progress, stuck_check=0, fast=fast, num_gpus=num_gpus)
         if progress:
             print(f"--- {name}: {num_params(spec, resize):,} parameters", flush=True)
         start = time.perf_counter()

@@ -30,6 +30,14 @@ def synthetic_fashion(folder: Path, n_train=600, n_test=100, seed=0) -> Path:
     return folder
 
 
+def needs(*backends):
+    """Skip a test that names a backend NIN_TEST_BACKENDS leaves out (the numpy 2 job tests
+    PyTorch alone; `make test` runs all three)."""
+    missing = [b for b in backends if b not in BACKENDS]
+    return pytest.mark.skipif(bool(missing), reason=f"NIN_TEST_BACKENDS leaves out "
+                                                    f"{', '.join(missing)} in this job")
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     return synthetic_fashion(tmp_path_factory.mktemp("fashion"))

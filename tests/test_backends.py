@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, run_python
+from conftest import ROOT, needs, run_python
 from nin import spec as S
 from nin.backends import get_backend, resolve_backends
 from nin.resources import num_params
@@ -53,6 +53,7 @@ def test_chapter_nin_block_signature(backend):
     assert B.to_numpy(y).min() >= 0   # ends with a ReLU
 
 
+@needs("tensorflow")
 def test_tensorflow_refuses_padding_it_cannot_match():
     tfb = get_backend("tensorflow")
     spec = S.chapter_spec().replace(layers=(S.NiNBlock(8, kernel=3, stride=2, padding=1),))
@@ -90,6 +91,7 @@ def test_broken_framework_leaves_others_working():
     assert "OK 1992166" in out.stdout
 
 
+@needs("torch", "tensorflow")
 def test_cli_reports_broken_framework_and_runs_the_others(tmp_path):
     fake = tmp_path / "mxnet"
     fake.mkdir()

@@ -47,3 +47,23 @@ def test_torch_step_profile_records(capsys):
     assert {"convolution forward", "convolution backward", "relu"} <= set(parts)
     assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
     assert parts["convolution backward"]["gflop_per_s"] > 0
+
+
+def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
+    """benchmarks/gpu.py on the CPU (`--device cpu --quick`): the first backend's process
+    aborts after its probe; the next one's records are all written."""
+    from benchmarks import gpu
+    first, last = BACKENDS[0], BACKENDS[-1] if len(BACKENDS) > 1 else BACKENDS[0]
+    code = gpu.main(["--backends", f"{first},{last}", "--device", "cpu", "--quick",
+                     "--crash", first, "--out", str(tmp_path), "--data-dir",
+                     str(synthetic_root)])
+    records = [json.loads(line) for line in (tmp_path / gpu.RECORDS).read_text().splitlines()]
+    kinds = [(r.get("backend"), r["kind"]) for r in records]
+    assert code == 1                                   # a backend failed, and it says so
+    assert kinds[:3] == [(None, "machine"), (first, "probe"), (first, "error")]
+    assert "exit code" in records[2]["problem"]
+    if last != first:
+        assert [k for b, k in kinds if b == last] == ["probe", "speed", "speed", "time_to_0.90",
+                                                      "chapter_epoch"]
+        epoch = records[-1]
+        assert epoch["seconds"] > 0 and 0 <= epoch["test_acc"] <= 1

@@ -14,6 +14,7 @@ from nin.chapter import TABS, Tab, cells
 CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
 SIZE, BATCH, STEPS = 96, 8, 5
+pytestmark = pytest.mark.d2l
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import real_d2l
+from conftest import needs, real_d2l
 from nin import training as T
 from nin.backends import get_backend
 
@@ -203,6 +203,7 @@ def _params(fn):
     return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
+@pytest.mark.d2l
 def test_d2l_names_and_signatures(backend):
     """Every d2l 1.0.3 method a subclass may override exists here with d2l's parameters."""
     real, B = real_d2l(backend), get_backend(backend)
@@ -227,6 +228,7 @@ def test_num_gpus_zero_means_the_cpu(backend, synthetic_root, monkeypatch):
     assert "cpu" in str(trainer.device).lower()
 
 
+@needs("tensorflow")
 def test_tensorflow_device_choice():
     B = get_backend("tensorflow")
     assert B.training_device(0, 1) == "/CPU:0"
@@ -237,6 +239,7 @@ def test_tensorflow_device_choice():
         "GPU:0")
 
 
+@needs("tensorflow")
 def test_tensorflow_dropout_runs_in_training():
     """d2l 1.0.3 stores Keras' training=None over the Trainer's True; nin keeps the mode."""
     B = get_backend("tensorflow")

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import BACKENDS, ROOT
 from nin import training as T
 
 DRIVER = ROOT / "tests" / "kill_and_resume.py"
@@ -236,7 +236,7 @@ def test_compare_weights_take_the_spec_from_the_file(synthetic_root, tmp_path, c
     """Row 11: weights of a default (nin recipe: linear class block) run load in compare."""
     from nin.cli import main
     assert _train(synthetic_root, out=tmp_path / "R") == 0
-    assert main(["compare", "--backends", "torch,tensorflow", "--size", "67",
+    assert main(["compare", "--backends", ",".join(BACKENDS[:2]), "--size", "67",
                  "--batch-size", "2", "--weights", str(tmp_path / "R" / "weights.npz"),
                  "--data-dir", str(synthetic_root)]) == 0
     assert "logits of the first image" in capsys.readouterr().out
