@@ -34,14 +34,18 @@ def non_negative_int(text: str) -> int:
 
 
 def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:
-    """A new folder name for this run: runs/<command>-<parts>-<date-time>[-N], never one
+    """A new folder for this run, made here: runs/<command>-<parts>-<date-time>[-N], never one
     that exists, so that no run replaces another."""
     stem = "-".join([command, *parts, time.strftime("%Y%m%d-%H%M%S")])
-    path, n = Path(root) / stem, 1
-    while path.exists():
-        n += 1
-        path = Path(root) / f"{stem}-{n}"
-    return path
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = Path(root) / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()            # claimed: two runs started in the same second get two
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not make a new folder for {stem} under {root}")
 
 
 # the flags NIN_QUICK caps, with the value it would give each
@@ -63,6 +67,11 @@ def _apply_quick(args, argv) -> None:
               "limit_train_batches": capped(args.limit_train_batches, quick.train_batches),
               "limit_val_batches": capped(getattr(args, "limit_val_batches", None),
                                           quick.val_batches)}
+    try:
+        _spec.check_input_size(_spec.chapter_spec(), wanted["resize"])
+    except _spec.InputTooSmallError as err:
+        raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: resize={wanted['resize']}: "
+                         f"{err}") from None
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
     clashes = [f"{flag} {getattr(args, name)}" for name, flag in _QUICK_FLAGS.items()
                if flag in given and getattr(args, name) != wanted[name]]
@@ -70,7 +79,7 @@ def _apply_quick(args, argv) -> None:
         raise ValueError(
             f"{ENV_VAR}={os.environ[ENV_VAR]!r} is set and would train {wanted['epochs']} "
             f"epoch(s) of {wanted['limit_train_batches']} batches of {wanted['batch_size']} at "
-            f"{wanted['resize']}x{wanted['resize']}, but {', '.join(clashes)} ask otherwise: "
+            f"{wanted['resize']}x{wanted['resize']}, but {', '.join(clashes)} were given: "
             f"unset {ENV_VAR} for the run you asked for, or drop those flags")
     for name in _QUICK_FLAGS:
         if hasattr(args, name):
@@ -137,12 +146,15 @@ def _recipe_from_args(args):
 
 
 def _claim_out(args, command: str, *parts: str) -> Path:
-    """--out as given (checked by the Trainer), or a fresh folder; --resume needs --out."""
+    """--out as given, or a fresh folder; --resume needs --out. Kept on `args.run_folder`
+    for the message an interruption prints."""
     if args.out is None:
         if getattr(args, "resume", False):
             raise ValueError("--resume needs --out: the folder of the run to continue")
-        return fresh_out_dir(command, *parts)
-    return Path(args.out)
+        args.run_folder = fresh_out_dir(command, *parts)
+    else:
+        args.run_folder = Path(args.out).expanduser()
+    return args.run_folder
 
 
 def cmd_train(args) -> int:
@@ -150,11 +162,14 @@ def cmd_train(args) -> int:
     from nin.training import resolve_recipe
     B = get_backend(args.backend)
     recipe = _recipe_from_args(args)
+    from nin.training import claim_out_dir
     spec = _spec.chapter_spec(10)
-    _spec.check_input_size(spec, args.resize)
+    _spec.check_input_size(spec, args.resize, flag="--resize")
     check_fits_in_memory(spec, args.resize, args.batch_size,
                          "adam" if recipe.optimizer == "adam" else
                          "momentum" if recipe.momentum else "sgd")
+    if args.out is not None:       # before the data is read: the folder, resume, overwrite
+        claim_out_dir(args.out, args.resume, args.overwrite)
     out = _claim_out(args, args.backend, recipe.name)
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
     print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
@@ -179,7 +194,17 @@ def cmd_train(args) -> int:
 
 def cmd_compare(args) -> int:
     from nin import compare
+    from nin.quick import ENV_VAR, quick_settings
     from nin.resources import check_fits_in_memory
+    if quick_settings() is not None:
+        raise ValueError(f"{ENV_VAR} is set, and compare measures at the size and batch you "
+                         f"give: unset {ENV_VAR} (`unset {ENV_VAR}`) to compare")
+    plot = Path(args.plot).expanduser()
+    if args.train_steps:
+        if plot.suffix.lower() != ".png":
+            raise ValueError(f"--plot {args.plot}: give a file name ending in .png")
+        from nin.files import check_writable_folder
+        check_writable_folder(plot.parent, "--plot's folder")
     spec = _spec.chapter_spec(args.num_classes)
     if args.weights:   # the weights' own spec: a run with any recipe or variant loads
         from nin import weights as _weights
@@ -193,8 +218,7 @@ def cmd_compare(args) -> int:
                                       steps=args.train_steps, seed=args.seed,
                                       root=args.data_dir, reference=reference,
                                       num_gpus=args.num_gpus)
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        compare.plot_parity(result, args.plot)
+        compare.plot_parity(result, plot)
         if args.json:
             print(json.dumps(result))
             return 0
@@ -207,7 +231,7 @@ def cmd_compare(args) -> int:
         for b in names[1:]:
             print(f"{b}: max loss difference {result['max_loss_diff'][b]:.2e}, final weights "
                   f"max relative difference {result['max_weight_rel_diff'][b]:.2e}")
-        print(f"plot: {args.plot}")
+        print(f"plot: {plot}")
         return 0
     result = compare.compare_layers(backends, spec, size=args.size, batch_size=args.batch_size,
                                     seed=args.seed, weights_path=args.weights,
@@ -258,10 +282,17 @@ def cmd_experiment(args) -> int:
     from nin.variants import variant, variant_names
     names = variant_names() if args.variants == "all" else \
         [n.strip() for n in args.variants.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--variants {args.variants!r} names no variant; choose from "
+                         f"{', '.join(variant_names())}, or all")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--variants names {', '.join(twice)} more than once; each variant "
+                         f"trains once")
     recipe = _recipe_from_args(args)
     for name in names:                  # every name and size checked before any training
         spec = variant(name)
-        _spec.check_input_size(spec, args.resize)
+        _spec.check_input_size(spec, args.resize, flag="--resize")
         check_fits_in_memory(spec, args.resize, args.batch_size)
     out = experiment.claim(_claim_out(args, "experiment", recipe.name), args.overwrite)
     rows = experiment.run_experiment(
@@ -296,17 +327,20 @@ def _add_recipe_flags(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__,
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("shapes", help="each backend's layer table and parameter count")
+    p = sub.add_parser("shapes", allow_abbrev=False,
+                       help="each backend's layer table and parameter count")
     p.add_argument("--backend", default="all", help="torch, mxnet, tensorflow or all")
     p.add_argument("--size", type=positive_int, default=224, help="input height and width")
     p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_shapes)
 
-    p = sub.add_parser("resources", help="parameters, MACs and memory from the spec")
+    p = sub.add_parser("resources", allow_abbrev=False,
+                       help="parameters, MACs and memory from the spec")
     p.add_argument("--variant", default="nin", help="see nin/variants.py (default: nin)")
     p.add_argument("--size", type=positive_int, default=224)
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -315,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_resources)
 
-    p = sub.add_parser("experiment", help="train variants on one budget, tabulate and plot")
+    p = sub.add_parser("experiment", allow_abbrev=False,
+                       help="train variants on one budget, tabulate and plot")
     p.add_argument("--variants", default="nin,nin-1x1-1,nin-1x1-3",
                    help="comma-separated names from nin/variants.py, or all")
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
@@ -336,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the first GPU when there is one (1, the default), or 0 for the CPU")
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("compare", help="the same weights in every backend, layer by layer")
+    p = sub.add_parser("compare", allow_abbrev=False,
+                       help="the same weights in every backend, layer by layer")
     p.add_argument("--backends", default="torch,mxnet,tensorflow")
     p.add_argument("--reference", default="torch")
     p.add_argument("--size", type=positive_int, default=224)
@@ -355,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("train", help="train the chapter's NiN on Fashion-MNIST")
+    p = sub.add_parser("train", allow_abbrev=False,
+                       help="train the chapter's NiN on Fashion-MNIST")
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
     p.add_argument("--epochs", type=positive_int, default=3)
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -392,6 +429,12 @@ def main(argv=None) -> int:
         if args.command in ("train", "experiment"):
             _apply_quick(args, argv)
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, MemoryError) as err:
+    except (ValueError, OSError, RuntimeError, MemoryError, OverflowError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        folder = getattr(args, "run_folder", None)
+        hint = (f"; the last finished epoch is kept in {folder}: continue with --resume "
+                f"--out {folder}" if args.command == "train" and folder else "")
+        print(f"\nnin: interrupted{hint}", file=sys.stderr)
+        return 130

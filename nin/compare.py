@@ -71,6 +71,9 @@ def input_batch(size: int, batch_size: int, seed: int, root=None):
             raise
         rng = np.random.default_rng(seed)
         return rng.random((batch_size, 1, size, size), dtype=np.float32), None
+    if batch_size > len(y):
+        raise ValueError(f"the test split has {len(y)} images; --batch-size must be at most "
+                         f"that, got {batch_size}")
     idx = np.random.default_rng(seed).choice(len(y), batch_size, replace=False)
     r = resize_matrix(28, size)
     images = r @ (x[idx].astype(np.float32) / 255) @ r.T

@@ -43,4 +43,6 @@ def quick_settings() -> QuickSettings | None:
             raise ValueError(f"{ENV_VAR}={value!r}: expected '1' or comma-separated key=integer "
                              f"pairs with keys from {sorted(names)}")
         changes[key] = int(number)
+        if changes[key] < 1:
+            raise ValueError(f"{ENV_VAR}={value!r}: {key} must be at least 1, got {number}")
     return replace(QuickSettings(), **changes)

@@ -200,8 +200,10 @@ def _fits(spec: NetSpec, height: int, width: int) -> bool:
                for _, _, shape in _walk(spec, height, width))
 
 
-def check_input_size(spec: NetSpec, height: int, width: int | None = None) -> None:
-    """Raise InputTooSmallError naming the size given and the minimum, before any framework runs."""
+def check_input_size(spec: NetSpec, height: int, width: int | None = None,
+                     flag: str = "--size") -> None:
+    """Raise InputTooSmallError naming the size given and the minimum, before any framework
+    runs; `flag` is the option the caller sets the size with (the message names it)."""
     width = height if width is None else width
     if height < 1 or width < 1:
         raise InputTooSmallError(f"input size must be positive, got {height}x{width}")
@@ -211,7 +213,7 @@ def check_input_size(spec: NetSpec, height: int, width: int | None = None) -> No
             raise InputTooSmallError(
                 f"input {height}x{width} is too small for {spec.name!r}: layer {name} would "
                 f"output {shape[1]}x{shape[2]}. The minimum is {least}x{least}; "
-                f"resize the images to at least that (e.g. --size {least}).")
+                f"resize the images to at least that (e.g. {flag} {least}).")
 
 
 def output_shapes(spec: NetSpec, height: int, width: int | None = None) -> list[LayerShape]:

@@ -25,6 +25,7 @@ __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Rec
            "CHOICES", "RECIPE_FLAGS", "get_recipe", "resolve_recipe",
            "overrides_validation_step", "lr_at", "History", "Board", "TrainingStuckError",
            "TrainingDivergedError", "CheckpointError", "RunExistsError", "RUN_FILES",
+           "claim_out_dir",
            "TrainerBase", "finish_figure", "sample_batch", "save_checkpoint", "read_checkpoint",
            "note_device", "cpu_has_bf16"]
 
@@ -138,7 +139,8 @@ class Recipe:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"recipe {self.name!r}: {name} must be one of "
                                  f"{', '.join(map(str, allowed))}, got {getattr(self, name)!r}")
-        for name, low, high, bounds in (("lr", 0, math.inf, "> 0"),
+        # an lr above 1e6 overflows float32 in the frameworks' updates, and means a typo
+        for name, low, high, bounds in (("lr", 0, 1e6 + 1, "> 0 and at most 1e6"),
                                          ("momentum", 0, 1, ">= 0 and < 1"),
                                          ("weight_decay", 0, math.inf, ">= 0")):
             value = getattr(self, name)
@@ -393,8 +395,9 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip, missing entry, bad JSON
-        raise CheckpointError(f"{path} is not a readable nin checkpoint ({err}); "
-                              f"delete it or train without --resume") from None
+        raise CheckpointError(f"{path} is not a readable nin checkpoint ({err}); start the "
+                              f"run again with --overwrite (overwrite=True), or resume another "
+                              f"folder") from None
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, "
                               f"expected {CHECKPOINT_FORMAT!r}")
@@ -452,7 +455,7 @@ class TrainerBase(HyperParameters):
         if on_stuck not in ("warn", "stop"):
             raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
         self.save_hyperparameters(ignore=("board",))
-        self.out_dir = Path(out_dir) if out_dir else None
+        self.out_dir = Path(out_dir).expanduser() if out_dir else None
         self._board_arg = board
         self.board = board
         self.history = History()
@@ -650,7 +653,8 @@ class TrainerBase(HyperParameters):
                 raise TrainingDivergedError(
                     f"the training loss became {v} at step {step} (epoch {self.epoch + 1}, "
                     f"batch {batch}): the run diverged. Try a lower learning rate (--lr), "
-                    f"gradient clipping (gradient_clip_val=1), or --no-fast for plain fp32.")
+                    f"gradient clipping (Trainer(gradient_clip_val=1) in Python), or "
+                    f"--no-fast for plain fp32.")
         return values
 
     def _check_progress(self, losses) -> None:
@@ -708,25 +712,7 @@ class TrainerBase(HyperParameters):
         pass
 
     def _claim_out_dir(self) -> None:
-        """Check the folder before any work: writable, and not holding a run unless `resume`
-        or `overwrite` says what to do with it. Clears temporary files a killed run left."""
-        from nin.files import check_writable_folder, remove_orphans
-        check_writable_folder(self.out_dir, "out_dir (--out)")
-        remove_orphans(self.out_dir)
-        held = [name for name in RUN_FILES if (self.out_dir / name).exists()]
-        checkpoint = self.out_dir / "checkpoint.npz"
-        if self.resume:
-            if not checkpoint.exists():
-                raise CheckpointError(f"--resume: no checkpoint at {checkpoint}; train once "
-                                      f"with this --out folder first, or drop --resume")
-        elif held and not self.overwrite:
-            raise RunExistsError(
-                f"{self.out_dir} already holds a run ({', '.join(held)}); pass --resume "
-                f"(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or "
-                f"choose another --out folder")
-        elif held:
-            for name in held:
-                (self.out_dir / name).unlink()
+        claim_out_dir(self.out_dir, self.resume, self.overwrite)
 
     def _identity(self) -> dict:
         """What a checkpoint must match to be resumed: the model, the data and the run."""
@@ -743,7 +729,8 @@ class TrainerBase(HyperParameters):
                         "seed": getattr(data, "seed", None),
                         "num_train": _length(getattr(data, "train", None)),
                         "num_val": _length(getattr(data, "val", None)),
-                        "num_train_batches": self.num_train_batches}}
+                        "num_train_batches": self.num_train_batches,
+                        "num_val_batches": self.num_val_batches, "fast": bool(self.fast)}}
 
     def _export_files(self) -> None:
         """weights.npz, history.json and board.png for the state the trainer holds now."""
@@ -789,6 +776,10 @@ class TrainerBase(HyperParameters):
                 f"{path} was made with other settings (checkpoint vs this run): "
                 f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
                 f"run in another --out folder.")
+        if int(meta["epoch"]) > self.max_epochs:
+            raise CheckpointError(
+                f"{path} is at epoch {meta['epoch']}, past this run's {self.max_epochs} "
+                f"epochs; resume with --epochs {meta['epoch']} or more")
         self._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
         self._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
         self.epoch = int(meta["epoch"])
@@ -797,10 +788,46 @@ class TrainerBase(HyperParameters):
         self._losses = [loss for _, loss in self.history.steps]
         self._export_files()     # anything older than the checkpoint, written again
         if self.progress:
-            print(f"nin: resumed from {path} after epoch {self.epoch}", flush=True)
+            left = self.max_epochs - self.epoch
+            print(f"nin: resumed from {path} after epoch {self.epoch}; "
+                  + (f"{left} epoch(s) to train" if left else
+                     "the run had finished its epochs: nothing left to train (a constant "
+                     "schedule may go on with a larger --epochs)"), flush=True)
 
 
 RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "board.png")
+
+
+def claim_out_dir(out_dir, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check a run's folder before any work: writable, and holding no run unless `resume`
+    (continue it: its checkpoint must be there) or `overwrite` (its files are removed).
+    Clears the temporary files a killed run left. The CLI calls this before it reads the data;
+    the Trainer again before its first batch."""
+    from nin.files import check_writable_folder, remove_orphans
+    out_dir = Path(out_dir).expanduser()
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite replaces it; "
+                         "give one of them")
+    checkpoint = out_dir / "checkpoint.npz"
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume and not checkpoint.exists():
+        stopped = (f"it holds {', '.join(held)} from a run stopped before its first epoch "
+                   f"ended; --overwrite starts that run again" if held else
+                   "train once with this --out folder first, or drop --resume")
+        raise CheckpointError(f"--resume: no checkpoint at {checkpoint}; {stopped}")
+    check_writable_folder(out_dir, "out_dir (--out)")
+    remove_orphans(out_dir)
+    if held and not resume and not overwrite:
+        what = ("a run" if "checkpoint.npz" in held else
+                "a run stopped before its first epoch ended")
+        raise RunExistsError(
+            f"{out_dir} already holds {what} ({', '.join(held)}); pass "
+            + ("--resume (resume=True) to continue it, " if "checkpoint.npz" in held else "")
+            + "--overwrite (overwrite=True) to replace it, or choose another --out folder")
+    if overwrite:
+        for name in held:
+            (out_dir / name).unlink()
+    return out_dir
 
 
 class RunExistsError(ValueError):

@@ -115,13 +115,20 @@ def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | No
 
 
 def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
+    """(canonical arrays, spec, input size or None) from a weight file."""
     path = Path(path)
+    if not path.is_file():
+        raise WeightFileError(f"no weight file at {path}: give the weights.npz a run wrote "
+                              f"(runs/<run>/weights.npz) or one nin.weights.export made")
     try:
         with np.load(path) as f:
             named = {k: f[k] for k in f.files}
+        if "__meta__" in named and "__spec__" not in named:
+            raise WeightFileError(f"{path} is a training checkpoint, not a weight file: use "
+                                  f"the weights.npz beside it") from None
         meta = json.loads(named.pop("__spec__").tobytes().decode())
         spec = _spec.spec_from_dict(meta["spec"])
-    except FileNotFoundError:
+    except WeightFileError:
         raise
     except Exception as err:   # truncated zip, missing entry, bad JSON
         raise WeightFileError(f"{path} is not a readable nin weight file ({err}); export it "

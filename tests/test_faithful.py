@@ -72,10 +72,13 @@ def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic
 
 
 def test_bad_recipe_values_are_refused():
-    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0 and at most 1e6, "
+                                         "got -1"):
         T.resolve_recipe("nin", lr=-1)
-    with pytest.raises(ValueError, match="lr must be a finite number > 0, got 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0.*got 0"):
         T.resolve_recipe("nin", lr=0)
+    with pytest.raises(ValueError, match="at most 1e6, got 1e"):
+        T.resolve_recipe("nin", lr=1e308)
     with pytest.raises(ValueError, match="lr must be a finite number"):
         T.resolve_recipe("book", lr=float("nan"))
     with pytest.raises(ValueError, match="momentum must be a finite number >= 0 and < 1"):
@@ -136,7 +139,7 @@ def test_cli_refuses_a_bad_lr(synthetic_root, tmp_path, capsys):
     from nin.cli import main
     assert main(["train", "--lr", "-1", "--data-dir", str(synthetic_root),
                  "--out", str(tmp_path)]) == 2
-    assert "lr must be a finite number > 0, got -1" in capsys.readouterr().err
+    assert "lr must be a finite number > 0 and at most 1e6, got -1" in capsys.readouterr().err
 
 
 def test_cli_book_recipe_is_the_chapters_training_cell(synthetic_root, tmp_path, capsys):

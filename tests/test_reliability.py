@@ -338,3 +338,143 @@ def test_data_folder_that_is_a_file_unreadable_files_and_empty_splits(tmp_path, 
     from nin.backends import get_backend
     with pytest.raises(D.DataFileError, match="the test split holds no images"):
         get_backend("torch").FashionMNIST(root=empty)
+
+
+# --- found by probing the command line as a hostile user would ------------------------------
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(synthetic_root,
+                                                                         tmp_path, capsys):
+    out = tmp_path / "R"
+    out.mkdir()
+    (out / "weights.npz").write_bytes(b"partial")
+    (out / "history.json").write_text("{}")
+    assert _train(synthetic_root, out=out) == 2
+    err = capsys.readouterr().err
+    assert "a run stopped before its first epoch ended" in err and "--overwrite" in err
+    assert "--resume (resume=True)" not in err
+    assert _train(synthetic_root, "--resume", out=out) == 2
+    assert "--overwrite starts that run again" in capsys.readouterr().err
+    assert _train(synthetic_root, "--overwrite", out=out) == 0
+
+
+def test_resume_and_overwrite_together_are_refused(synthetic_root, tmp_path, capsys):
+    assert _train(synthetic_root, "--resume", "--overwrite", out=tmp_path / "R") == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "R").exists()
+
+
+def test_resume_refuses_another_step_or_fewer_epochs(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "R"
+    assert _train(synthetic_root, "--recipe", "book", "--epochs", "2", out=out) == 0
+    assert _train(synthetic_root, "--recipe", "book", "--epochs", "2", "--resume", "--no-fast",
+                  out=out) == 2
+    assert "fast True vs False" in capsys.readouterr().err
+    assert _train(synthetic_root, "--recipe", "book", "--epochs", "2", "--resume",
+                  "--limit-val-batches", "2", out=out) == 2
+    assert "num val batches 1 vs 2" in capsys.readouterr().err
+    assert _train(synthetic_root, "--recipe", "book", "--resume", out=out) == 2
+    assert "at epoch 2, past this run's 1 epochs" in capsys.readouterr().err
+    assert _train(synthetic_root, "--recipe", "book", "--epochs", "2", "--resume",
+                  out=out) == 0
+    assert "nothing left to train" in capsys.readouterr().out
+
+
+def test_fresh_folders_are_claimed_even_within_one_second(tmp_path):
+    from nin.cli import fresh_out_dir
+    a = fresh_out_dir("torch", "nin", root=str(tmp_path))
+    b = fresh_out_dir("torch", "nin", root=str(tmp_path))
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_tilde_in_out_is_the_home_folder(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert _train(synthetic_root, out="~/run") == 0
+    assert (tmp_path / "run" / "checkpoint.npz").exists() and not (tmp_path / "~").exists()
+
+
+def test_out_is_checked_before_the_data_is_read(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    missing = tmp_path / "no-data-here"
+    assert _train(missing, out=afile) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert not missing.exists()           # no download was tried
+
+
+@pytest.mark.parametrize("value, message", [
+    ("epochs=0", "epochs must be at least 1, got 0"),
+    ("batch_size=0", "batch_size must be at least 1"),
+    ("resize=5", "NIN_QUICK='resize=5': resize=5: input 5x5 is too small"),
+])
+def test_quick_values_are_checked(value, message, synthetic_root, tmp_path, monkeypatch,
+                                  capsys):
+    monkeypatch.setenv("NIN_QUICK", value)
+    assert _train(synthetic_root, out=tmp_path / "R") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quick_mode_is_refused_by_compare(monkeypatch, capsys):
+    from nin.cli import main
+    monkeypatch.setenv("NIN_QUICK", "1")
+    assert main(["compare", "--backends", "torch", "--train-steps", "5"]) == 2
+    assert "NIN_QUICK is set, and compare measures at the size" in capsys.readouterr().err
+
+
+def test_abbreviated_flags_are_not_taken(capsys):
+    from nin.cli import main
+    with pytest.raises(SystemExit):
+        main(["train", "--epo", "3"])
+    assert "unrecognized arguments: --epo 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variants, message", [
+    (",", "names no variant"), ("nin,nin", "names nin more than once")])
+def test_experiment_variant_lists_that_name_nothing_or_twice(variants, message, synthetic_root,
+                                                              tmp_path, capsys):
+    from nin.cli import main
+    assert main(["experiment", "--variants", variants, "--data-dir", str(synthetic_root),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_interrupt_says_how_to_resume(synthetic_root, tmp_path, monkeypatch, capsys):
+    from nin import training
+    from nin.cli import main
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training.TrainerBase, "fit_epoch", interrupted)
+    out = tmp_path / "R"
+    assert main(["train", "--resize", "67", "--data-dir", str(synthetic_root),
+                 "--out", str(out)]) == 130
+    assert f"continue with --resume --out {out}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resize", "60"], "(e.g. --resize 67)"),
+    (["--lr", "1e308", "--optimizer", "sgd"], "lr must be a finite number > 0 and at most 1e6"),
+])
+def test_train_messages_name_the_right_flag(flags, message, synthetic_root, tmp_path, capsys):
+    assert _train(synthetic_root, *flags, out=tmp_path / "R") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_inputs_with_clear_messages(synthetic_root, tmp_path, capsys):
+    from nin.cli import main
+    base = ["compare", "--backends", "torch", "--size", "67", "--data-dir", str(synthetic_root)]
+    assert main(base + ["--batch-size", "10001"]) == 2
+    assert "the test split has 100 images; --batch-size must be at most" in \
+        capsys.readouterr().err
+    assert main(base + ["--weights", str(tmp_path / "nope.npz")]) == 2
+    assert "no weight file at" in capsys.readouterr().err
+    assert _train(synthetic_root, out=tmp_path / "R") == 0
+    assert main(base + ["--weights", str(tmp_path / "R" / "checkpoint.npz")]) == 2
+    assert "is a training checkpoint, not a weight file: use the weights.npz beside it" in \
+        capsys.readouterr().err
+    assert main(base + ["--train-steps", "1", "--plot", str(tmp_path / "pdir")]) == 2
+    assert "give a file name ending in .png" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(base + ["--train-steps", "1", "--plot", str(afile / "x.png")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
