@@ -32,6 +32,7 @@ train: setup
 	$(PY) -m nin train --backend torch --epochs 3 --resize 96 --batch-size 128
 
 test: setup
+	$(PY) -m ruff check nin tests benchmarks
 	$(PY) -m pytest -q
 
 # PyTorch alone on numpy 2, the stack GPU machines run: the core and PyTorch tests (CI runs

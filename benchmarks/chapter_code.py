@@ -57,7 +57,8 @@ def make_torch(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
 
 def make_mxnet(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
     import mxnet as mx
-    from mxnet import autograd, gluon, init, np as mnp, npx
+    from mxnet import autograd, gluon, init, npx
+    from mxnet import np as mnp
     from mxnet.gluon import nn
     npx.set_np()
 

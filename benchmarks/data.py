@@ -39,13 +39,14 @@ def run(backends, size, batch_size, batches, root=None) -> list[dict]:
     x, y, _, _ = load_fashion_mnist(root, download_missing=True)
     source = BatchSource(x, y, batch_size, shuffle=True, seed=0, limit_batches=batches)
     n_images = batch_size * batches
-    baseline = _rate(lambda: source, lambda i, l: chapter_batch(i, size), n_images)
+    baseline = _rate(lambda: source, lambda images, labels: chapter_batch(images, size), n_images)
     records = []
     for name in backends:
         B = get_backend(name)
         dm = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root)
         dm.convert_batch(x[:batch_size], y[:batch_size])                    # warm-up
-        rate = _rate(lambda: source, lambda i, l: B.to_numpy(dm.convert_batch(i, l)[0]),
+        rate = _rate(lambda: source,
+                     lambda images, labels: B.to_numpy(dm.convert_batch(images, labels)[0]),
                      n_images)
         records.append({"backend": name, "size": size, "batch_size": batch_size,
                         "images_per_s": rate, "baseline_images_per_s": baseline,

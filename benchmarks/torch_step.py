@@ -36,7 +36,8 @@ def _part(name: str) -> str:
 
 def profile(trainer, batch, steps: int) -> dict:
     """Seconds per step in each part, from the ops' self CPU time."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     trainer.train_batch(batch)                          # warm-up outside the profile
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):

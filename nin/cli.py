@@ -57,8 +57,9 @@ _QUICK_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "resize": "-
 def _apply_quick(args, argv) -> None:
     """NIN_QUICK on the command line: say what it changes, and refuse when it contradicts a
     flag the user gave; the args then hold the values that will run."""
-    from nin.quick import ENV_VAR, capped, quick_settings
     import os
+
+    from nin.quick import ENV_VAR, capped, quick_settings
     quick = quick_settings()
     if quick is None:
         return

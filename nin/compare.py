@@ -20,9 +20,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from nin import spec as _spec, weights as _weights
+from nin import spec as _spec
+from nin import weights as _weights
 from nin.backends import get_backend
-from nin.data import DataUnavailableError, TEXT_LABELS, load_fashion_mnist, resize_matrix
+from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
 from nin.training import Recipe, finish_figure
 
 __all__ = ["strict_fp32", "reference_weights", "input_batch", "compare_layers",
@@ -118,8 +119,9 @@ def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=
     """The same weights and batches, plain SGD, dropout off: per-step losses per backend
     (on the first GPU with `num_gpus=1`, TF32 off)."""
     backends = [reference] + [b for b in backends if b != reference]
-    spec = spec.replace(layers=tuple(replace(l, rate=0.0) if isinstance(l, _spec.Dropout)
-                                     else l for l in spec.layers))
+    spec = spec.replace(layers=tuple(replace(layer, rate=0.0)
+                                     if isinstance(layer, _spec.Dropout) else layer
+                                     for layer in spec.layers))
     spec = _spec.with_class_block_relu(spec, PARITY_RECIPE.class_block_relu)
     named = reference_weights(reference, spec, seed)
     losses, final = {}, {}

@@ -295,7 +295,7 @@ class FashionMNISTBase:
                  num_train: int | None = None, num_val: int | None = None,
                  limit_train_batches: int | None = None, limit_val_batches: int | None = None,
                  download: bool = True, arrays=None):
-        from nin.quick import capped, quick_settings   # the small-size override, if set
+        from nin.quick import capped, quick_settings  # the small-size override, if set
         quick = quick_settings()
         if quick:
             batch_size = min(batch_size, quick.batch_size)

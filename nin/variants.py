@@ -30,8 +30,8 @@ _VGG_CHANNELS = (32, 64, 128, 256, 256)   # half of VGG's widths
 def _num_1x1(n: int):
     def make(num_classes: int) -> S.NetSpec:
         spec = S.chapter_spec(num_classes)
-        layers = tuple(dataclasses.replace(l, num_1x1=n) if isinstance(l, S.NiNBlock) else l
-                       for l in spec.layers)
+        layers = tuple(dataclasses.replace(layer, num_1x1=n)
+                       if isinstance(layer, S.NiNBlock) else layer for layer in spec.layers)
         return spec.replace(layers=layers, name=f"nin-1x1-{n}")
     return make
 

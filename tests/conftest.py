@@ -9,6 +9,34 @@ import pytest
 from nin.data import FILES, write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--overwrite", action="store_true",
+                     help="write this run's output over the golden files in tests/golden/ "
+                          "(then review the diff before committing it)")
+
+
+@pytest.fixture
+def golden(request):
+    """`golden(name, text)`: `text` must equal tests/golden/<name>.out; with --overwrite, the
+    file is written from `text` instead."""
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / f"{name}.out"
+        if request.config.getoption("--overwrite"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return
+        assert path.exists(), f"no golden file {path}: run `pytest --overwrite` and review it"
+        expected = path.read_text()
+        if text != expected:
+            import difflib
+            diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
+                                                f"{path.name} (golden)", "this run"))
+            raise AssertionError(f"output differs from {path}:\n{diff}\nIf the change is "
+                                 f"meant, run `pytest --overwrite` and review the diff.")
+    return check
 BACKENDS = [b for b in os.environ.get("NIN_TEST_BACKENDS", "torch,mxnet,tensorflow").split(",")
             if b]
 

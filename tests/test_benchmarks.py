@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from benchmarks import data as data_bench, memory as memory_bench, train as train_bench
+from benchmarks import data as data_bench
+from benchmarks import memory as memory_bench
+from benchmarks import train as train_bench
 from conftest import BACKENDS
 
 

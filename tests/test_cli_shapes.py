@@ -1,7 +1,6 @@
 """`python -m nin shapes`: the chapter's table and counts per backend, and its errors."""
 import json
 
-
 from conftest import run_python
 from nin.cli import main
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS
-from nin import compare, spec as S, weights as W
+from nin import compare
+from nin import spec as S
+from nin import weights as W
 from nin.backends import get_backend
 from nin.data import load_fashion_mnist, resize_matrix
 
@@ -65,7 +67,8 @@ def test_wrong_shape_names_layer_and_both_shapes(backend, tmp_path):
     W.export_arrays(backend, net, spec)
     before = _snapshot(backend, net)
     with pytest.raises(W.WeightFileError,
-                       match=r"block2.conv2.weight has shape \(256, 128, 1, 1\).*\(256, 256, 1, 1\)"):
+                       match=r"block2.conv2.weight has shape \(256, 128, 1, 1\)"
+                             r".*\(256, 256, 1, 1\)"):
         W.load_arrays(backend, net, spec, named)
     for a, b in zip(before, _snapshot(backend, net)):
         np.testing.assert_array_equal(a, b)
@@ -90,7 +93,8 @@ def test_dense_head_layout_round_trip():
     keras = W.from_canonical(named, spec, "HWIO", size=5)
     assert keras[0].shape == (3, 3, 1, 3) and keras[2].shape == (75, 4)
     # the kernel row for (h=1, w=2, c=0) is the canonical column for (c=0, h=1, w=2)
-    np.testing.assert_array_equal(keras[2][(1 * 5 + 2) * 3 + 0], named["dense1.weight"][:, 0 * 25 + 1 * 5 + 2])
+    np.testing.assert_array_equal(keras[2][(1 * 5 + 2) * 3 + 0],
+                                  named["dense1.weight"][:, 0 * 25 + 1 * 5 + 2])
     back = W.to_canonical(keras, spec, "HWIO", size=5)
     for k in named:
         np.testing.assert_array_equal(back[k], named[k])

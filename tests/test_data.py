@@ -139,9 +139,9 @@ def test_offline_message_names_files_and_folder(tmp_path):
 def test_same_seed_same_batches_new_order_each_epoch(folder):
     x, y, _, _ = D.load_fashion_mnist(folder, download_missing=False)
     a, b = D.BatchSource(x, y, 8, True, seed=5), D.BatchSource(x, y, 8, True, seed=5)
-    first_a, first_b = [l for _, l in a], [l for _, l in b]
+    first_a, first_b = [y for _, y in a], [y for _, y in b]
     np.testing.assert_array_equal(np.concatenate(first_a), np.concatenate(first_b))
-    assert not np.array_equal(np.concatenate(first_a), np.concatenate([l for _, l in a]))
+    assert not np.array_equal(np.concatenate(first_a), np.concatenate([y for _, y in a]))
 
 
 def test_resize_matrix_matches_torch_bilinear():

@@ -3,10 +3,10 @@ pip resolves the CUDA builds from PyPI without installing them)."""
 import json
 import subprocess
 import sys
-import tomllib
 import urllib.request
 
 import pytest
+import tomllib
 
 from conftest import ROOT
 

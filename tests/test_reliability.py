@@ -297,14 +297,16 @@ def test_a_batch_that_cannot_fit_is_refused_with_a_size_that_does(synthetic_root
     assert "batch 100000 at 67x67 needs about" in err and "GiB are available" in err
     import re
     suggested = int(re.search(r"--batch-size (\d+)", err).group(1))
-    from nin import resources as R, spec as S
+    from nin import resources as R
+    from nin import spec as S
     fits = R.memory(S.with_class_block_relu(S.chapter_spec(), "none"), 67, suggested,
                     "adam")["training"] * R.MEMORY_MARGIN
     assert 0 < suggested < 100000 and fits <= R.available_memory()
 
 
 def test_check_fits_in_memory_against_a_given_budget():
-    from nin import resources as R, spec as S
+    from nin import resources as R
+    from nin import spec as S
     spec = S.chapter_spec()
     ten = int(R.memory(spec, 224, 10)["training"] * R.MEMORY_MARGIN)
     R.check_fits_in_memory(spec, 224, 10, available=ten)
@@ -315,6 +317,7 @@ def test_check_fits_in_memory_against_a_given_budget():
 def test_data_folder_that_is_a_file_unreadable_files_and_empty_splits(tmp_path, monkeypatch):
     """Row 13: NIN_DATA_DIR naming a file; a file that cannot be read; an empty split."""
     from pathlib import Path
+
     from nin import data as D
     afile = tmp_path / "afile"
     afile.write_text("x")

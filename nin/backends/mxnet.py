@@ -12,7 +12,9 @@ from mxnet import autograd, gluon, init, np, npx
 from mxnet.contrib.amp.amp import bfloat16
 from mxnet.gluon import nn
 
-from nin import data as _data, spec as _spec, training as _training
+from nin import data as _data
+from nin import spec as _spec
+from nin import training as _training
 
 npx.set_np()
 
@@ -205,8 +207,8 @@ class Classifier(_training.ClassifierMixin, Module):
 
     def loss(self, Y_hat, Y, averaged=True):
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1])).astype("float32")
-        l = gluon.loss.SoftmaxCrossEntropyLoss()(Y_hat, Y.reshape((-1,)))
-        return l.mean() if averaged else l
+        losses = gluon.loss.SoftmaxCrossEntropyLoss()(Y_hat, Y.reshape((-1,)))
+        return losses.mean() if averaged else losses
 
 
 class NiN(_training.NiNMixin, Classifier):

@@ -8,6 +8,10 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up log quiet
 import tensorflow as tf  # noqa: E402
 
+from nin import data as _data  # noqa: E402
+from nin import spec as _spec  # noqa: E402
+from nin import training as _training  # noqa: E402
+
 # memory growth: TensorFlow would otherwise take all of a GPU's memory at its first use, and
 # PyTorch or MXNet in the same process would find none left
 for _gpu in tf.config.list_physical_devices("GPU"):
@@ -15,8 +19,6 @@ for _gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(_gpu, True)
     except RuntimeError:          # the GPU was already initialized by the caller: theirs
         pass
-
-from nin import data as _data, spec as _spec, training as _training
 
 __all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module",

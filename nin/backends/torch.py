@@ -6,7 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nin import data as _data, spec as _spec, training as _training
+from nin import data as _data
+from nin import spec as _spec
+from nin import training as _training
 
 __all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
