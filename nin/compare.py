@@ -24,7 +24,7 @@ from nin import spec as _spec
 from nin import weights as _weights
 from nin.backends import get_backend
 from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
-from nin.training import Recipe, finish_figure
+from nin.training import Board, Recipe, finish_figure
 
 __all__ = ["strict_fp32", "reference_weights", "input_batch", "compare_layers",
            "train_parity", "PARITY_RECIPE"]
@@ -132,7 +132,8 @@ def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=
         _weights.load_arrays(backend, model.net, spec, named)
         data = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root, seed=seed)
         trainer = B.Trainer(max_epochs=1, num_gpus=num_gpus, limit_train_batches=steps,
-                            limit_val_batches=0, progress=False, fast=False, stuck_check=0)
+                            limit_val_batches=0, progress=False, fast=False, stuck_check=0,
+                            board=Board(live=False))   # one parity plot, not a board each
         history = trainer.fit(model, data)
         losses[backend] = [loss for _, loss in history.steps]
         final[backend] = _weights.export_arrays(backend, model.net, spec)

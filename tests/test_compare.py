@@ -142,3 +142,16 @@ def test_compare_train_steps_cli_prints_losses_and_saves_plot(synthetic_root, tm
     out = capsys.readouterr().out
     assert "max loss difference" in out and out.count("\n3     ") == 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_parity_draws_no_live_board(synthetic_root, monkeypatch):
+    """In a notebook, only the parity plot shows: no live board per framework."""
+    from nin import training
+    monkeypatch.setattr(training, "_in_notebook", lambda: True)
+    live = []
+    draw = training.Board.draw
+    monkeypatch.setattr(training.Board, "draw",
+                        lambda self, history: (live.append(self.live), draw(self, history)))
+    compare.train_parity(BACKENDS[:1], S.chapter_spec(), size=67, batch_size=4, steps=2,
+                         root=synthetic_root)
+    assert live and not any(live)
