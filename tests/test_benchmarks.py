@@ -14,15 +14,43 @@ def test_train_benchmark_records(backend, capsys):
                       "1", "--json"])
     records = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["mode"] for r in records] == ["train", "inference"]
+    schema = {"backend": str, "mode": str, "size": int, "batch_size": int, "images_per_s": float,
+              "baseline_images_per_s": float, "ratio": float, "gflop_per_s": float,
+              "share_of_bf16_peak": float, "share_of_fp32_peak": float,
+              "baseline_share_of_fp32_peak": float, "ceiling_ratio": float, "bf16": bool}
     for r in records:
-        assert {"backend", "mode", "size", "batch_size", "images_per_s",
-                "baseline_images_per_s", "ratio"} <= set(r)
-        assert r["backend"] == backend and r["images_per_s"] > 0
-        assert r["ratio"] == r["images_per_s"] / r["baseline_images_per_s"]
-        # the ceiling is the bf16 peak over the baseline's own GFLOP/s
-        assert r["ceiling_ratio"] * r["baseline_images_per_s"] == pytest.approx(
-            r["images_per_s"] / r["share_of_bf16_peak"])
-        assert isinstance(r["bf16"], bool)
+        assert {k: type(r[k]) for k in schema} == schema, r
+        assert r["backend"] == backend and (r["size"], r["batch_size"]) == (67, 2)
+        assert r["images_per_s"] > 0 and r["baseline_images_per_s"] > 0
+        assert 0 < r["share_of_bf16_peak"] and 0 < r["ceiling_ratio"]
+    assert isinstance(records[0]["peak_memory_bytes"], int) and records[0]["peak_memory_bytes"] > 0
+    assert records[1]["peak_memory_bytes"] is None
+
+
+def test_train_benchmark_one_known_case(monkeypatch):
+    """Fake clocks of known durations through the real `_paired` and `run`: baseline 0.4 s and
+    nin 0.1 s a training step, 0.2 s and 0.05 s an inference, batch 8 at 67x67, peaks 100 and
+    200 GFLOP/s: every derived figure is worked out by hand below."""
+    from nin.resources import conv_macs
+    from nin.spec import chapter_spec
+    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)          # (baseline, nin) per timed step
+    monkeypatch.setattr(train_bench, "_seconds", lambda fn: next(clock))
+    monkeypatch.setattr(train_bench, "machine_peak",
+                        lambda gpu, framework=None: {"fp32": 100.0, "bf16": 200.0})
+    nothing = lambda: None                                   # noqa: E731
+    monkeypatch.setattr(train_bench, "BASELINES", {"torch": lambda *a: (nothing, nothing)})
+    monkeypatch.setattr(train_bench, "nin_fast", lambda *a: (nothing, nothing, True))
+    monkeypatch.setattr(train_bench.memory_bench, "measure", lambda *a: 123)
+    (train, infer), peaks = train_bench.run(["torch"], [67], 8, 3, json_out=True)
+    forward = 2 * conv_macs(chapter_spec(), 67) / 1e9        # GFLOP per image, forward
+    assert train["images_per_s"] == pytest.approx(80) and train["baseline_images_per_s"] == 20
+    assert infer["images_per_s"] == pytest.approx(160)
+    assert train["ratio"] == pytest.approx(4.0) and infer["ratio"] == pytest.approx(4.0)
+    assert train["gflop_per_s"] == pytest.approx(80 * 3 * forward)     # training: 3 x forward
+    assert train["share_of_bf16_peak"] == pytest.approx(80 * 3 * forward / 200)
+    assert train["ceiling_ratio"] == pytest.approx(200 / (20 * 3 * forward))
+    assert train["peak_memory_bytes"] == 123 and infer["peak_memory_bytes"] is None
+    assert peaks == {"fp32": 100.0, "bf16": 200.0} and train["bf16"] is True
 
 
 def test_data_benchmark_records(backend, synthetic_root, capsys):
