@@ -132,8 +132,10 @@ def main(argv=None) -> int:
         one_backend(args.one, args)
         return 0
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()      # the children run from the repository's root
     out.mkdir(parents=True, exist_ok=True)
+    if args.data_dir:
+        args.data_dir = str(Path(args.data_dir).resolve())
     path = out / RECORDS
     smi = shutil.which("nvidia-smi")
     gpus = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version",

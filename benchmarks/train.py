@@ -50,13 +50,13 @@ def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
     is installed; oneDNN or cuBLAS/cuDNN): the faster of a large square matmul and the
     chapter's largest convolution (block 2's 5 x 5, 96 -> 256 channels at 26 x 26,
     channels-last), each its fastest of several calls. With `framework` 'tensorflow' or
-    'mxnet' (or where PyTorch is missing): that framework's matmul alone."""
+    'mxnet' (or where PyTorch is missing): that framework's own measure (`_framework_peak`)."""
     import importlib.util
     if framework is None:
         framework = next((f for f in ("torch", "tensorflow", "mxnet")
                           if importlib.util.find_spec(f) is not None), "torch")
     if framework != "torch":
-        return _matmul_peak(framework, gpu)
+        return _framework_peak(framework, gpu)
     import torch
     n, device = (8192, "cuda") if gpu else (2048, "cpu")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
@@ -80,7 +80,7 @@ def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
     return peaks
 
 
-def _matmul_peak(framework: str, gpu: bool) -> dict:
+def _framework_peak(framework: str, gpu: bool) -> dict:
     """fp32 and bf16 GFLOP/s in TensorFlow (a large square matmul) or MXNet (the chapter's
     block 2 convolution: its dot has no bf16 on a CPU)."""
     n = 8192 if gpu else 2048

@@ -27,8 +27,11 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 0:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
@@ -48,7 +51,7 @@ def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:
     raise RuntimeError(f"could not make a new folder for {stem} under {root}")
 
 
-# the flags NIN_QUICK caps, with the value it would give each
+# the args NIN_QUICK caps, with the flag that sets each
 _QUICK_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "resize": "--resize",
                 "limit_train_batches": "--limit-train-batches",
                 "limit_val_batches": "--limit-val-batches"}
@@ -158,6 +161,11 @@ def _claim_out(args, command: str, *parts: str) -> Path:
     return args.run_folder
 
 
+def _optimizer_slots(recipe) -> str:
+    """The name nin.resources.memory takes for the recipe's optimizer state."""
+    return "adam" if recipe.optimizer == "adam" else "momentum" if recipe.momentum else "sgd"
+
+
 def cmd_train(args) -> int:
     from nin.resources import check_fits_in_memory
     from nin.training import resolve_recipe
@@ -166,9 +174,8 @@ def cmd_train(args) -> int:
     from nin.training import claim_out_dir
     spec = _spec.chapter_spec(10)
     _spec.check_input_size(spec, args.resize, flag="--resize")
-    check_fits_in_memory(spec, args.resize, args.batch_size,
-                         "adam" if recipe.optimizer == "adam" else
-                         "momentum" if recipe.momentum else "sgd")
+    if not B.num_gpus():      # on a GPU the host's memory is not what limits the batch
+        check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
     if args.out is not None:       # before the data is read: the folder, resume, overwrite
         claim_out_dir(args.out, args.resume, args.overwrite)
     out = _claim_out(args, args.backend, recipe.name)
@@ -294,7 +301,7 @@ def cmd_experiment(args) -> int:
     for name in names:                  # every name and size checked before any training
         spec = variant(name)
         _spec.check_input_size(spec, args.resize, flag="--resize")
-        check_fits_in_memory(spec, args.resize, args.batch_size)
+        check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
     out = experiment.claim(_claim_out(args, "experiment", recipe.name), args.overwrite)
     rows = experiment.run_experiment(
         names, backend=args.backend, epochs=args.epochs, resize=args.resize,
@@ -430,12 +437,16 @@ def main(argv=None) -> int:
         if args.command in ("train", "experiment"):
             _apply_quick(args, argv)
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, MemoryError, OverflowError) as err:
+    except (ValueError, OSError, RuntimeError, MemoryError, OverflowError,
+            BackendUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         folder = getattr(args, "run_folder", None)
-        hint = (f"; the last finished epoch is kept in {folder}: continue with --resume "
-                f"--out {folder}" if args.command == "train" and folder else "")
+        hint = ""
+        if args.command == "train" and folder:
+            hint = (f"; the last finished epoch is kept in {folder}: continue with --resume "
+                    f"--out {folder}" if (folder / "checkpoint.npz").exists() else
+                    f"; no epoch had finished: --overwrite --out {folder} starts again")
         print(f"\nnin: interrupted{hint}", file=sys.stderr)
         return 130

@@ -31,7 +31,7 @@ def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
     specs = {name: _spec.with_class_block_relu(variant(name), recipe.class_block_relu)
              for name in names}
     for spec in specs.values():
-        _spec.check_input_size(spec, resize)
+        _spec.check_input_size(spec, resize, flag="--resize")
     rows = []
     for name, spec in specs.items():
         B.set_seed(seed)
@@ -93,8 +93,9 @@ RESULT_FILES = ("results.json", "results.md", "results.png")
 def claim(out_dir, overwrite: bool = False) -> Path:
     """Check `out_dir` before any training: writable, and holding no results unless
     `overwrite` (then the old ones are removed)."""
-    from nin.files import check_writable_folder
+    from nin.files import check_writable_folder, remove_orphans
     out = check_writable_folder(out_dir, "--out")
+    remove_orphans(out)
     held = [name for name in RESULT_FILES if (out / name).exists()]
     if held and not overwrite:
         raise ValueError(f"{out} already holds results ({', '.join(held)}); pass --overwrite "

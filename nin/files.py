@@ -26,8 +26,8 @@ def atomic_write(path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TEMP_SUFFIX)
     try:
-        os.fchmod(fd, 0o666 & ~umask())           # mkstemp's 0600 would survive the rename
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~umask())   # mkstemp's 0600 would survive the rename
             f.write(data)
         os.replace(tmp, path)
     finally:

@@ -3,7 +3,8 @@ history, the live board, stuck detection and checkpoints.
 
 Each backend's `Trainer` subclasses `TrainerBase` and supplies only what is framework
 specific: `_prepare` (device, fast paths, optimizer), `_train_step` (forward, loss, backward,
-update), `_eval_step`, `_set_lr`, `_to_float`, and the state conversion for checkpoints.
+update), `_eval_step`, `_get_lr` / `_set_lr`, `_to_float`, `prepare_batch`, `clip_gradients`,
+the state conversion for checkpoints and the random state (`_rng_arrays`).
 """
 from __future__ import annotations
 
@@ -119,8 +120,8 @@ class NiNMixin:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the network is initialized and optimized. `book` (the default everywhere but the
-    CLI) is the chapter's: Xavier init, a ReLU after every convolution, raw [0, 1] inputs,
+    """How the network is initialized and optimized. `book` (the default of `NiN`) is the
+    chapter's: Xavier init, a ReLU after every convolution, raw [0, 1] inputs,
     plain SGD at a constant lr. `nin` is opt-in: He init, a linear class block, standardized
     inputs, Adam on a one-cycle schedule; docs/training.md shows why the book's recipe can sit
     at chance (loss ln 10) for epochs. Every field is a default that the caller can override."""
@@ -135,6 +136,9 @@ class Recipe:
     lr: float = 1e-3            # the peak lr for 'onecycle', the lr for 'constant'
 
     def __post_init__(self):
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"recipe {self.name!r}: normalize must be True or False, got "
+                             f"{self.normalize!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"recipe {self.name!r}: {name} must be one of "
@@ -454,6 +458,9 @@ class TrainerBase(HyperParameters):
             limit_val_batches = capped(limit_val_batches, quick.val_batches)
         if on_stuck not in ("warn", "stop"):
             raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
+        if resume and not out_dir:
+            raise ValueError("resume=True (--resume) needs out_dir (--out): the folder of the "
+                             "run to continue")
         self.save_hyperparameters(ignore=("board",))
         self.out_dir = Path(out_dir).expanduser() if out_dir else None
         self._board_arg = board
@@ -602,6 +609,8 @@ class TrainerBase(HyperParameters):
         bar = tqdm(total=self.num_train_batches, desc=f"epoch {epoch + 1}/{self.max_epochs}",
                    disable=not self.progress, leave=True, dynamic_ncols=True)
         pending, seen, losses = [], 0, []
+        draw_every = max(1, self.num_train_batches // (self.board.points_per_epoch or 10))
+        next_draw = draw_every
         for i, batch in enumerate(self.train_dataloader):
             if i >= self.num_train_batches:
                 break
@@ -621,7 +630,9 @@ class TrainerBase(HyperParameters):
                 rate = seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", img_s=f"{rate:.0f}")
                 self._check_progress(self._losses)   # counted across epochs
-                self.board.draw(self.history)
+                if self.board.live and i + 1 >= next_draw:   # as often as the board has points
+                    self.board.draw(self.history)
+                    next_draw += draw_every
             bar.update(1)
         bar.close()
         train_seconds = time.perf_counter() - start
@@ -668,9 +679,9 @@ class TrainerBase(HyperParameters):
             message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
                        f"batches, still at chance level ln({round(math.exp(chance))}) = "
                        f"{chance:.3f}. The ReLUs of the last block (the class scores) can "
-                       f"all die and leave every score constant. Try the default recipe "
-                       f"(--recipe nin: He init, a linear class block, Adam with a one-cycle "
-                       f"schedule), or a lower learning rate.")
+                       f"all die and leave every score constant. Try nin's recipe "
+                       f"(--recipe nin, NiN(recipe='nin'): He init, a linear class block, Adam "
+                       f"with a one-cycle schedule), or a lower learning rate.")
             if self.on_stuck == "stop":
                 raise TrainingStuckError(message)
             import warnings
@@ -678,7 +689,6 @@ class TrainerBase(HyperParameters):
             print("nin: " + message, flush=True)
 
     _stuck_checked = False
-    _losses: list = []
 
     def _record(self, key, value, train):
         """The model's `plot` calls land here: accumulate validation metrics per example."""
@@ -753,10 +763,7 @@ class TrainerBase(HyperParameters):
         save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
 
     def _resume(self) -> None:
-        path = self.out_dir / "checkpoint.npz" if self.out_dir else None
-        if path is None or not path.exists():
-            raise CheckpointError(f"--resume: no checkpoint at {path}; train once with this "
-                                  f"--out folder first, or drop --resume")
+        path = self.out_dir / "checkpoint.npz"      # claim_out_dir saw that it exists
         arrays, meta = read_checkpoint(path)
         mine = self._identity()
         for key in ("backend", "spec"):

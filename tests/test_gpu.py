@@ -26,12 +26,13 @@ def test_no_host_round_trip_inside_the_step(fast, synthetic_root):
     B, trainer, data = _trainer(fast, synthetic_root)
     model = B.NiN()
     trainer.prepare(model, data)
-    batches = [trainer.prepare_batch(b) for b in data.train_dataloader()][:3]
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
-    try:
-        for batch in batches:
-            trainer._train_step(batch)
+    try:          # the batch's conversion, its transfer and the step, all inside the window
+        for i, batch in enumerate(data.train_dataloader()):
+            trainer._train_step(trainer.prepare_batch(batch))
+            if i == 2:
+                break
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()

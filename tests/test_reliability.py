@@ -451,6 +451,14 @@ def test_interrupt_says_how_to_resume(synthetic_root, tmp_path, monkeypatch, cap
     out = tmp_path / "R"
     assert main(["train", "--resize", "67", "--data-dir", str(synthetic_root),
                  "--out", str(out)]) == 130
+    assert f"no epoch had finished: --overwrite --out {out} starts again" in \
+        capsys.readouterr().err
+    monkeypatch.undo()
+    assert _train(synthetic_root, "--overwrite", out=out) == 0
+    fit_epoch = training.TrainerBase.fit_epoch
+    monkeypatch.setattr(training.TrainerBase, "fit_epoch",
+                        lambda self: fit_epoch(self) if self.epoch == 0 else interrupted(self))
+    assert _train(synthetic_root, "--overwrite", "--epochs", "2", out=out) == 130
     assert f"continue with --resume --out {out}" in capsys.readouterr().err
 
 
@@ -481,3 +489,11 @@ def test_compare_inputs_with_clear_messages(synthetic_root, tmp_path, capsys):
     afile.write_text("x")
     assert main(base + ["--train-steps", "1", "--plot", str(afile / "x.png")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_resume_needs_a_folder(synthetic_root, capsys):
+    from nin.backends import get_backend
+    with pytest.raises(ValueError, match="resume=True \\(--resume\\) needs out_dir"):
+        get_backend("torch").Trainer(max_epochs=1, resume=True)
+    assert _train(synthetic_root, "--resume") == 2
+    assert "--resume needs --out: the folder of the run to continue" in capsys.readouterr().err

@@ -285,7 +285,7 @@ class Trainer(_training.TrainerBase):
         """d2l's: scale all gradients down together when their global norm passes the value."""
         grads = [p.grad(self.ctx) for p in model.collect_params().values()
                  if p.grad_req != "null"]
-        norm = float(onp.sqrt(sum(float((g ** 2).sum()) for g in grads)))
+        norm = float(sum((g ** 2).sum() for g in grads).item()) ** 0.5   # one sync
         if norm > grad_clip_val:
             for g in grads:
                 g[:] *= grad_clip_val / norm
