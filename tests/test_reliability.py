@@ -36,7 +36,8 @@ def _arrays(path):
 @pytest.mark.parametrize("fast", [False, True], ids=["fp32", "fast"])
 def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_path):
     """Killed mid-epoch, then during a save, then between epochs, resumed each time: the
-    final weights, optimizer state and history equal an unbroken run's, bit for bit."""
+    final weights, optimizer state and history equal an unbroken run's: bit for bit in fp32;
+    on the fast path within a tolerance far under what a wrong restore moves (see below)."""
     args = _train_args(backend, synthetic_root, fast)
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
     done = _run("none", args, unbroken)
@@ -56,14 +57,27 @@ def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_
 
     a, b = _arrays(unbroken / "checkpoint.npz"), _arrays(broken / "checkpoint.npz")
     assert sorted(a) == sorted(b)
-    different = [k for k in a if not np.array_equal(a[k], b[k])]
-    assert not different, f"not the same bits after resuming: {different[:5]}"
     wa, wb = _arrays(unbroken / "weights.npz"), _arrays(broken / "weights.npz")
-    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
     ha = json.loads((unbroken / "history.json").read_text())
     hb = json.loads((broken / "history.json").read_text())
-    assert ha["steps"] == hb["steps"]
-    assert [e["val_loss"] for e in ha["epochs"]] == [e["val_loss"] for e in hb["epochs"]]
+    la = [loss for _, loss in ha["steps"]] + [e["val_loss"] for e in ha["epochs"]]
+    lb = [loss for _, loss in hb["steps"]] + [e["val_loss"] for e in hb["epochs"]]
+    if not fast:
+        different = [k for k in a if not np.array_equal(a[k], b[k])]
+        assert not different, f"not the same bits after resuming: {different[:5]}"
+        assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+        assert la == lb
+        return
+    # The fast path's bf16 kernels are the CPU's: oneDNN on some CPUs (seen once on CI) sums a
+    # weight gradient in an order that varies from run to run, so two unbroken runs can differ
+    # in the last bits. A resume that restored anything wrongly (a dropout mask, the data order,
+    # a momentum buffer, the lr) moves weights by lr * grad, about 1e-3 of their size: the
+    # tolerance is a hundred times under that.
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-8, err_msg=k)
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], rtol=1e-5, atol=1e-8, err_msg=k)
+    np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
 # --- every bad input refused before work, with what to do ----------------------------------
