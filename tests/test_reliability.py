@@ -68,9 +68,9 @@ def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_
         assert all(np.array_equal(wa[k], wb[k]) for k in wa)
         assert la == lb
         return
-    # The fast path's bf16 kernels are the CPU's: oneDNN on some CPUs (seen once on CI) sums a
-    # weight gradient in an order that varies from run to run, so two unbroken runs can differ
-    # in the last bits. A resume that restored anything wrongly (a dropout mask, the data order,
+    # The fast path's bf16 kernels are the CPU's (oneDNN's): once, on a CI machine, the first
+    # conv's weights came back different in the last bits (momentum buffers equal); not seen on
+    # an Intel AMX machine, where four unbroken runs and the resume were identical. A resume that restored anything wrongly (a dropout mask, the data order,
     # a momentum buffer, the lr) moves weights by lr * grad, about 1e-3 of their size: the
     # tolerance is a hundred times under that.
     for k in a:
