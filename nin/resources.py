@@ -38,49 +38,13 @@ class LayerCost:
 
 
 def layer_costs(spec: _spec.NetSpec, height: int, width: int | None = None) -> list[LayerCost]:
-    """Per-layer parameters and operations for one height x width image."""
+    """Per-layer parameters and operations for one height x width image (each layer kind's
+    `cost`, from the spec's one walk)."""
     width = height if width is None else width
-    rows = []
-    c, h, w = spec.in_channels, height, width
-    for out in _spec.output_shapes(spec, height, width):
-        layer = spec.layers[len(rows)]
-        params = macs = pool = relu = kept = 0
-        ops = []
-        if isinstance(layer, _spec.NiNBlock):
-            for conv in layer.convs:
-                h = _spec.conv_output_size(h, conv.kernel, conv.stride, conv.padding)
-                w = _spec.conv_output_size(w, conv.kernel, conv.stride, conv.padding)
-                params += conv.out_channels * (c * conv.kernel ** 2 + 1)
-                macs += h * w * conv.out_channels * c * conv.kernel ** 2
-                relu += h * w * conv.out_channels if conv.relu else 0
-                c = conv.out_channels
-                ops += [c * h * w] * (2 if conv.relu else 1)
-                kept += c * h * w
-        elif isinstance(layer, _spec.MaxPool):
-            h, w = out.shape[1:]
-            pool = c * h * w * (layer.size ** 2 - 1)
-            ops = [c * h * w]
-            kept = c * h * w
-        elif isinstance(layer, _spec.GlobalAvgPool):
-            pool = c * h * w
-            h = w = 1
-            ops = [c]
-        elif isinstance(layer, _spec.Dense):
-            fan_in = c * h * w
-            params = layer.units * (fan_in + 1)
-            macs = layer.units * fan_in
-            relu = layer.units if layer.relu else 0
-            c, h, w = layer.units, 1, 1
-            ops = [c] * (2 if layer.relu else 1)
-            kept = c
-        elif isinstance(layer, _spec.Dropout):
-            ops = [c * h * w]
-            kept = c * h * w
-        elif isinstance(layer, _spec.Flatten):
-            c, h, w = c * h * w, 1, 1
-        rows.append(LayerCost(out.name, out.kind, out.shape, params, macs, pool, relu,
-                              tuple(ops), kept))
-    return rows
+    _spec.check_input_size(spec, height, width)
+    return [LayerCost(step.name, type(step.layer).__name__, step.out_shape,
+                      *step.layer.cost(step.in_shape))
+            for step in _spec.walk(spec, height, width)]
 
 
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}

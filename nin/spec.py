@@ -2,16 +2,58 @@
 
 No framework is imported here. Every backend builds its network from a `NetSpec`, and
 every number the library reports about a network (shapes, parameters, MACs) starts here.
+
+Each layer kind is one dataclass that declares, in one place, everything the library knows
+about it: `output_shape`, `cost` (parameters, multiply-accumulates, memory), `weights` (the
+canonical names, shapes and layout kinds of its parameters) and `build` (the network layer,
+made from a backend's primitives, `PRIMITIVES`). `walk` goes over a spec once with them;
+shapes, `nin.resources`, `nin.weights` and every backend's `build` use that walk.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterator, Union
+from math import prod
+from typing import Iterator, NamedTuple, Union
+
+Shape = tuple   # (C, H, W) for feature maps, (features,) after Flatten; no batch dimension
+
+# what each backend supplies to build any spec: same names, same arguments, in every backend
+PRIMITIVES = {
+    "conv": "conv(out_channels, kernel, stride, padding, relu, in_channels) -> list of layers "
+            "(in_channels None: inferred on the first call)",
+    "max_pool": "max_pool(size, stride) -> layer",
+    "dropout": "dropout(rate) -> layer",
+    "global_avg_pool": "global_avg_pool() -> layer",
+    "flatten": "flatten() -> layer",
+    "dense": "dense(units, relu) -> layer",
+    "sequential": "sequential(layers) -> container layer",
+}
+
+
+class Cost(NamedTuple):
+    """What one layer costs per image; `nin.resources` adds these up."""
+    params: int = 0
+    macs: int = 0          # conv and dense multiply-accumulates
+    pool_ops: int = 0      # comparisons (max) or additions (average)
+    relu_ops: int = 0      # ReLU evaluations
+    op_outputs: tuple = ()  # elements of each op's output inside the layer
+    kept: int = 0          # elements kept for the backward pass
+
+
+class Weight(NamedTuple):
+    """One parameter in the canonical format: `kind` says its layout ('conv': OIHW, 'dense':
+    out x in, 'bias'); `flattened` is the (C, H, W) a dense layer right after Flatten reads,
+    whose input order a channels-last backend differs in."""
+    name: str
+    shape: tuple
+    kind: str
+    flattened: tuple | None = None
 
 __all__ = [
     "Conv", "NiNBlock", "MaxPool", "Dropout", "GlobalAvgPool", "Flatten", "Dense",
-    "Layer", "NetSpec", "LayerShape", "InputTooSmallError",
+    "Layer", "NetSpec", "LayerShape", "InputTooSmallError", "Cost", "Weight", "Step",
+    "PRIMITIVES", "walk", "build", "weight_table",
     "chapter_spec", "output_shapes", "min_input_size", "check_input_size",
     "conv_output_size", "layer_names", "with_class_block_relu", "class_block_relu", "spec_diff",
     "spec_to_dict",
@@ -56,6 +98,47 @@ class NiNBlock:
         return tuple(Conv(self.out_channels, k, s, p, relu=r)
                      for (k, s, p), r in zip(sizes, relus))
 
+    def output_shape(self, shape: Shape) -> Shape:
+        _, h, w = shape
+        for conv in self.convs:
+            h = conv_output_size(h, conv.kernel, conv.stride, conv.padding)
+            w = conv_output_size(w, conv.kernel, conv.stride, conv.padding)
+        return (self.out_channels, h, w)
+
+    def cost(self, shape: Shape) -> Cost:
+        c, h, w = shape
+        params = macs = relu = kept = 0
+        ops = []
+        for conv in self.convs:
+            h = conv_output_size(h, conv.kernel, conv.stride, conv.padding)
+            w = conv_output_size(w, conv.kernel, conv.stride, conv.padding)
+            params += conv.out_channels * (c * conv.kernel ** 2 + 1)
+            macs += h * w * conv.out_channels * c * conv.kernel ** 2
+            relu += h * w * conv.out_channels if conv.relu else 0
+            c = conv.out_channels
+            ops += [c * h * w] * (2 if conv.relu else 1)   # a ReLU is an op of its own
+            kept += c * h * w
+        return Cost(params, macs, 0, relu, tuple(ops), kept)
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        out, c = [], shape[0]
+        for j, conv in enumerate(self.convs, 1):
+            out += [Weight(f"{name}.conv{j}.weight", (conv.out_channels, c, conv.kernel,
+                                                      conv.kernel), "conv"),
+                    Weight(f"{name}.conv{j}.bias", (conv.out_channels,), "bias")]
+            c = conv.out_channels
+        return out
+
+    def build(self, ops, shape: Shape | None):
+        """A `sequential` of the convs; `shape` None leaves the input channels to be inferred
+        (the chapter's lazy `nin_block`)."""
+        layers, c = [], None if shape is None else shape[0]
+        for conv in self.convs:
+            layers += ops.conv(conv.out_channels, conv.kernel, conv.stride, conv.padding,
+                               conv.relu, c)
+            c = None if c is None else conv.out_channels
+        return ops.sequential(layers)
+
 
 @dataclass(frozen=True)
 class MaxPool:
@@ -63,20 +146,72 @@ class MaxPool:
     size: int = 3
     stride: int = 2
 
+    def output_shape(self, shape: Shape) -> Shape:
+        c, h, w = shape
+        return (c, conv_output_size(h, self.size, self.stride),
+                conv_output_size(w, self.size, self.stride))
+
+    def cost(self, shape: Shape) -> Cost:
+        out = prod(self.output_shape(shape))
+        return Cost(pool_ops=out * (self.size ** 2 - 1), op_outputs=(out,), kept=out)
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        return []
+
+    def build(self, ops, shape: Shape | None):
+        return ops.max_pool(self.size, self.stride)
+
 
 @dataclass(frozen=True)
 class Dropout:
     rate: float = 0.5
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def cost(self, shape: Shape) -> Cost:
+        return Cost(op_outputs=(prod(shape),), kept=prod(shape))   # the mask
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        return []
+
+    def build(self, ops, shape: Shape | None):
+        return ops.dropout(self.rate)
 
 
 @dataclass(frozen=True)
 class GlobalAvgPool:
     """Mean over all spatial positions: C x H x W -> C x 1 x 1."""
 
+    def output_shape(self, shape: Shape) -> Shape:
+        c, h, w = shape
+        return (c, 1, 1) if min(h, w) >= 1 else (c, min(h, w), min(h, w))
+
+    def cost(self, shape: Shape) -> Cost:
+        return Cost(pool_ops=prod(shape), op_outputs=(shape[0],))
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        return []
+
+    def build(self, ops, shape: Shape | None):
+        return ops.global_avg_pool()
+
 
 @dataclass(frozen=True)
 class Flatten:
     """C x H x W -> C*H*W. After global average pooling this gives the logits."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (prod(shape),)
+
+    def cost(self, shape: Shape) -> Cost:
+        return Cost()      # a view: no op, nothing kept
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        return []
+
+    def build(self, ops, shape: Shape | None):
+        return ops.flatten()
 
 
 @dataclass(frozen=True)
@@ -84,6 +219,27 @@ class Dense:
     """A fully connected layer, for the dense heads of exercise 2; ReLU unless it is the last."""
     units: int
     relu: bool = True
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 1:
+            raise ValueError("a Dense layer needs a Flatten before it")
+        return (self.units,)
+
+    def cost(self, shape: Shape) -> Cost:
+        fan_in = prod(shape)
+        return Cost(params=self.units * (fan_in + 1), macs=self.units * fan_in,
+                    relu_ops=self.units if self.relu else 0,
+                    op_outputs=(self.units,) * (2 if self.relu else 1), kept=self.units)
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        """`before`: the input of the layer before this one; a (C, H, W) there means a
+        Flatten of a feature map feeds this layer."""
+        flattened = tuple(before) if before is not None and len(before) == 3 else None
+        return [Weight(f"{name}.weight", (self.units, shape[0]), "dense", flattened),
+                Weight(f"{name}.bias", (self.units,), "bias")]
+
+    def build(self, ops, shape: Shape | None):
+        return ops.dense(self.units, self.relu)
 
 
 Layer = Union[NiNBlock, MaxPool, Dropout, GlobalAvgPool, Flatten, Dense]
@@ -158,28 +314,48 @@ def layer_names(spec: NetSpec) -> list[str]:
     return names
 
 
-def _walk(spec: NetSpec, height: int, width: int) -> Iterator[tuple[str, object, tuple]]:
-    """Yield (name, layer, output shape); a size below 1 is yielded as computed, not raised."""
-    c, h, w = spec.in_channels, height, width
-    flat = None
+class Step(NamedTuple):
+    """One top-level layer on a walk over a spec: its input and output shapes."""
+    name: str
+    layer: object
+    in_shape: Shape
+    out_shape: Shape
+
+
+def walk(spec: NetSpec, height: int, width: int | None = None) -> Iterator[Step]:
+    """Every top-level layer with its input and output shapes for one height x width image;
+    a size below 1 is yielded as computed, not raised (`check_input_size` raises)."""
+    shape: Shape = (spec.in_channels, height, height if width is None else width)
     for name, layer in zip(layer_names(spec), spec.layers):
-        if isinstance(layer, NiNBlock):
-            for conv in layer.convs:
-                h = conv_output_size(h, conv.kernel, conv.stride, conv.padding)
-                w = conv_output_size(w, conv.kernel, conv.stride, conv.padding)
-            c = layer.out_channels
-        elif isinstance(layer, MaxPool):
-            h = conv_output_size(h, layer.size, layer.stride)
-            w = conv_output_size(w, layer.size, layer.stride)
-        elif isinstance(layer, GlobalAvgPool):
-            h = w = 1 if min(h, w) >= 1 else min(h, w)
-        elif isinstance(layer, Flatten):
-            flat = c * h * w
-        elif isinstance(layer, Dense):
-            if flat is None:
-                raise ValueError(f"{name}: a Dense layer needs a Flatten before it")
-            flat = layer.units
-        yield name, layer, ((flat,) if flat is not None else (c, h, w))
+        try:
+            out = layer.output_shape(shape)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        yield Step(name, layer, shape, out)
+        shape = out
+
+
+def _walk(spec: NetSpec, height: int, width: int) -> Iterator[tuple[str, object, tuple]]:
+    for step in walk(spec, height, width):
+        yield step.name, step.layer, step.out_shape
+
+
+def build(spec: NetSpec, ops):
+    """The network for `spec` from a backend's primitives (`PRIMITIVES`): one top-level
+    layer per spec layer, in a `sequential`."""
+    steps = walk(spec, min_input_size(spec))
+    return ops.sequential([step.layer.build(ops, step.in_shape) for step in steps])
+
+
+def weight_table(spec: NetSpec, size: int | None = None) -> list[Weight]:
+    """Every parameter in spec order, canonical name, shape and layout kind, for inputs of
+    size x size (a dense head's fan-in depends on it; the default is the smallest input)."""
+    steps = list(walk(spec, size or min_input_size(spec)))
+    table = []
+    for i, step in enumerate(steps):
+        before = steps[i - 1].in_shape if i else None
+        table += step.layer.weights(step.name, step.in_shape, before)
+    return table
 
 
 def min_input_size(spec: NetSpec) -> int:

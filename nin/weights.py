@@ -28,67 +28,52 @@ class WeightFileError(ValueError):
 
 def canonical_names(spec: _spec.NetSpec) -> list[str]:
     """Parameter names in spec order: block<i>.conv<j>.weight/bias, dense<i>.weight/bias."""
-    names = []
-    for name, layer in zip(_spec.layer_names(spec), spec.layers):
-        if isinstance(layer, _spec.NiNBlock):
-            for j in range(len(layer.convs)):
-                names += [f"{name}.conv{j + 1}.weight", f"{name}.conv{j + 1}.bias"]
-        elif isinstance(layer, _spec.Dense):
-            names += [f"{name}.weight", f"{name}.bias"]
-    return names
+    return [w.name for w in _spec.weight_table(spec)]
 
 
-def _dense_inputs(spec: _spec.NetSpec, size: int) -> dict[str, tuple]:
-    """For each Dense layer right after Flatten, the (C, H, W) it flattens."""
-    shapes, found = _spec.output_shapes(spec, size), {}
-    for i, layer in enumerate(spec.layers):
-        if isinstance(layer, _spec.Dense) and i >= 2 and len(shapes[i - 2].shape) == 3:
-            found[shapes[i].name] = shapes[i - 2].shape
-    return found
+def _to_canonical(a: np.ndarray, w: _spec.Weight, kernel_layout: str) -> np.ndarray:
+    """One parameter from a backend's layout to the canonical one (the layout kinds of
+    `spec.Weight`: OIHW convs, out x in dense layers; HWIO backends differ in both)."""
+    if kernel_layout != "HWIO" or w.kind == "bias":
+        return a
+    if w.kind == "conv":
+        return a.transpose(3, 2, 0, 1)                   # HWIO -> OIHW
+    a = a.T                                              # dense (in, out) -> (out, in)
+    if w.flattened:                                      # inputs flattened H, W, C -> C, H, W
+        c, h, wd = w.flattened
+        a = a.reshape(-1, h, wd, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
+    return a
+
+
+def _from_canonical(a: np.ndarray, w: _spec.Weight, kernel_layout: str) -> np.ndarray:
+    if kernel_layout != "HWIO" or w.kind == "bias":
+        return a
+    if w.kind == "conv":
+        return a.transpose(2, 3, 1, 0)                   # OIHW -> HWIO
+    if w.flattened:                                      # inputs C, H, W -> H, W, C
+        c, h, wd = w.flattened
+        a = a.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
+    return a.T                                           # (out, in) -> dense (in, out)
 
 
 def to_canonical(arrays: list[np.ndarray], spec: _spec.NetSpec, kernel_layout: str,
                  size: int | None = None) -> dict[str, np.ndarray]:
     """A backend's parameters (spec order, its layout) -> canonical names and layouts."""
-    names = canonical_names(spec)
-    if len(arrays) != len(names):
+    table = _spec.weight_table(spec, size)
+    if len(arrays) != len(table):
         raise WeightFileError(f"the network has {len(arrays)} parameter arrays, the spec "
-                              f"{spec.name!r} expects {len(names)}")
-    flat = _dense_inputs(spec, size or _spec.min_input_size(spec))
-    out = {}
-    for name, a in zip(names, arrays):
-        a = np.asarray(a, dtype=np.float32)
-        layer = name.split(".")[0]
-        if kernel_layout == "HWIO" and name.endswith(".weight"):
-            if a.ndim == 4:
-                a = a.transpose(3, 2, 0, 1)          # conv kernel HWIO -> OIHW
-            elif a.ndim == 2:
-                a = a.T                              # dense kernel (in, out) -> (out, in)
-                if layer in flat:                    # inputs flattened H, W, C -> C, H, W
-                    c, h, w = flat[layer]
-                    a = a.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
-        out[name] = np.ascontiguousarray(a)
-    return out
+                              f"{spec.name!r} expects {len(table)}")
+    return {w.name: np.ascontiguousarray(
+                _to_canonical(np.asarray(a, dtype=np.float32), w, kernel_layout))
+            for w, a in zip(table, arrays)}
 
 
 def from_canonical(named: dict[str, np.ndarray], spec: _spec.NetSpec, kernel_layout: str,
                    size: int | None = None) -> list[np.ndarray]:
     """Canonical names and layouts -> a backend's parameter list (spec order, its layout)."""
-    flat = _dense_inputs(spec, size or _spec.min_input_size(spec))
-    arrays = []
-    for name in canonical_names(spec):
-        a = named[name]
-        layer = name.split(".")[0]
-        if kernel_layout == "HWIO" and name.endswith(".weight"):
-            if a.ndim == 4:
-                a = a.transpose(2, 3, 1, 0)          # conv kernel OIHW -> HWIO
-            elif a.ndim == 2:
-                if layer in flat:                    # inputs C, H, W -> H, W, C
-                    c, h, w = flat[layer]
-                    a = a.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
-                a = a.T                              # (out, in) -> dense kernel (in, out)
-        arrays.append(np.ascontiguousarray(a, dtype=np.float32))
-    return arrays
+    return [np.ascontiguousarray(_from_canonical(named[w.name], w, kernel_layout),
+                                 dtype=np.float32)
+            for w in _spec.weight_table(spec, size)]
 
 
 def activation_to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
@@ -157,21 +142,7 @@ def check(named: dict[str, np.ndarray], file_spec: _spec.NetSpec, spec: _spec.Ne
 
 
 def _expected_shapes(spec: _spec.NetSpec, size: int | None = None) -> dict[str, tuple]:
-    shapes, channels = {}, spec.in_channels
-    size = size or _spec.min_input_size(spec)
-    flat_in = None
-    for row, layer in zip(_spec.output_shapes(spec, size), spec.layers):
-        if isinstance(layer, _spec.NiNBlock):
-            for j, conv in enumerate(layer.convs):
-                shapes[f"{row.name}.conv{j + 1}.weight"] = (conv.out_channels, channels,
-                                                            conv.kernel, conv.kernel)
-                shapes[f"{row.name}.conv{j + 1}.bias"] = (conv.out_channels,)
-                channels = conv.out_channels
-        elif isinstance(layer, _spec.Dense):
-            shapes[f"{row.name}.weight"] = (layer.units, flat_in)
-            shapes[f"{row.name}.bias"] = (layer.units,)
-        flat_in = row.shape[0] if len(row.shape) == 1 else None
-    return shapes
+    return {w.name: w.shape for w in _spec.weight_table(spec, size)}
 
 
 def _describe(spec: _spec.NetSpec) -> str:

@@ -113,3 +113,10 @@ def test_every_backend_exposes_the_same_names(backend):
     names = set(B.__all__) - {helper}
     assert names == set(get_backend("torch").__all__) - {"randn"}
     assert all(hasattr(B, name) for name in B.__all__) and hasattr(B, helper)
+
+
+def test_every_backend_supplies_every_primitive(backend):
+    """`spec.build` makes any spec from these; a backend without one fails here."""
+    ops = get_backend(backend).OPS
+    missing = [name for name in S.PRIMITIVES if not callable(getattr(ops, name, None))]
+    assert not missing, f"{backend} lacks the primitives {missing}"

@@ -69,10 +69,11 @@ def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_
         assert la == lb
         return
     # The fast path's bf16 kernels are the CPU's (oneDNN's): once, on a CI machine, the first
-    # conv's weights came back different in the last bits (momentum buffers equal); not seen on
-    # an Intel AMX machine, where four unbroken runs and the resume were identical. A resume that restored anything wrongly (a dropout mask, the data order,
-    # a momentum buffer, the lr) moves weights by lr * grad, about 1e-3 of their size: the
-    # tolerance is a hundred times under that.
+    # conv's weights came back different in the last bits (momentum buffers equal); not seen
+    # on an Intel AMX machine, where four unbroken runs and the resume were identical. A
+    # resume that restored anything wrongly (a dropout mask, the data order, a momentum
+    # buffer, the lr) moves weights by lr * grad, about 1e-3 of their size: the tolerance is
+    # a hundred times under that.
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-8, err_msg=k)
     for k in wa:

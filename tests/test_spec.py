@@ -1,5 +1,6 @@
 """The spec alone: shapes, minimum size and parameter counts, with no framework imported."""
 
+import numpy as np
 import pytest
 
 from nin import spec as S
@@ -68,3 +69,51 @@ def test_spec_imports_no_framework():
                      "print(sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# --- one table: each layer kind declares everything; one walk and one build use it --------
+
+@pytest.mark.parametrize("kind", sorted(S._KINDS))
+def test_every_layer_kind_declares_shape_cost_weights_and_build(kind):
+    cls = S._KINDS[kind]
+    for method in ("output_shape", "cost", "weights", "build"):
+        assert callable(getattr(cls, method, None)), f"{kind} has no {method}"
+
+
+class _Recorder:
+    """Primitives that record what `spec.build` asks for, with no framework."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        if name not in S.PRIMITIVES:
+            raise AttributeError(name)
+
+        def primitive(*args):
+            self.calls.append((name, *args))
+            return [name] if name == "conv" else name
+        return primitive
+
+
+def test_one_build_asks_the_backend_for_the_chapters_layers():
+    ops = _Recorder()
+    S.build(S.chapter_spec(), ops)
+    convs = [c[1:] for c in ops.calls if c[0] == "conv"]
+    # (out, kernel, stride, padding, relu, in_channels): the chapter's twelve convs, chained
+    assert convs[:3] == [(96, 11, 4, 0, True, 1), (96, 1, 1, 0, True, 96),
+                         (96, 1, 1, 0, True, 96)]
+    assert [c[-1] for c in convs] == [1, 96, 96, 96, 256, 256, 256, 384, 384, 384, 10, 10]
+    assert [c[0] for c in ops.calls if c[0] != "conv"] == [
+        "sequential", "max_pool", "sequential", "max_pool", "sequential", "max_pool",
+        "dropout", "sequential", "global_avg_pool", "flatten", "sequential"]
+
+
+def test_weight_table_names_shapes_and_layouts():
+    table = S.weight_table(S.chapter_spec())
+    assert len(table) == 24 and sum(np.prod(w.shape) for w in table) == 1_992_166
+    assert table[0] == S.Weight("block1.conv1.weight", (96, 1, 11, 11), "conv")
+    head = S.NetSpec((S.NiNBlock(8, 3), S.Flatten(), S.Dense(16), S.Dense(10, relu=False)))
+    dense = [w for w in S.weight_table(head, 9) if w.kind == "dense"]
+    assert dense == [S.Weight("dense1.weight", (16, 8 * 7 * 7), "dense", (8, 7, 7)),
+                     S.Weight("dense2.weight", (10, 16), "dense", None)]

@@ -53,38 +53,55 @@ def to_numpy(x) -> onp.ndarray:
     return x.asnumpy().astype(onp.float32, copy=False)
 
 
+class Ops:
+    """The primitives `spec.build` makes any spec from (`spec.PRIMITIVES`); the ReLU inside
+    each Conv2D, as the chapter's MXNet tab writes it."""
+
+    @staticmethod
+    def conv(out_channels, kernel, stride, padding, relu, in_channels):
+        return [nn.Conv2D(out_channels, kernel, stride, padding,
+                          activation="relu" if relu else None, in_channels=in_channels or 0)]
+
+    @staticmethod
+    def max_pool(size, stride):
+        return nn.MaxPool2D(pool_size=size, strides=stride)
+
+    @staticmethod
+    def dropout(rate):
+        return nn.Dropout(rate)
+
+    @staticmethod
+    def global_avg_pool():
+        return nn.GlobalAvgPool2D()
+
+    @staticmethod
+    def flatten():
+        return nn.Flatten()
+
+    @staticmethod
+    def dense(units, relu):
+        return nn.Dense(units, activation="relu" if relu else None)
+
+    @staticmethod
+    def sequential(layers):
+        net = nn.HybridSequential()
+        net.add(*layers)
+        return net
+
+
+OPS = Ops()
+
+
 def nin_block(num_channels, kernel_size, strides, padding, *, in_channels=0, num_1x1=2,
               relu="all"):
     """The chapter's block: ReLU inside each Conv2D, as the chapter writes it."""
     block = _spec.NiNBlock(num_channels, kernel_size, strides, padding, num_1x1, relu)
-    blk = nn.HybridSequential()
-    for conv in block.convs:
-        blk.add(nn.Conv2D(conv.out_channels, conv.kernel, conv.stride, conv.padding,
-                          activation="relu" if conv.relu else None, in_channels=in_channels))
-        in_channels = conv.out_channels if in_channels else 0
-    return blk
+    return block.build(OPS, (in_channels,) if in_channels else None)
 
 
 def build(spec: _spec.NetSpec) -> nn.HybridSequential:
     """The network for `spec` (not yet initialized): one top-level layer per spec layer."""
-    net, channels = nn.HybridSequential(), spec.in_channels
-    for layer in spec.layers:
-        if isinstance(layer, _spec.NiNBlock):
-            net.add(nin_block(layer.out_channels, layer.kernel, layer.stride, layer.padding,
-                              in_channels=channels, num_1x1=layer.num_1x1,
-                              relu=layer.relu))
-            channels = layer.out_channels
-        elif isinstance(layer, _spec.MaxPool):
-            net.add(nn.MaxPool2D(pool_size=layer.size, strides=layer.stride))
-        elif isinstance(layer, _spec.Dropout):
-            net.add(nn.Dropout(layer.rate))
-        elif isinstance(layer, _spec.GlobalAvgPool):
-            net.add(nn.GlobalAvgPool2D())
-        elif isinstance(layer, _spec.Flatten):
-            net.add(nn.Flatten())
-        elif isinstance(layer, _spec.Dense):
-            net.add(nn.Dense(layer.units, activation="relu" if layer.relu else None))
-    return net
+    return _spec.build(spec, OPS)
 
 
 def count_params(net) -> int:

@@ -78,42 +78,55 @@ def keras_padding(kernel: int, stride: int, padding: int) -> str:
         f"{(kernel - 1) // 2} with stride 1.")
 
 
+class Ops:
+    """The primitives `spec.build` makes any spec from (`spec.PRIMITIVES`)."""
+
+    @staticmethod
+    def conv(out_channels, kernel, stride, padding, relu, in_channels):
+        conv = tf.keras.layers.Conv2D(out_channels, kernel, strides=stride,
+                                      padding=keras_padding(kernel, stride, padding))
+        return [conv, tf.keras.layers.Activation("relu")] if relu else [conv]
+
+    @staticmethod
+    def max_pool(size, stride):
+        return tf.keras.layers.MaxPool2D(pool_size=size, strides=stride)
+
+    @staticmethod
+    def dropout(rate):
+        # a tf.random.Generator behind the mask: its state can be saved and restored
+        return tf.keras.layers.Dropout(rate, force_generator=True)
+
+    @staticmethod
+    def global_avg_pool():
+        return tf.keras.layers.GlobalAvgPool2D()
+
+    @staticmethod
+    def flatten():
+        return tf.keras.layers.Flatten()
+
+    @staticmethod
+    def dense(units, relu):
+        return tf.keras.layers.Dense(units, activation="relu" if relu else None)
+
+    @staticmethod
+    def sequential(layers):
+        return tf.keras.models.Sequential(layers)
+
+
+OPS = Ops()
+
+
 def nin_block(out_channels, kernel_size, strides, padding, *, num_1x1=2, relu="all"):
     """The chapter's block; `padding` is 'valid'/'same' as in the chapter, or an integer."""
-    if not isinstance(padding, str):
-        padding = keras_padding(kernel_size, strides, padding)
-    pad = {"valid": 0, "same": (kernel_size - 1) // 2}[padding]
-    block = _spec.NiNBlock(out_channels, kernel_size, strides, pad, num_1x1, relu)
-    layers = []
-    for i, conv in enumerate(block.convs):
-        layers.append(tf.keras.layers.Conv2D(conv.out_channels, conv.kernel, strides=conv.stride,
-                                             padding=padding if i == 0 else "valid"))
-        if conv.relu:
-            layers.append(tf.keras.layers.Activation("relu"))
-    return tf.keras.models.Sequential(layers)
+    if isinstance(padding, str):
+        padding = {"valid": 0, "same": (kernel_size - 1) // 2}[padding]
+    block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, relu)
+    return block.build(OPS, None)
 
 
 def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
     """The network for `spec` (built on first call): one top-level layer per spec layer."""
-    layers = []
-    for layer in spec.layers:
-        if isinstance(layer, _spec.NiNBlock):
-            layers.append(nin_block(layer.out_channels, layer.kernel, layer.stride,
-                                    keras_padding(layer.kernel, layer.stride, layer.padding),
-                                    num_1x1=layer.num_1x1, relu=layer.relu))
-        elif isinstance(layer, _spec.MaxPool):
-            layers.append(tf.keras.layers.MaxPool2D(pool_size=layer.size, strides=layer.stride))
-        elif isinstance(layer, _spec.Dropout):
-            # a tf.random.Generator behind the mask: its state can be saved and restored
-            layers.append(tf.keras.layers.Dropout(layer.rate, force_generator=True))
-        elif isinstance(layer, _spec.GlobalAvgPool):
-            layers.append(tf.keras.layers.GlobalAvgPool2D())
-        elif isinstance(layer, _spec.Flatten):
-            layers.append(tf.keras.layers.Flatten())
-        elif isinstance(layer, _spec.Dense):
-            layers.append(tf.keras.layers.Dense(layer.units,
-                                                activation="relu" if layer.relu else None))
-    return tf.keras.models.Sequential(layers)
+    return _spec.build(spec, OPS)
 
 
 def count_params(net) -> int:

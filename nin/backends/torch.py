@@ -51,43 +51,54 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy()
 
 
+class Ops:
+    """The primitives `spec.build` makes any spec from (`spec.PRIMITIVES`)."""
+
+    @staticmethod
+    def conv(out_channels, kernel, stride, padding, relu, in_channels):
+        conv = (nn.LazyConv2d(out_channels, kernel, stride, padding) if in_channels is None
+                else nn.Conv2d(in_channels, out_channels, kernel, stride, padding))
+        return [conv, nn.ReLU()] if relu else [conv]
+
+    @staticmethod
+    def max_pool(size, stride):
+        return nn.MaxPool2d(size, stride=stride)
+
+    @staticmethod
+    def dropout(rate):
+        return nn.Dropout(rate)
+
+    @staticmethod
+    def global_avg_pool():
+        return nn.AdaptiveAvgPool2d((1, 1))
+
+    @staticmethod
+    def flatten():
+        return nn.Flatten()
+
+    @staticmethod
+    def dense(units, relu):
+        dense = nn.LazyLinear(units)
+        return nn.Sequential(dense, nn.ReLU()) if relu else dense
+
+    @staticmethod
+    def sequential(layers):
+        return nn.Sequential(*layers)
+
+
+OPS = Ops()
+
+
 def nin_block(out_channels, kernel_size, strides, padding, *, in_channels=None, num_1x1=2,
               relu="all"):
     """The chapter's block; lazy convs like the chapter unless `in_channels` is given."""
     block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, relu)
-    layers = []
-    for conv in block.convs:
-        layers.append(nn.LazyConv2d(conv.out_channels, conv.kernel, conv.stride, conv.padding)
-                      if in_channels is None else
-                      nn.Conv2d(in_channels, conv.out_channels, conv.kernel, conv.stride,
-                                conv.padding))
-        in_channels = None if in_channels is None else conv.out_channels
-        if conv.relu:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return block.build(OPS, None if in_channels is None else (in_channels,))
 
 
 def build(spec: _spec.NetSpec) -> nn.Sequential:
     """The network for `spec`: one top-level layer per spec layer, as in the chapter."""
-    layers, channels = [], spec.in_channels
-    for layer in spec.layers:
-        if isinstance(layer, _spec.NiNBlock):
-            layers.append(nin_block(layer.out_channels, layer.kernel, layer.stride, layer.padding,
-                                    in_channels=channels, num_1x1=layer.num_1x1,
-                                    relu=layer.relu))
-            channels = layer.out_channels
-        elif isinstance(layer, _spec.MaxPool):
-            layers.append(nn.MaxPool2d(layer.size, stride=layer.stride))
-        elif isinstance(layer, _spec.Dropout):
-            layers.append(nn.Dropout(layer.rate))
-        elif isinstance(layer, _spec.GlobalAvgPool):
-            layers.append(nn.AdaptiveAvgPool2d((1, 1)))
-        elif isinstance(layer, _spec.Flatten):
-            layers.append(nn.Flatten())
-        elif isinstance(layer, _spec.Dense):
-            dense = nn.LazyLinear(layer.units)
-            layers.append(nn.Sequential(dense, nn.ReLU()) if layer.relu else dense)
-    return nn.Sequential(*layers)
+    return _spec.build(spec, OPS)
 
 
 def count_params(net) -> int:
