@@ -36,16 +36,7 @@ PARITY_RECIPE = Recipe("parity", init="xavier", class_block_relu="none", normali
 
 def strict_fp32(backend: str) -> None:
     """Turn off TF32 and reduced-precision shortcuts, for numbers that can be compared."""
-    if backend == "torch":
-        import torch
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    elif backend == "tensorflow":
-        import tensorflow as tf
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-    elif backend == "mxnet":
-        import os
-        os.environ["MXNET_CUDA_ALLOW_TENSOR_CORE"] = "0"
+    get_backend(backend).strict_fp32()
 
 
 def reference_weights(backend: str, spec: _spec.NetSpec, seed: int, path=None):

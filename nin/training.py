@@ -28,7 +28,7 @@ __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Rec
            "TrainingDivergedError", "CheckpointError", "RunExistsError", "RUN_FILES",
            "claim_out_dir",
            "TrainerBase", "finish_figure", "sample_batch", "save_checkpoint", "read_checkpoint",
-           "note_device", "cpu_has_bf16"]
+           "note_device", "cpu_has_bf16", "check_state_fits"]
 
 
 class HyperParameters:
@@ -64,6 +64,30 @@ class ModuleMixin(HyperParameters):
     def forward(self, X):
         return self.net(X)
 
+    def configure_optimizers(self):
+        """d2l's: plain SGD at `self.lr`."""
+        return self._optimizer("sgd", self.lr)
+
+    def layer_summary(self, X_shape):
+        """d2l's: each top-level layer's class and output shape for a random `X_shape` input."""
+        X = self._random(X_shape)
+        for layer in self._top_layers(self.net):
+            X = layer(X)
+            print(layer.__class__.__name__, "output shape:\t", X.shape)
+
+    # the backend's Module supplies these
+    def _optimizer(self, name: str, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0):
+        raise NotImplementedError       # the framework's 'sgd' or 'adam' over the parameters
+
+    @staticmethod
+    def _random(shape):                 # a random normal tensor of `shape`
+        raise NotImplementedError
+
+    @staticmethod
+    def _top_layers(net) -> list:       # the top-level layers of a sequential net
+        raise NotImplementedError
+
     def plot(self, key, value, train):
         """d2l's `plot`: send one metric to the Trainer (validation values are averaged per
         epoch; the training loss is recorded by the loop itself, every step)."""
@@ -93,8 +117,24 @@ def overrides_validation_step(model) -> bool:
 
 
 class NiNMixin:
-    """The chapter's NiN from a spec and a recipe; the backend builds `self.net` and
-    initializes it as `self.recipe.init` says."""
+    """The chapter's NiN from a spec and a recipe. By default the chapter's model and training
+    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
+    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults. The backend
+    supplies `_build` (spec -> network) and `_initialize` (the recipe's init)."""
+
+    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
+        super().__init__()
+        self.save_hyperparameters()
+        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
+        self.net = self._build(self.spec)
+        self._initialize(recipe.init)
+
+    def forward(self, X):
+        return super().forward(self._normalized(X))
+
+    def configure_optimizers(self):
+        r = self.recipe
+        return self._optimizer(r.optimizer, self.lr, r.momentum, r.weight_decay)
 
     def _setup(self, lr, num_classes, recipe, spec, fields) -> "Recipe":
         """Resolve the recipe with what the caller passed (`lr` and any Recipe field in
@@ -406,6 +446,18 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, "
                               f"expected {CHECKPOINT_FORMAT!r}")
     return arrays, meta
+
+
+def check_state_fits(own: dict, loaded: dict) -> None:
+    """Refuse a checkpoint whose arrays do not fit the model: `own` maps each name to the
+    model's shape, `loaded` each name to the checkpoint's array; the first misfit is named."""
+    for name, shape in own.items():
+        got = loaded.get(name)
+        if got is None or tuple(got.shape) != tuple(shape):
+            raise CheckpointError(
+                f"checkpoint does not fit this model: {name} is "
+                f"{'missing' if got is None else tuple(got.shape)}, the model has "
+                f"{tuple(shape)}")
 
 
 def note_device(requested_gpus: int, available_gpus: int) -> None:

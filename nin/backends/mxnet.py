@@ -15,13 +15,14 @@ from mxnet.gluon import nn
 from nin import data as _data
 from nin import spec as _spec
 from nin import training as _training
+from nin.backends import common as _common
 
 npx.set_np()
 
 __all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
            "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
-           "set_seed", "to_numpy", "synchronize"]
+           "set_seed", "to_numpy", "synchronize", "strict_fp32"]
 
 randn = np.random.randn
 LAYOUT = "NCHW"
@@ -39,14 +40,16 @@ def synchronize() -> None:
     npx.waitall()
 
 
+def strict_fp32() -> None:
+    """Turn off TF32 and reduced-precision shortcuts (on GPUs), for numbers that can be
+    compared across frameworks."""
+    os.environ["MXNET_CUDA_ALLOW_TENSOR_CORE"] = "0"    # read by MXNet's GPU kernels
+
+
 def set_seed(seed: int) -> None:
     """Seed MXNet's and NumPy's generators (weights, dropout)."""
     mx.random.seed(seed)
     onp.random.seed(seed)
-
-
-def try_gpu(i=0):
-    return gpu(i) if num_gpus() >= i + 1 else cpu()
 
 
 def to_numpy(x) -> onp.ndarray:
@@ -119,10 +122,8 @@ def layer_outputs(net, x: onp.ndarray) -> list[tuple[str, onp.ndarray]]:
     return out
 
 
-def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
-    """(class name, output shape) of each top-level layer for one size x size image."""
-    blank = onp.zeros((1, in_channels, size, size), onp.float32)
-    return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+try_gpu = _common.make_try_gpu(gpu, cpu, num_gpus)
+layer_shapes = _common.make_layer_shapes(layer_outputs, LAYOUT)
 
 
 def predict(model, x: onp.ndarray) -> onp.ndarray:
@@ -198,19 +199,19 @@ def init_cnn(module):
 class Module(_training.ModuleMixin, nn.Block):
     """d2l's Module for Gluon: `self.net`, `loss`, `training_step`, `validation_step`."""
 
-    def configure_optimizers(self):
-        return gluon.Trainer(ordered_params(self), "sgd", {"learning_rate": self.lr})
+    def _optimizer(self, name, lr, momentum=0.0, weight_decay=0.0):
+        settings = {"learning_rate": lr, "wd": weight_decay}
+        if name == "sgd":
+            settings["momentum"] = momentum
+        return gluon.Trainer(ordered_params(self), name, settings)
+
+    _random = staticmethod(lambda shape: np.random.randn(*shape))
+    _top_layers = staticmethod(list)
 
     def apply_init(self, inputs, init=None):
         if init is not None:
             self.net.initialize(init)
         self.forward(*inputs)
-
-    def layer_summary(self, X_shape):
-        X = np.random.randn(*X_shape)
-        for layer in self.net:
-            X = layer(X)
-            print(layer.__class__.__name__, "output shape:\t", X.shape)
 
 
 class Classifier(_training.ClassifierMixin, Module):
@@ -229,29 +230,12 @@ class Classifier(_training.ClassifierMixin, Module):
 
 
 class NiN(_training.NiNMixin, Classifier):
-    """The chapter's NiN built from the spec. By default the chapter's model and training
-    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
-    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults."""
+    __doc__ = _training.NiNMixin.__doc__
+    _build = staticmethod(build)
 
-    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
-        super().__init__()
-        self.save_hyperparameters()
-        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
-        self.net = build(self.spec)
-        self.net.initialize(init.Xavier() if recipe.init == "xavier"
+    def _initialize(self, how):
+        self.net.initialize(init.Xavier() if how == "xavier"
                             else init.MSRAPrelu(factor_type="in", slope=0.0))
-
-    def forward(self, X):
-        return self.net(self._normalized(X))
-
-    def configure_optimizers(self):
-        r = self.recipe
-        if r.optimizer == "adam":
-            return gluon.Trainer(ordered_params(self), "adam",
-                                 {"learning_rate": self.lr, "wd": r.weight_decay})
-        return gluon.Trainer(ordered_params(self), "sgd",
-                             {"learning_rate": self.lr, "momentum": r.momentum,
-                              "wd": r.weight_decay})
 
 
 class FashionMNIST(_data.FashionMNISTBase):
@@ -355,12 +339,8 @@ class Trainer(_training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         params = self.model._collect_params_with_prefix()
-        for k, p in params.items():
-            got = arrays.get(f"model/{k}")
-            if got is None or got.shape != p.shape:
-                raise _training.CheckpointError(
-                    f"checkpoint does not fit this model: {k} is "
-                    f"{'missing' if got is None else got.shape}, the model has {p.shape}")
+        _training.check_state_fits({k: p.shape for k, p in params.items()},
+                                   {k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
         for k, p in params.items():
             p.set_data(np.array(arrays[f"model/{k}"], ctx=self.ctx))
         with tempfile.TemporaryDirectory() as tmp:

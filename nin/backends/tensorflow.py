@@ -11,6 +11,7 @@ import tensorflow as tf  # noqa: E402
 from nin import data as _data  # noqa: E402
 from nin import spec as _spec  # noqa: E402
 from nin import training as _training  # noqa: E402
+from nin.backends import common as _common  # noqa: E402
 
 # memory growth: TensorFlow would otherwise take all of a GPU's memory at its first use, and
 # PyTorch or MXNet in the same process would find none left
@@ -23,7 +24,7 @@ for _gpu in tf.config.list_physical_devices("GPU"):
 __all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module",
            "Classifier", "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu",
-           "num_gpus", "set_seed", "to_numpy", "synchronize"]
+           "num_gpus", "set_seed", "to_numpy", "synchronize", "strict_fp32"]
 
 normal = tf.random.normal
 LAYOUT = "NHWC"
@@ -48,13 +49,15 @@ def cpu():
     return tf.device("/CPU:0")
 
 
+def strict_fp32() -> None:
+    """Turn off TF32 and reduced-precision shortcuts (on GPUs), for numbers that can be
+    compared across frameworks."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
 def set_seed(seed: int) -> None:
     """Seed TensorFlow's generators (weights, dropout)."""
     tf.keras.utils.set_random_seed(seed)
-
-
-def try_gpu(i=0):
-    return gpu(i) if num_gpus() >= i + 1 else cpu()
 
 
 def to_numpy(x) -> np.ndarray:
@@ -147,10 +150,8 @@ def layer_outputs(net, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
-    """(class name, output shape) of each top-level layer for one size x size image (NHWC)."""
-    blank = np.zeros((1, size, size, in_channels), np.float32)
-    return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+try_gpu = _common.make_try_gpu(gpu, cpu, num_gpus)
+layer_shapes = _common.make_layer_shapes(layer_outputs, LAYOUT)
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -206,14 +207,14 @@ class Module(_training.ModuleMixin, tf.keras.Model):
     def forward(self, X):
         return self.net(X, training=self.training)
 
-    def configure_optimizers(self):
-        return tf.keras.optimizers.SGD(float(self.lr))
+    def _optimizer(self, name, lr, momentum=0.0, weight_decay=0.0):
+        if name == "adam":
+            return tf.keras.optimizers.Adam(float(lr), weight_decay=weight_decay or None)
+        return tf.keras.optimizers.SGD(float(lr), momentum=momentum,
+                                       weight_decay=weight_decay or None)
 
-    def layer_summary(self, X_shape):
-        X = tf.random.normal(X_shape)
-        for layer in self.net.layers:
-            X = layer(X)
-            print(layer.__class__.__name__, "output shape:\t", X.shape)
+    _random = staticmethod(tf.random.normal)
+    _top_layers = staticmethod(lambda net: net.layers)
 
 
 class Classifier(_training.ClassifierMixin, Module):
@@ -233,29 +234,15 @@ class Classifier(_training.ClassifierMixin, Module):
 
 
 class NiN(_training.NiNMixin, Classifier):
-    """The chapter's NiN built from the spec. By default the chapter's model and training
-    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
-    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults."""
+    __doc__ = _training.NiNMixin.__doc__
+    _build = staticmethod(build)
 
-    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
-        super().__init__()
-        self.save_hyperparameters()
-        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
-        self.net = build(self.spec)
-        if recipe.init == "kaiming":
+    def _initialize(self, init):
+        """Keras' default (Glorot) is the chapter's; He init is set on the initializers."""
+        if init == "kaiming":
             for layer in _leaf_layers(self.net):
                 if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
                     layer.kernel_initializer = tf.keras.initializers.HeNormal()
-
-    def forward(self, X):
-        return self.net(self._normalized(X), training=self.training)
-
-    def configure_optimizers(self):
-        r, lr = self.recipe, float(self.lr)
-        if r.optimizer == "adam":
-            return tf.keras.optimizers.Adam(lr, weight_decay=r.weight_decay or None)
-        return tf.keras.optimizers.SGD(lr, momentum=r.momentum,
-                                       weight_decay=r.weight_decay or None)
 
 
 def _leaf_layers(layer):
@@ -388,13 +375,12 @@ class Trainer(_training.TrainerBase):
         return arrays
 
     def _load_state_arrays(self, arrays):
-        for group, variables in (("model", self.model.variables), ("optim", self.optim.variables)):
-            for i, v in enumerate(variables):
-                got = arrays.get(f"{group}/{i}")
-                if got is None or tuple(got.shape) != tuple(v.shape):
-                    raise _training.CheckpointError(
-                        f"checkpoint does not fit this model: {group} variable {i} ({v.name}) is "
-                        f"{'missing' if got is None else got.shape}, the model has {v.shape}")
-        for group, variables in (("model", self.model.variables), ("optim", self.optim.variables)):
+        groups = (("model", self.model.variables), ("optim", self.optim.variables))
+        _training.check_state_fits(
+            {f"{g} variable {i} ({v.name})": v.shape for g, vs in groups
+             for i, v in enumerate(vs)},
+            {f"{g} variable {i} ({v.name})": arrays[f"{g}/{i}"] for g, vs in groups
+             for i, v in enumerate(vs) if f"{g}/{i}" in arrays})
+        for group, variables in groups:
             for i, v in enumerate(variables):
                 v.assign(arrays[f"{group}/{i}"])

@@ -9,11 +9,12 @@ from torch.nn import functional as F
 from nin import data as _data
 from nin import spec as _spec
 from nin import training as _training
+from nin.backends import common as _common
 
 __all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
            "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
            "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
-           "set_seed", "to_numpy", "synchronize"]
+           "set_seed", "to_numpy", "synchronize", "strict_fp32"]
 
 randn = torch.randn
 LAYOUT = "NCHW"
@@ -38,13 +39,16 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def strict_fp32() -> None:
+    """Turn off TF32 and reduced-precision shortcuts (on GPUs), for numbers that can be
+    compared across frameworks."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def set_seed(seed: int) -> None:
     """Seed PyTorch's generators (weights, dropout)."""
     torch.manual_seed(seed)
-
-
-def try_gpu(i=0):
-    return gpu(i) if num_gpus() >= i + 1 else cpu()
 
 
 def to_numpy(x) -> np.ndarray:
@@ -118,10 +122,8 @@ def layer_outputs(net, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def layer_shapes(net, size: int, in_channels: int = 1) -> list[tuple[str, tuple]]:
-    """(class name, output shape) of each top-level layer for one size x size image."""
-    blank = np.zeros((1, in_channels, size, size), np.float32)
-    return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+try_gpu = _common.make_try_gpu(gpu, cpu, num_gpus)
+layer_shapes = _common.make_layer_shapes(layer_outputs, LAYOUT)
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -164,19 +166,19 @@ def _init_kaiming(module):
 class Module(_training.ModuleMixin, nn.Module):
     """d2l's Module: `self.net`, `loss`, `training_step`, `validation_step`, SGD at `self.lr`."""
 
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr)
+    def _optimizer(self, name, lr, momentum=0.0, weight_decay=0.0):
+        if name == "adam":
+            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum,
+                               weight_decay=weight_decay)
+
+    _random = staticmethod(lambda shape: torch.randn(*shape))
+    _top_layers = staticmethod(list)
 
     def apply_init(self, inputs, init=None):
         self.forward(*inputs)
         if init is not None:
             self.net.apply(init)
-
-    def layer_summary(self, X_shape):
-        X = torch.randn(*X_shape)
-        for layer in self.net:
-            X = layer(X)
-            print(layer.__class__.__name__, "output shape:\t", X.shape)
 
 
 class Classifier(_training.ClassifierMixin, Module):
@@ -193,26 +195,11 @@ class Classifier(_training.ClassifierMixin, Module):
 
 
 class NiN(_training.NiNMixin, Classifier):
-    """The chapter's NiN built from the spec. By default the chapter's model and training
-    (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field passed as a
-    keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults."""
+    __doc__ = _training.NiNMixin.__doc__
+    _build = staticmethod(build)
 
-    def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
-        super().__init__()
-        self.save_hyperparameters()
-        recipe = self._setup(lr, num_classes, recipe, spec, recipe_fields)
-        self.net = build(self.spec)
-        self.net.apply(init_cnn if recipe.init == "xavier" else _init_kaiming)
-
-    def forward(self, X):
-        return self.net(self._normalized(X))
-
-    def configure_optimizers(self):
-        r = self.recipe
-        if r.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=r.weight_decay)
-        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=r.momentum,
-                               weight_decay=r.weight_decay)
+    def _initialize(self, init):
+        self.net.apply(init_cnn if init == "xavier" else _init_kaiming)
 
 
 def _to_device(a: np.ndarray, device):
@@ -349,9 +336,9 @@ class Trainer(_training.TrainerBase):
         return arrays
 
     def _load_state_arrays(self, arrays):
-        own = self.model.state_dict()
         model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
-        _check_names(own, model_state)
+        _training.check_state_fits({k: v.shape for k, v in self.model.state_dict().items()},
+                                   model_state)
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in model_state.items()})
         state = self.optim.state_dict()
         for key, value in arrays.items():
@@ -359,13 +346,4 @@ class Trainer(_training.TrainerBase):
                 _, i, name = key.split("/")
                 state["state"].setdefault(int(i), {})[name] = torch.from_numpy(value)
         self.optim.load_state_dict(state)
-
-
-def _check_names(own: dict, loaded: dict):
-    for k, v in own.items():
-        if k not in loaded or tuple(loaded[k].shape) != tuple(v.shape):
-            got = tuple(loaded[k].shape) if k in loaded else "missing"
-            raise _training.CheckpointError(
-                f"checkpoint does not fit this model: {k} is {got}, the model has "
-                f"{tuple(v.shape)}")
 
