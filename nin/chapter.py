@@ -5,7 +5,7 @@ d2l chapters keep code in ```{.python .input} blocks; a first line `%%tab pytorc
 inside a block picks a framework's branch. `cells(text, tab)` returns one tab's code;
 `run_chapter(path, tab)` executes it with a `d2l` package whose `torch` / `mxnet` /
 `tensorflow` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
-training cells small without editing them.
+training cells small without editing them: `run_chapter` reads it, for its run only.
 """
 from __future__ import annotations
 
@@ -90,12 +90,23 @@ def _d2l_bound():
             sys.modules["d2l"] = saved
 
 
+@contextlib.contextmanager
+def _restored(quick, settings):
+    try:
+        yield
+    finally:
+        quick.enable(settings) if settings is not None else quick.disable()
+
+
 def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
     """Execute every cell of `tab` in one namespace; returns (namespace, each cell's output)."""
+    from nin import quick
     text = Path(path).read_text(encoding="utf-8")
     namespace = {"__name__": "__chapter__", "tab": Tab(tab)}
     outputs = []
-    with _d2l_bound():
+    before = quick.active()
+    quick.enable_from_env(announce=echo)
+    with _d2l_bound(), _restored(quick, before):
         for cell in cells(text, tab):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):

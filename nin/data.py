@@ -295,8 +295,8 @@ class FashionMNISTBase:
                  num_train: int | None = None, num_val: int | None = None,
                  limit_train_batches: int | None = None, limit_val_batches: int | None = None,
                  download: bool = True, arrays=None):
-        from nin.quick import capped, quick_settings  # the small-size override, if set
-        quick = quick_settings()
+        from nin.quick import active, capped  # the small-size mode, if an edge enabled it
+        quick = active()
         if quick:
             batch_size = min(batch_size, quick.batch_size)
             resize = (quick.resize, quick.resize)

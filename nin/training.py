@@ -21,6 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from nin.files import atomic_write
+from nin.runs import (
+    RUN_FILES,
+    CheckpointError,
+    RunExistsError,
+    check_state_fits,
+    claim_out_dir,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
            "CHOICES", "RECIPE_FLAGS", "get_recipe", "resolve_recipe",
@@ -284,10 +293,6 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit this model, backend or spec."""
-
-
 class History:
     """Per-step training loss, per-epoch metrics and the run's resolved settings (`config`:
     recipe, lr, device, precision); saved as JSON."""
@@ -419,47 +424,6 @@ def _in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-CHECKPOINT_FORMAT = "nin-checkpoint/1"
-
-
-def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """One .npz: the backend's named arrays plus a JSON `meta` entry; written atomically."""
-    buf = io.BytesIO()
-    meta = dict(meta, format=CHECKPOINT_FORMAT)
-    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    atomic_write(Path(path), buf.getvalue())
-
-
-def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
-    path = Path(path)
-    try:
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # truncated zip, missing entry, bad JSON
-        raise CheckpointError(f"{path} is not a readable nin checkpoint ({err}); start the "
-                              f"run again with --overwrite (overwrite=True), or resume another "
-                              f"folder") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has format {meta.get('format')!r}, "
-                              f"expected {CHECKPOINT_FORMAT!r}")
-    return arrays, meta
-
-
-def check_state_fits(own: dict, loaded: dict) -> None:
-    """Refuse a checkpoint whose arrays do not fit the model: `own` maps each name to the
-    model's shape, `loaded` each name to the checkpoint's array; the first misfit is named."""
-    for name, shape in own.items():
-        got = loaded.get(name)
-        if got is None or tuple(got.shape) != tuple(shape):
-            raise CheckpointError(
-                f"checkpoint does not fit this model: {name} is "
-                f"{'missing' if got is None else tuple(got.shape)}, the model has "
-                f"{tuple(shape)}")
-
-
 def note_device(requested_gpus: int, available_gpus: int) -> None:
     """Print one line when a GPU was asked for and none is there."""
     if requested_gpus > 0 and available_gpus == 0:
@@ -483,7 +447,9 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 class TrainerBase(HyperParameters):
     """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation,
-    through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`.
+    through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`; all else
+    the loop does (progress, history, NaN and stuck checks, the board, checkpoints) is a
+    callback (nin.callbacks).
 
     `num_gpus=0` (d2l's default) trains on the CPU; `num_gpus=1` on the first GPU when there is
     one. Extra keyword arguments (all optional) serve the CLI and tests: `fast` (False, the
@@ -493,7 +459,8 @@ class TrainerBase(HyperParameters):
     checkpoint.npz each epoch; a folder that holds a run is refused unless `resume`, which
     continues it, or `overwrite`, which replaces it), `stuck_check`
     (batches after which a loss still near ln(num_classes) is reported; 0 turns it off),
-    `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's).
+    `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's),
+    `callbacks` (more Callback objects, run after the defaults).
     """
 
     FAST_PATH = ""    # what the backend's fast path does, in a few words (the start line)
@@ -501,20 +468,15 @@ class TrainerBase(HyperParameters):
     def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=False,
                  limit_train_batches=None, limit_val_batches=None, progress=True,
                  out_dir=None, resume=False, overwrite=False, stuck_check=150,
-                 on_stuck="warn", board=None):
-        from nin.quick import capped, quick_settings
-        quick = quick_settings()
-        if quick:
-            max_epochs = min(max_epochs, quick.epochs)
-            limit_train_batches = capped(limit_train_batches, quick.train_batches)
-            limit_val_batches = capped(limit_val_batches, quick.val_batches)
-        if on_stuck not in ("warn", "stop"):
-            raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
+                 on_stuck="warn", board=None, callbacks=()):
+        from nin.callbacks import default_callbacks
         if resume and not out_dir:
             raise ValueError("resume=True (--resume) needs out_dir (--out): the folder of the "
                              "run to continue")
-        self.save_hyperparameters(ignore=("board",))
+        self.save_hyperparameters(ignore=("board", "callbacks"))
         self.out_dir = Path(out_dir).expanduser() if out_dir else None
+        self.callbacks = default_callbacks(progress, self.out_dir, resume, overwrite,
+                                           stuck_check, on_stuck) + list(callbacks)
         self._board_arg = board
         self.board = board
         self.history = History()
@@ -545,6 +507,19 @@ class TrainerBase(HyperParameters):
 
     def _load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
+
+    def _train_mode(self, on: bool) -> None:   # the model's training flag, where it has one
+        pass
+
+    # RNG state that decides the rest of the run, saved in checkpoints
+    def _rng_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_rng_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def _start_epoch_rng(self, epoch: int) -> None:
+        pass
 
     def prepare_batch(self, batch):
         """d2l's hook: a batch as the step takes it (each backend moves it to the device)."""
@@ -579,6 +554,58 @@ class TrainerBase(HyperParameters):
         """`prepare_data` then `prepare_model`: what `fit` does before the first batch."""
         self.prepare_data(data)
         self.prepare_model(model)
+
+    def fit(self, model, data):
+        """Train `model` on `data` for `max_epochs` (from the checkpoint's epoch with `resume`);
+        may be called again on the same trainer. Returns the history."""
+        self._emit("before_fit")     # before any work: a run is never overwritten by accident
+        self.prepare(model, data)
+        self.epoch, self.history, self.val_batch_idx = 0, History(), 0
+        self.history.config = self.config()
+        self._emit("on_fit_start")   # a resume sets the epoch and the history here
+        if hasattr(self.train_dataloader, "set_epoch"):   # the shuffles of an unbroken run
+            self.train_dataloader.set_epoch(self.epoch)
+        self.train_batch_idx = self.epoch * self.num_train_batches
+        self._total_steps = self.max_epochs * self.num_train_batches
+        while self.epoch < self.max_epochs:
+            self._start_epoch_rng(self.epoch)
+            self.fit_epoch()
+        self._emit("on_fit_end")
+        return self.history
+
+    def fit_epoch(self):
+        """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
+        start, seen, pending, losses = time.perf_counter(), 0, [], []
+        self._train_mode(True)
+        self._emit("on_epoch_start")
+        for i, batch in enumerate(self.train_dataloader):
+            if i >= self.num_train_batches:
+                break
+            if self.schedule != "constant":
+                self._set_lr(lr_at(self.train_batch_idx, self._total_steps, self.base_lr,
+                                   self.schedule))
+            pending.append(self._train_step(self.prepare_batch(batch)))
+            seen += len(batch[-1])
+            self.train_batch_idx += 1
+            if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
+                synced, pending = [self._to_float(v) for v in pending], []
+                losses += synced
+                self.images_per_s = seen / (time.perf_counter() - start)
+                self._emit("on_losses", synced)
+            self._emit("on_batch_end")
+        train_seconds = time.perf_counter() - start
+        metrics = self._validate()
+        record = {"epoch": self.epoch + 1,
+                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  **{f"val_{k}": v for k, v in metrics.items()},
+                  "images_per_s": seen / train_seconds,
+                  "seconds": time.perf_counter() - start}
+        self.epoch += 1
+        self._emit("on_epoch_end", record)
+
+    def _emit(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
 
     def config(self) -> dict:
         """The values this run trains with, as resolved: recorded in history.json and the
@@ -631,117 +658,6 @@ class TrainerBase(HyperParameters):
             self.model._sink = sink
         return {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
 
-    def fit(self, model, data):
-        """Train `model` on `data` for `max_epochs` (from the checkpoint's epoch with `resume`);
-        may be called again on the same trainer. Returns the history."""
-        if self.out_dir:                 # before any work: a run is never overwritten by accident
-            self._claim_out_dir()
-        self.prepare(model, data)
-        self.epoch, self.history, self.val_batch_idx = 0, History(), 0
-        self._losses, self._stuck_checked = [], False
-        self.history.config = self.config()
-        if self.resume:
-            self._resume()
-        if hasattr(self.train_dataloader, "set_epoch"):   # the shuffles of an unbroken run
-            self.train_dataloader.set_epoch(self.epoch)
-        self.train_batch_idx = self.epoch * self.num_train_batches
-        self._total_steps = self.max_epochs * self.num_train_batches
-        if self.progress:
-            print("nin: " + self.describe(), flush=True)
-        while self.epoch < self.max_epochs:
-            self._start_epoch_rng(self.epoch)
-            self.fit_epoch()
-        return self.history
-
-    def fit_epoch(self):
-        """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
-        from tqdm.auto import tqdm
-        epoch, start = self.epoch, time.perf_counter()
-        self._train_mode(True)
-        bar = tqdm(total=self.num_train_batches, desc=f"epoch {epoch + 1}/{self.max_epochs}",
-                   disable=not self.progress, leave=True, dynamic_ncols=True)
-        pending, seen, losses = [], 0, []
-        draw_every = max(1, self.num_train_batches // (self.board.points_per_epoch or 10))
-        next_draw = draw_every
-        for i, batch in enumerate(self.train_dataloader):
-            if i >= self.num_train_batches:
-                break
-            if self.schedule != "constant":
-                self._set_lr(lr_at(self.train_batch_idx, self._total_steps, self.base_lr,
-                                   self.schedule))
-            pending.append(self._train_step(self.prepare_batch(batch)))
-            seen += len(batch[-1])
-            self.train_batch_idx += 1
-            if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
-                for j, loss in enumerate(self._sync(pending)):
-                    k = i + 1 - len(pending) + j
-                    self.history.steps.append((epoch + (k + 1) / self.num_train_batches, loss))
-                    losses.append(loss)
-                    self._losses.append(loss)
-                pending = []
-                rate = seen / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", img_s=f"{rate:.0f}")
-                self._check_progress(self._losses)   # counted across epochs
-                if self.board.live and i + 1 >= next_draw:   # as often as the board has points
-                    self.board.draw(self.history)
-                    next_draw += draw_every
-            bar.update(1)
-        bar.close()
-        train_seconds = time.perf_counter() - start
-        metrics = self._validate()
-        val_loss, val_acc = metrics["loss"], metrics["acc"]
-        record = {"epoch": epoch + 1,
-                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  **{f"val_{k}": v for k, v in metrics.items()},
-                  "images_per_s": seen / train_seconds,
-                  "seconds": time.perf_counter() - start}
-        self.history.epochs.append(record)
-        self.epoch += 1
-        if self.progress:
-            print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f}  "
-                  f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
-                  f"{record['images_per_s']:.0f} img/s  {record['seconds']:.0f} s", flush=True)
-        self.board.draw(self.history)
-        if self.out_dir:
-            self.save()
-
-    def _sync(self, pending) -> list[float]:
-        """The pending losses as floats; the first non-finite one stops the run, named by the
-        step that produced it (steps count from 1 over the whole run)."""
-        values = [self._to_float(v) for v in pending]
-        for j, v in enumerate(values):
-            if not math.isfinite(v):
-                step = self.train_batch_idx - len(values) + j + 1
-                batch = (step - 1) % self.num_train_batches + 1
-                raise TrainingDivergedError(
-                    f"the training loss became {v} at step {step} (epoch {self.epoch + 1}, "
-                    f"batch {batch}): the run diverged. Try a lower learning rate (--lr), "
-                    f"gradient clipping (Trainer(gradient_clip_val=1) in Python), or "
-                    f"--no-fast for plain fp32.")
-        return values
-
-    def _check_progress(self, losses) -> None:
-        """Report once if the loss is still at chance after `stuck_check` batches."""
-        if not self.stuck_check or self._stuck_checked or len(losses) < self.stuck_check:
-            return
-        self._stuck_checked = True
-        chance = math.log(self.model.num_classes if hasattr(self.model, "num_classes") else 10)
-        recent = float(np.mean(losses[-min(20, max(1, len(losses) // 2)):]))  # the later half
-        if recent > chance - 0.05:
-            message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
-                       f"batches, still at chance level ln({round(math.exp(chance))}) = "
-                       f"{chance:.3f}. The ReLUs of the last block (the class scores) can "
-                       f"all die and leave every score constant. Try nin's recipe "
-                       f"(--recipe nin, NiN(recipe='nin'): He init, a linear class block, Adam "
-                       f"with a one-cycle schedule), or a lower learning rate.")
-            if self.on_stuck == "stop":
-                raise TrainingStuckError(message)
-            import warnings
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            print("nin: " + message, flush=True)
-
-    _stuck_checked = False
-
     def _record(self, key, value, train):
         """The model's `plot` calls land here: accumulate validation metrics per example."""
         if not train:
@@ -758,147 +674,6 @@ class TrainerBase(HyperParameters):
             mean.update(self._evaluate(itertools.islice(self.val_dataloader,
                                                         self.num_val_batches)))
         return mean
-
-    def _train_mode(self, on: bool) -> None:
-        self.model.training = on
-
-    # --- run folder, checkpoints, resume ------------------------------------------------
-    # the backend may override these three: RNG state that decides the rest of the run
-    def _rng_arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def _load_rng_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
-
-    def _start_epoch_rng(self, epoch: int) -> None:
-        pass
-
-    def _claim_out_dir(self) -> None:
-        claim_out_dir(self.out_dir, self.resume, self.overwrite)
-
-    def _identity(self) -> dict:
-        """What a checkpoint must match to be resumed: the model, the data and the run."""
-        spec = getattr(self.model, "spec", None)
-        from nin.spec import spec_to_dict
-        recipe = getattr(self.model, "recipe", None)
-        data = self.data
-        resize = getattr(data, "resize", None)
-        return {"backend": self.backend_name,
-                "spec": spec_to_dict(spec) if spec is not None else None,
-                "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
-                "run": {"batch_size": getattr(data, "batch_size", None),
-                        "input_size": list(resize) if resize is not None else None,
-                        "seed": getattr(data, "seed", None),
-                        "num_train": _length(getattr(data, "train", None)),
-                        "num_val": _length(getattr(data, "val", None)),
-                        "num_train_batches": self.num_train_batches,
-                        "num_val_batches": self.num_val_batches, "fast": bool(self.fast)}}
-
-    def _export_files(self) -> None:
-        """weights.npz, history.json and board.png for the state the trainer holds now."""
-        spec = getattr(self.model, "spec", None)
-        if spec is not None:   # the same weights in the canonical format, for other backends
-            from nin import weights
-            weights.export(self.backend_name, self.model.net, spec, self.out_dir / "weights.npz")
-        self.history.save(self.out_dir / "history.json")
-        self.board.save(self.history, self.out_dir / "board.png")
-
-    def save(self) -> None:
-        """The epoch's files; the checkpoint last, as the commit point: after a kill at any
-        moment, `resume` starts from the last checkpoint and writes the others again."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._export_files()
-        meta = dict(self._identity(), epoch=self.epoch, max_epochs=self.max_epochs,
-                    history=self.history.to_dict())
-        arrays = dict(self._state_arrays())
-        arrays.update({f"rng/{k}": v for k, v in self._rng_arrays().items()})
-        save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
-
-    def _resume(self) -> None:
-        path = self.out_dir / "checkpoint.npz"      # claim_out_dir saw that it exists
-        arrays, meta = read_checkpoint(path)
-        mine = self._identity()
-        for key in ("backend", "spec"):
-            if meta.get(key) != mine[key]:
-                raise CheckpointError(
-                    f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
-                    f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
-                    f"; use another --out folder or the matching --backend / model options.")
-        differences = _field_diff(meta.get("recipe"), mine["recipe"], "recipe ") + \
-            _field_diff(meta.get("run"), mine["run"], "")
-        schedule = (mine["recipe"] or {}).get("schedule", "constant")
-        if schedule != "constant" and meta.get("max_epochs") not in (None, self.max_epochs):
-            differences.append(f"epochs {meta['max_epochs']} vs {self.max_epochs} (the "
-                               f"{schedule} schedule is laid out over the whole run)")
-        if differences:
-            raise CheckpointError(
-                f"{path} was made with other settings (checkpoint vs this run): "
-                f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
-                f"run in another --out folder.")
-        if int(meta["epoch"]) > self.max_epochs:
-            raise CheckpointError(
-                f"{path} is at epoch {meta['epoch']}, past this run's {self.max_epochs} "
-                f"epochs; resume with --epochs {meta['epoch']} or more")
-        self._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
-        self._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
-        self.epoch = int(meta["epoch"])
-        self.history = History.from_dict(meta["history"])
-        self.history.config = self.config()
-        self._losses = [loss for _, loss in self.history.steps]
-        self._export_files()     # anything older than the checkpoint, written again
-        if self.progress:
-            left = self.max_epochs - self.epoch
-            print(f"nin: resumed from {path} after epoch {self.epoch}; "
-                  + (f"{left} epoch(s) to train" if left else
-                     "the run had finished its epochs: nothing left to train (a constant "
-                     "schedule may go on with a larger --epochs)"), flush=True)
-
-
-RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "board.png")
-
-
-def claim_out_dir(out_dir, resume: bool = False, overwrite: bool = False) -> Path:
-    """Check a run's folder before any work: writable, and holding no run unless `resume`
-    (continue it: its checkpoint must be there) or `overwrite` (its files are removed).
-    Clears the temporary files a killed run left. The CLI calls this before it reads the data;
-    the Trainer again before its first batch."""
-    from nin.files import check_writable_folder, remove_orphans
-    out_dir = Path(out_dir).expanduser()
-    if resume and overwrite:
-        raise ValueError("--resume continues the run in the folder and --overwrite replaces it; "
-                         "give one of them")
-    checkpoint = out_dir / "checkpoint.npz"
-    held = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if resume and not checkpoint.exists():
-        stopped = (f"it holds {', '.join(held)} from a run stopped before its first epoch "
-                   f"ended; --overwrite starts that run again" if held else
-                   "train once with this --out folder first, or drop --resume")
-        raise CheckpointError(f"--resume: no checkpoint at {checkpoint}; {stopped}")
-    check_writable_folder(out_dir, "out_dir (--out)")
-    remove_orphans(out_dir)
-    if held and not resume and not overwrite:
-        what = ("a run" if "checkpoint.npz" in held else
-                "a run stopped before its first epoch ended")
-        raise RunExistsError(
-            f"{out_dir} already holds {what} ({', '.join(held)}); pass "
-            + ("--resume (resume=True) to continue it, " if "checkpoint.npz" in held else "")
-            + "--overwrite (overwrite=True) to replace it, or choose another --out folder")
-    if overwrite:
-        for name in held:
-            (out_dir / name).unlink()
-    return out_dir
-
-
-class RunExistsError(ValueError):
-    """The output folder already holds a run, and neither resume nor overwrite was asked."""
-
-
-def _length(split) -> int | None:
-    """How many examples a data module's (images, labels) split holds, if it has one."""
-    try:
-        return len(split[1])
-    except (TypeError, IndexError):
-        return None
 
 
 def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str]:

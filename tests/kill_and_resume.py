@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from nin import cli, training, weights
+from nin import callbacks, cli, training, weights
 from nin.backends import get_backend
 
 
@@ -37,12 +37,12 @@ def arm(point: str, backend: str) -> None:
         Trainer._train_step = train_step
     elif kind == "save":
         (epoch,) = numbers
-        save, write = training.TrainerBase.save, weights.atomic_write
+        save, write = callbacks.Checkpoint.save, weights.atomic_write
         state = {}
 
-        def saving(self):
-            state["epoch"] = self.epoch
-            return save(self)
+        def saving(self, trainer):
+            state["epoch"] = trainer.epoch
+            return save(self, trainer)
 
         def half_written(path, data):
             if state.get("epoch") == epoch and Path(path).name == "weights.npz":
@@ -50,7 +50,7 @@ def arm(point: str, backend: str) -> None:
                 orphan.write_bytes(data[: len(data) // 2])
                 die()
             return write(path, data)
-        training.TrainerBase.save, weights.atomic_write = saving, half_written
+        callbacks.Checkpoint.save, weights.atomic_write = saving, half_written
     elif kind == "between":
         (epoch,) = numbers
         fit_epoch = training.TrainerBase.fit_epoch

@@ -1,0 +1,322 @@
+"""What the training loop does besides training, one job per callback.
+
+`TrainerBase.fit` is d2l's loop: prepare, then epochs of training steps and a validation pass.
+Everything else hangs off it here, called at these points (each a method; the default does
+nothing):
+
+    before_fit(trainer)            before any work: claim the run folder, cap a quick run
+    on_fit_start(trainer)          model and data prepared: resume, print the start line
+    on_epoch_start(trainer)        before the epoch's first step
+    on_losses(trainer, losses)     every sync (10 steps): the steps' losses as floats;
+                                   `trainer.train_batch_idx` counts the steps so far
+    on_batch_end(trainer)          after each training step
+    on_epoch_end(trainer, record)  after validation; `record` is the epoch's metrics
+    on_fit_end(trainer)
+
+The Trainer runs `default_callbacks(...)` (history, NaN stop, stuck check, progress, board,
+checkpoint), then the caller's `callbacks=[...]`, in order. A callback of your own:
+
+    class PrintLR(Callback):
+        def on_epoch_end(self, trainer, record):
+            print(trainer.epoch, trainer._get_lr())
+
+    d2l.Trainer(max_epochs=3, callbacks=[PrintLR()])
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from nin import runs
+from nin.training import (
+    History,
+    Recipe,
+    TrainingDivergedError,
+    TrainingStuckError,
+    _field_diff,
+    _short,
+    _spec_changes,
+)
+
+__all__ = ["Callback", "RecordHistory", "TerminateOnNaN", "StuckCheck", "ProgressBar",
+           "LiveBoard", "Checkpoint", "QuickCaps", "default_callbacks"]
+
+
+class Callback:
+    """Does nothing at every point of the loop; subclasses pick the points they need."""
+
+    def before_fit(self, trainer) -> None:
+        pass
+
+    def on_fit_start(self, trainer) -> None:
+        pass
+
+    def on_epoch_start(self, trainer) -> None:
+        pass
+
+    def on_losses(self, trainer, losses: list[float]) -> None:
+        pass
+
+    def on_batch_end(self, trainer) -> None:
+        pass
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        pass
+
+    def on_fit_end(self, trainer) -> None:
+        pass
+
+
+def _first_step(trainer, losses) -> int:
+    """The run-wide number (from 1) of the first step in `losses`."""
+    return trainer.train_batch_idx - len(losses) + 1
+
+
+class TerminateOnNaN(Callback):
+    """Stop at the first non-finite loss, named by the step that produced it."""
+
+    def on_losses(self, trainer, losses):
+        for j, value in enumerate(losses):
+            if not math.isfinite(value):
+                step = _first_step(trainer, losses) + j
+                batch = (step - 1) % trainer.num_train_batches + 1
+                raise TrainingDivergedError(
+                    f"the training loss became {value} at step {step} (epoch {trainer.epoch + 1}, "
+                    f"batch {batch}): the run diverged. Try a lower learning rate (--lr), "
+                    f"gradient clipping (Trainer(gradient_clip_val=1) in Python), or "
+                    f"--no-fast for plain fp32.")
+
+
+class RecordHistory(Callback):
+    """`trainer.history`: each step's loss (at its fractional epoch) and each epoch's record."""
+
+    def on_losses(self, trainer, losses):
+        n, first = trainer.num_train_batches, _first_step(trainer, losses)
+        for j, loss in enumerate(losses):
+            k = first + j - trainer.epoch * n          # the step's number in its epoch
+            trainer.history.steps.append((trainer.epoch + k / n, loss))
+
+    def on_epoch_end(self, trainer, record):
+        trainer.history.epochs.append(record)
+
+
+class StuckCheck(Callback):
+    """Report once, after `after` steps, a loss still at chance level (ln num_classes):
+    warn, or stop with TrainingStuckError (`on_stuck='stop'`). Counted across epochs and
+    resumes (from the history)."""
+
+    def __init__(self, after: int = 150, on_stuck: str = "warn"):
+        if on_stuck not in ("warn", "stop"):
+            raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
+        self.after, self.on_stuck, self.checked = after, on_stuck, False
+
+    def on_fit_start(self, trainer):
+        self.checked = False
+
+    def on_losses(self, trainer, losses):
+        steps = trainer.history.steps
+        if not self.after or self.checked or len(steps) < self.after:
+            return
+        self.checked = True
+        losses = [loss for _, loss in steps]
+        classes = getattr(trainer.model, "num_classes", 10)
+        chance = math.log(classes)
+        recent = float(np.mean(losses[-min(20, max(1, len(losses) // 2)):]))  # the later half
+        if recent > chance - 0.05:
+            message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
+                       f"batches, still at chance level ln({classes}) = {chance:.3f}. The "
+                       f"ReLUs of the last block (the class scores) can all die and leave "
+                       f"every score constant. Try nin's recipe (--recipe nin, "
+                       f"NiN(recipe='nin'): He init, a linear class block, Adam with a "
+                       f"one-cycle schedule), or a lower learning rate.")
+            if self.on_stuck == "stop":
+                raise TrainingStuckError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            print("nin: " + message, flush=True)
+
+
+class ProgressBar(Callback):
+    """The start line, a tqdm bar per epoch (loss and images/s), and one line per epoch."""
+
+    def on_fit_start(self, trainer):
+        print("nin: " + trainer.describe(), flush=True)
+
+    def on_epoch_start(self, trainer):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=trainer.num_train_batches, leave=True, dynamic_ncols=True,
+                        desc=f"epoch {trainer.epoch + 1}/{trainer.max_epochs}")
+        self.losses = []
+
+    def on_losses(self, trainer, losses):
+        self.losses += losses
+        self.bar.set_postfix(loss=f"{np.mean(self.losses[-10:]):.3f}",
+                             img_s=f"{trainer.images_per_s:.0f}")
+
+    def on_batch_end(self, trainer):
+        self.bar.update(1)
+
+    def on_epoch_end(self, trainer, record):
+        self.bar.close()
+        print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f}  "
+              f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "
+              f"{record['images_per_s']:.0f} img/s  {record['seconds']:.0f} s", flush=True)
+
+
+class LiveBoard(Callback):
+    """Redraw the trainer's board in a notebook: as often as it has points during an epoch,
+    and at each epoch's end (the board itself does nothing outside a notebook)."""
+
+    def on_epoch_start(self, trainer):
+        self.every = max(1, trainer.num_train_batches // (trainer.board.points_per_epoch or 10))
+        self.next = self.every
+
+    def on_losses(self, trainer, losses):
+        done = trainer.train_batch_idx - trainer.epoch * trainer.num_train_batches
+        if trainer.board.live and done >= self.next:
+            trainer.board.draw(trainer.history)
+            self.next += self.every
+
+    def on_epoch_end(self, trainer, record):
+        trainer.board.draw(trainer.history)
+
+
+class Checkpoint(Callback):
+    """A run folder: claimed before any work (never replaced unless `overwrite`); after each
+    epoch weights.npz, history.json, board.png and, last, checkpoint.npz (the commit point);
+    `resume` continues from the checkpoint, which must fit this run field by field."""
+
+    def __init__(self, out_dir, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True):
+        self.out_dir = Path(out_dir).expanduser()
+        self.resume, self.overwrite, self.progress = resume, overwrite, progress
+
+    def before_fit(self, trainer):
+        runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
+
+    def on_fit_start(self, trainer):
+        if self.resume:
+            self.load(trainer)
+
+    def on_epoch_end(self, trainer, record):
+        self.save(trainer)
+
+    def identity(self, trainer) -> dict:
+        """What a checkpoint must match to be resumed: the model, the data and the run."""
+        from nin.spec import spec_to_dict
+        spec = getattr(trainer.model, "spec", None)
+        recipe = getattr(trainer.model, "recipe", None)
+        data = trainer.data
+        resize = getattr(data, "resize", None)
+        return {"backend": trainer.backend_name,
+                "spec": spec_to_dict(spec) if spec is not None else None,
+                "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+                "run": {"batch_size": getattr(data, "batch_size", None),
+                        "input_size": list(resize) if resize is not None else None,
+                        "seed": getattr(data, "seed", None),
+                        "num_train": _length(getattr(data, "train", None)),
+                        "num_val": _length(getattr(data, "val", None)),
+                        "num_train_batches": trainer.num_train_batches,
+                        "num_val_batches": trainer.num_val_batches, "fast": bool(trainer.fast)}}
+
+    def export(self, trainer) -> None:
+        """weights.npz, history.json and board.png for the state the trainer holds now."""
+        spec = getattr(trainer.model, "spec", None)
+        if spec is not None:   # the same weights in the canonical format, for other backends
+            from nin import weights
+            weights.export(trainer.backend_name, trainer.model.net, spec,
+                           self.out_dir / "weights.npz")
+        trainer.history.save(self.out_dir / "history.json")
+        trainer.board.save(trainer.history, self.out_dir / "board.png")
+
+    def save(self, trainer) -> None:
+        """The epoch's files; the checkpoint last, as the commit point: after a kill at any
+        moment, `resume` starts from the last checkpoint and writes the others again."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.export(trainer)
+        meta = dict(self.identity(trainer), epoch=trainer.epoch, max_epochs=trainer.max_epochs,
+                    history=trainer.history.to_dict())
+        arrays = dict(trainer._state_arrays())
+        arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
+        runs.save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
+
+    def load(self, trainer) -> None:
+        path = self.out_dir / "checkpoint.npz"      # claim_out_dir saw that it exists
+        arrays, meta = runs.read_checkpoint(path)
+        mine = self.identity(trainer)
+        for key in ("backend", "spec"):
+            if meta.get(key) != mine[key]:
+                raise runs.CheckpointError(
+                    f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
+                    f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
+                    f"; use another --out folder or the matching --backend / model options.")
+        differences = _field_diff(meta.get("recipe"), mine["recipe"], "recipe ") + \
+            _field_diff(meta.get("run"), mine["run"], "")
+        schedule = (mine["recipe"] or {}).get("schedule", "constant")
+        if schedule != "constant" and meta.get("max_epochs") not in (None, trainer.max_epochs):
+            differences.append(f"epochs {meta['max_epochs']} vs {trainer.max_epochs} (the "
+                               f"{schedule} schedule is laid out over the whole run)")
+        if differences:
+            raise runs.CheckpointError(
+                f"{path} was made with other settings (checkpoint vs this run): "
+                f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
+                f"run in another --out folder.")
+        if int(meta["epoch"]) > trainer.max_epochs:
+            raise runs.CheckpointError(
+                f"{path} is at epoch {meta['epoch']}, past this run's {trainer.max_epochs} "
+                f"epochs; resume with --epochs {meta['epoch']} or more")
+        trainer._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
+        trainer._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
+        trainer.epoch = int(meta["epoch"])
+        trainer.history = History.from_dict(meta["history"])
+        trainer.history.config = trainer.config()
+        self.export(trainer)     # anything older than the checkpoint, written again
+        if self.progress:
+            left = trainer.max_epochs - trainer.epoch
+            print(f"nin: resumed from {path} after epoch {trainer.epoch}; "
+                  + (f"{left} epoch(s) to train" if left else
+                     "the run had finished its epochs: nothing left to train (a constant "
+                     "schedule may go on with a larger --epochs)"), flush=True)
+
+
+class QuickCaps(Callback):
+    """A quick run: at most `epochs` epochs of `train_batches` training and `val_batches`
+    validation batches, whatever the Trainer was asked (the notebooks' small mode,
+    `nin.quick`)."""
+
+    def __init__(self, epochs: int, train_batches: int, val_batches: int):
+        self.epochs, self.train_batches, self.val_batches = epochs, train_batches, val_batches
+
+    def before_fit(self, trainer):
+        from nin.quick import capped
+        trainer.max_epochs = min(trainer.max_epochs, self.epochs)
+        trainer.limit_train_batches = capped(trainer.limit_train_batches, self.train_batches)
+        trainer.limit_val_batches = capped(trainer.limit_val_batches, self.val_batches)
+
+
+def _length(split) -> int | None:
+    """How many examples a data module's (images, labels) split holds, if it has one."""
+    try:
+        return len(split[1])
+    except (TypeError, IndexError):
+        return None
+
+
+def default_callbacks(progress=True, out_dir=None, resume=False, overwrite=False,
+                      stuck_check=150, on_stuck="warn") -> list[Callback]:
+    """What every Trainer runs, in this order (the NaN check before anything records a loss;
+    the checkpoint after the history and the board it saves)."""
+    found: list[Callback] = [TerminateOnNaN(), RecordHistory(), StuckCheck(stuck_check, on_stuck)]
+    from nin.quick import active
+    quick = active()
+    if quick is not None:
+        found.insert(0, QuickCaps(quick.epochs, quick.train_batches, quick.val_batches))
+    if progress:
+        found.append(ProgressBar())
+    found.append(LiveBoard())
+    if out_dir:
+        found.append(Checkpoint(out_dir, resume, overwrite, progress))
+    return found

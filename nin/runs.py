@@ -1,0 +1,101 @@
+"""A run's folder and its checkpoint file: what `Checkpoint` (nin.callbacks) writes and
+resumes from, and what the CLI checks before it reads any data.
+
+A folder holds one run (`RUN_FILES`); it is never replaced unless the caller asks
+(`overwrite`), and `resume` continues it from `checkpoint.npz`, the file written last.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nin.files import atomic_write, check_writable_folder, remove_orphans
+
+__all__ = ["CheckpointError", "RunExistsError", "RUN_FILES", "CHECKPOINT_FORMAT",
+           "claim_out_dir", "save_checkpoint", "read_checkpoint", "check_state_fits"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit this model, backend or spec."""
+
+
+RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "board.png")
+
+
+def claim_out_dir(out_dir, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check a run's folder before any work: writable, and holding no run unless `resume`
+    (continue it: its checkpoint must be there) or `overwrite` (its files are removed).
+    Clears the temporary files a killed run left. The CLI calls this before it reads the data;
+    the Trainer again before its first batch."""
+    out_dir = Path(out_dir).expanduser()
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite replaces it; "
+                         "give one of them")
+    checkpoint = out_dir / "checkpoint.npz"
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume and not checkpoint.exists():
+        stopped = (f"it holds {', '.join(held)} from a run stopped before its first epoch "
+                   f"ended; --overwrite starts that run again" if held else
+                   "train once with this --out folder first, or drop --resume")
+        raise CheckpointError(f"--resume: no checkpoint at {checkpoint}; {stopped}")
+    check_writable_folder(out_dir, "out_dir (--out)")
+    remove_orphans(out_dir)
+    if held and not resume and not overwrite:
+        what = ("a run" if "checkpoint.npz" in held else
+                "a run stopped before its first epoch ended")
+        raise RunExistsError(
+            f"{out_dir} already holds {what} ({', '.join(held)}); pass "
+            + ("--resume (resume=True) to continue it, " if "checkpoint.npz" in held else "")
+            + "--overwrite (overwrite=True) to replace it, or choose another --out folder")
+    if overwrite:
+        for name in held:
+            (out_dir / name).unlink()
+    return out_dir
+
+
+class RunExistsError(ValueError):
+    """The output folder already holds a run, and neither resume nor overwrite was asked."""
+
+
+CHECKPOINT_FORMAT = "nin-checkpoint/1"
+
+
+def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """One .npz: the backend's named arrays plus a JSON `meta` entry; written atomically."""
+    buf = io.BytesIO()
+    meta = dict(meta, format=CHECKPOINT_FORMAT)
+    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    atomic_write(Path(path), buf.getvalue())
+
+
+def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated zip, missing entry, bad JSON
+        raise CheckpointError(f"{path} is not a readable nin checkpoint ({err}); start the "
+                              f"run again with --overwrite (overwrite=True), or resume another "
+                              f"folder") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has format {meta.get('format')!r}, "
+                              f"expected {CHECKPOINT_FORMAT!r}")
+    return arrays, meta
+
+
+def check_state_fits(own: dict, loaded: dict) -> None:
+    """Refuse a checkpoint whose arrays do not fit the model: `own` maps each name to the
+    model's shape, `loaded` each name to the checkpoint's array; the first misfit is named."""
+    for name, shape in own.items():
+        got = loaded.get(name)
+        if got is None or tuple(got.shape) != tuple(shape):
+            raise CheckpointError(
+                f"checkpoint does not fit this model: {name} is "
+                f"{'missing' if got is None else tuple(got.shape)}, the model has "
+                f"{tuple(shape)}")
