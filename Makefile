@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export NIN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/train-labels-idx1-ubyte.gz),$(SHARED_DATA),)
 
-.PHONY: setup setup-gpu train test test-numpy2 shapes bench gpu-check
+.PHONY: setup setup-gpu train test lint test-numpy2 shapes bench gpu-check
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,9 +31,14 @@ setup-gpu:
 train: setup
 	$(PY) -m nin train --backend torch --epochs 3 --resize 96 --batch-size 128
 
-test: setup
-	$(PY) -m ruff check nin tests benchmarks
+test: lint
 	$(PY) -m pytest -q
+
+# what the pre-commit hooks run (.pre-commit-config.yaml): lint, format, types
+lint: setup
+	$(PY) -m ruff check nin tests benchmarks
+	$(PY) -m ruff format --check nin tests benchmarks
+	$(PY) -m mypy
 
 # PyTorch alone on numpy 2, the stack GPU machines run: the core and PyTorch tests (CI runs
 # this after `make test`)
@@ -45,7 +50,7 @@ test-numpy2:
 	NIN_TEST_BACKENDS=torch $(NP2)/bin/python -m pytest -q -m "not d2l" tests/test_spec.py \
 	  tests/test_resources.py tests/test_data.py tests/test_backends.py tests/test_cli_shapes.py \
 	  tests/test_training.py tests/test_faithful.py tests/test_chapter.py tests/test_compare.py \
-	  tests/test_reliability.py tests/test_gpu.py
+	  tests/test_reliability.py tests/test_callbacks.py tests/test_gpu.py
 
 # On a machine with a GPU: each backend in its own process, records in bench-gpu.jsonl
 gpu-check: setup

@@ -7,6 +7,7 @@ forward, loss, backward and update; both closures end by waiting for every queue
 operation (MXNet's engine and CUDA run asynchronously, and reading the loss back waits only
 for the forward pass).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,16 +20,26 @@ def make_torch(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
 
     def nin_block(out_channels, kernel_size, strides, padding):
         return nn.Sequential(
-            nn.LazyConv2d(out_channels, kernel_size, strides, padding), nn.ReLU(),
-            nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU(),
-            nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU())
+            nn.LazyConv2d(out_channels, kernel_size, strides, padding),
+            nn.ReLU(),
+            nn.LazyConv2d(out_channels, kernel_size=1),
+            nn.ReLU(),
+            nn.LazyConv2d(out_channels, kernel_size=1),
+            nn.ReLU(),
+        )
 
     net = nn.Sequential(
-        nin_block(96, kernel_size=11, strides=4, padding=0), nn.MaxPool2d(3, stride=2),
-        nin_block(256, kernel_size=5, strides=1, padding=2), nn.MaxPool2d(3, stride=2),
-        nin_block(384, kernel_size=3, strides=1, padding=1), nn.MaxPool2d(3, stride=2),
-        nn.Dropout(0.5), nin_block(10, kernel_size=3, strides=1, padding=1),
-        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+        nin_block(96, kernel_size=11, strides=4, padding=0),
+        nn.MaxPool2d(3, stride=2),
+        nin_block(256, kernel_size=5, strides=1, padding=2),
+        nn.MaxPool2d(3, stride=2),
+        nin_block(384, kernel_size=3, strides=1, padding=1),
+        nn.MaxPool2d(3, stride=2),
+        nn.Dropout(0.5),
+        nin_block(10, kernel_size=3, strides=1, padding=1),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+    )
     device = torch.device("cuda" if gpu else "cpu")
     X, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
     net.to(device)
@@ -52,6 +63,7 @@ def make_torch(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
         net.eval()
         with torch.no_grad():
             return net(X).cpu().numpy()
+
     return train_step, infer
 
 
@@ -60,25 +72,31 @@ def make_mxnet(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
     from mxnet import autograd, gluon, init, npx
     from mxnet import np as mnp
     from mxnet.gluon import nn
+
     npx.set_np()
 
     def nin_block(num_channels, kernel_size, strides, padding):
         blk = nn.Sequential()
-        blk.add(nn.Conv2D(num_channels, kernel_size, strides, padding, activation="relu"),
-                nn.Conv2D(num_channels, kernel_size=1, activation="relu"),
-                nn.Conv2D(num_channels, kernel_size=1, activation="relu"))
+        blk.add(
+            nn.Conv2D(num_channels, kernel_size, strides, padding, activation="relu"),
+            nn.Conv2D(num_channels, kernel_size=1, activation="relu"),
+            nn.Conv2D(num_channels, kernel_size=1, activation="relu"),
+        )
         return blk
 
     net = nn.Sequential()
-    net.add(nin_block(96, kernel_size=11, strides=4, padding=0),
-            nn.MaxPool2D(pool_size=3, strides=2),
-            nin_block(256, kernel_size=5, strides=1, padding=2),
-            nn.MaxPool2D(pool_size=3, strides=2),
-            nin_block(384, kernel_size=3, strides=1, padding=1),
-            nn.MaxPool2D(pool_size=3, strides=2),
-            nn.Dropout(0.5),
-            nin_block(10, kernel_size=3, strides=1, padding=1),
-            nn.GlobalAvgPool2D(), nn.Flatten())
+    net.add(
+        nin_block(96, kernel_size=11, strides=4, padding=0),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nin_block(256, kernel_size=5, strides=1, padding=2),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nin_block(384, kernel_size=3, strides=1, padding=1),
+        nn.MaxPool2D(pool_size=3, strides=2),
+        nn.Dropout(0.5),
+        nin_block(10, kernel_size=3, strides=1, padding=1),
+        nn.GlobalAvgPool2D(),
+        nn.Flatten(),
+    )
     ctx = mx.gpu() if gpu else mx.cpu()
     net.initialize(init.Xavier(), ctx=ctx)
     X, y = mnp.array(images, ctx=ctx), mnp.array(labels, ctx=ctx)
@@ -96,6 +114,7 @@ def make_mxnet(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
 
     def infer():
         return net(X).asnumpy()
+
     return train_step, infer
 
 
@@ -103,23 +122,31 @@ def make_tensorflow(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
     import tensorflow as tf
 
     def nin_block(out_channels, kernel_size, strides, padding):
-        return tf.keras.models.Sequential([
-            tf.keras.layers.Conv2D(out_channels, kernel_size, strides=strides,
-                                   padding=padding),
-            tf.keras.layers.Activation("relu"),
-            tf.keras.layers.Conv2D(out_channels, 1), tf.keras.layers.Activation("relu"),
-            tf.keras.layers.Conv2D(out_channels, 1), tf.keras.layers.Activation("relu")])
+        return tf.keras.models.Sequential(
+            [
+                tf.keras.layers.Conv2D(out_channels, kernel_size, strides=strides, padding=padding),
+                tf.keras.layers.Activation("relu"),
+                tf.keras.layers.Conv2D(out_channels, 1),
+                tf.keras.layers.Activation("relu"),
+                tf.keras.layers.Conv2D(out_channels, 1),
+                tf.keras.layers.Activation("relu"),
+            ]
+        )
 
-    net = tf.keras.models.Sequential([
-        nin_block(96, kernel_size=11, strides=4, padding="valid"),
-        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
-        nin_block(256, kernel_size=5, strides=1, padding="same"),
-        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
-        nin_block(384, kernel_size=3, strides=1, padding="same"),
-        tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
-        tf.keras.layers.Dropout(0.5),
-        nin_block(10, kernel_size=3, strides=1, padding="same"),
-        tf.keras.layers.GlobalAvgPool2D(), tf.keras.layers.Flatten()])
+    net = tf.keras.models.Sequential(
+        [
+            nin_block(96, kernel_size=11, strides=4, padding="valid"),
+            tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+            nin_block(256, kernel_size=5, strides=1, padding="same"),
+            tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+            nin_block(384, kernel_size=3, strides=1, padding="same"),
+            tf.keras.layers.MaxPool2D(pool_size=3, strides=2),
+            tf.keras.layers.Dropout(0.5),
+            nin_block(10, kernel_size=3, strides=1, padding="same"),
+            tf.keras.layers.GlobalAvgPool2D(),
+            tf.keras.layers.Flatten(),
+        ]
+    )
     with tf.device("/GPU:0" if gpu else "/CPU:0"):
         X, y = tf.constant(images.transpose(0, 2, 3, 1)), tf.constant(labels)
     net(X[:1])
@@ -137,6 +164,7 @@ def make_tensorflow(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
 
     def infer():
         return net(X, training=False).numpy()
+
     return train_step, infer
 
 

@@ -6,6 +6,7 @@ Ours: one uint8 batch, scaled and resized by two matmuls inside the framework.
 
     python -m benchmarks.data [--backend all] [--size 224] [--batch-size 128] [--batches 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ from nin.data import BatchSource, load_fashion_mnist
 
 def chapter_batch(images: np.ndarray, size: int) -> np.ndarray:
     """The baseline: per-image PIL bilinear resize, then conversion to float [0, 1]."""
-    out = [np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR),
-                      dtype=np.float32) / 255 for img in images]
+    out = [
+        np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), dtype=np.float32)
+        / 255
+        for img in images
+    ]
     return np.stack(out)[:, None]
 
 
@@ -44,13 +48,22 @@ def run(backends, size, batch_size, batches, root=None) -> list[dict]:
     for name in backends:
         B = get_backend(name)
         dm = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root)
-        dm.convert_batch(x[:batch_size], y[:batch_size])                    # warm-up
-        rate = _rate(lambda: source,
-                     lambda images, labels: B.to_numpy(dm.convert_batch(images, labels)[0]),
-                     n_images)
-        records.append({"backend": name, "size": size, "batch_size": batch_size,
-                        "images_per_s": rate, "baseline_images_per_s": baseline,
-                        "ratio": rate / baseline})
+        dm.convert_batch(x[:batch_size], y[:batch_size])  # warm-up
+        rate = _rate(
+            lambda: source,
+            lambda images, labels: B.to_numpy(dm.convert_batch(images, labels)[0]),
+            n_images,
+        )
+        records.append(
+            {
+                "backend": name,
+                "size": size,
+                "batch_size": batch_size,
+                "images_per_s": rate,
+                "baseline_images_per_s": baseline,
+                "ratio": rate / baseline,
+            }
+        )
     return records
 
 
@@ -63,17 +76,22 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    records = run(resolve_backends(args.backend), args.size, args.batch_size, args.batches,
-                  args.data_dir)
+    records = run(
+        resolve_backends(args.backend), args.size, args.batch_size, args.batches, args.data_dir
+    )
     if args.json:
         print(json.dumps(records))
         return
-    print(f"data pipeline at {args.size}x{args.size}, batch {args.batch_size}, "
-          f"{args.batches} batches; baseline (per-image PIL resize): "
-          f"{records[0]['baseline_images_per_s']:,.0f} images/s")
+    print(
+        f"data pipeline at {args.size}x{args.size}, batch {args.batch_size}, "
+        f"{args.batches} batches; baseline (per-image PIL resize): "
+        f"{records[0]['baseline_images_per_s']:,.0f} images/s"
+    )
     for r in records:
-        print(f"  {r['backend']:<11} {r['images_per_s']:>10,.0f} images/s  "
-              f"{r['ratio']:>6.1f}x the baseline")
+        print(
+            f"  {r['backend']:<11} {r['images_per_s']:>10,.0f} images/s  "
+            f"{r['ratio']:>6.1f}x the baseline"
+        )
 
 
 if __name__ == "__main__":

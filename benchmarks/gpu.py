@@ -17,6 +17,7 @@ Per backend (records appended to DIR/bench-gpu.jsonl, one JSON object a line):
 `--crash BACKEND` makes that backend's process abort after its probe, to show that the
 others' records survive (tests/test_benchmarks.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,16 +48,20 @@ def device_name(backend: str, gpu: bool) -> str:
         return platform.processor() or platform.machine()
     if backend == "torch":
         import torch
+
         return torch.cuda.get_device_name(0)
     if backend == "tensorflow":
         import tensorflow as tf
+
         details = tf.config.experimental.get_device_details(
-            tf.config.list_physical_devices("GPU")[0])
+            tf.config.list_physical_devices("GPU")[0]
+        )
         return details.get("device_name", "GPU")
     smi = shutil.which("nvidia-smi")
     if smi:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
         return out.stdout.splitlines()[0].strip() if out.stdout else "GPU"
     return "GPU"
 
@@ -65,63 +70,103 @@ def probe(backend: str, gpu: bool) -> float:
     """A real computation on the device (2 * ones(4), summed): 8.0, or an exception."""
     if backend == "torch":
         import torch
+
         device = "cuda" if gpu else "cpu"
         return float((torch.ones(4, device=device) * 2).sum().item())
     if backend == "tensorflow":
         import tensorflow as tf
+
         with tf.device("/GPU:0" if gpu else "/CPU:0"):
             return float(tf.reduce_sum(tf.ones(4) * 2).numpy())
     import mxnet as mx
+
     return float((mx.np.ones(4, ctx=mx.gpu() if gpu else mx.cpu()) * 2).sum().item())
 
 
 def one_backend(backend: str, args) -> None:
     """Everything measured for one backend, in this process; records appended as they come."""
     from nin.backends import get_backend
+
     out = Path(args.out) / RECORDS
     gpu = args.device == "gpu"
-    B = get_backend(backend)      # TensorFlow's backend turns memory growth on at import
+    B = get_backend(backend)  # TensorFlow's backend turns memory growth on at import
     start = time.perf_counter()
     value = probe(backend, gpu)
-    append(out, {"backend": backend, "kind": "probe", "device": args.device,
-                 "device_name": device_name(backend, gpu), "ok": value == 8.0,
-                 "seconds": time.perf_counter() - start})
+    append(
+        out,
+        {
+            "backend": backend,
+            "kind": "probe",
+            "device": args.device,
+            "device_name": device_name(backend, gpu),
+            "ok": value == 8.0,
+            "seconds": time.perf_counter() - start,
+        },
+    )
     if args.crash == backend:
         sys.stdout.flush()
         os.abort()
 
     from benchmarks import train as train_bench
+
     size, batch, steps = (67, 4, 1) if args.quick else (224, 128, 10)
-    records, peaks = train_bench.run([backend], [size], batch, steps, json_out=True, gpu=gpu,
-                                     peak_framework=backend)
+    records, peaks = train_bench.run(
+        [backend], [size], batch, steps, json_out=True, gpu=gpu, peak_framework=backend
+    )
     for r in records:
         append(out, dict(r, kind="speed", peak_gflop_per_s=peaks))
 
-    append(out, {"backend": backend, "kind": "time_to_0.90", "skipped":
-                 "no sprint recipe in this version of nin yet"})
+    append(
+        out,
+        {
+            "backend": backend,
+            "kind": "time_to_0.90",
+            "skipped": "no sprint recipe in this version of nin yet",
+        },
+    )
 
     B.set_seed(0)
     resize = 67 if args.quick else 224
-    data = B.FashionMNIST(batch_size=128 if not args.quick else 8, resize=(resize, resize),
-                          root=args.data_dir)
-    trainer = B.Trainer(max_epochs=1, num_gpus=int(gpu), progress=False, stuck_check=0,
-                        limit_train_batches=2 if args.quick else None,
-                        limit_val_batches=1 if args.quick else None)
+    data = B.FashionMNIST(
+        batch_size=128 if not args.quick else 8, resize=(resize, resize), root=args.data_dir
+    )
+    trainer = B.Trainer(
+        max_epochs=1,
+        num_gpus=int(gpu),
+        progress=False,
+        stuck_check=0,
+        limit_train_batches=2 if args.quick else None,
+        limit_val_batches=1 if args.quick else None,
+    )
     start = time.perf_counter()
     history = trainer.fit(B.NiN(lr=0.05), data)
     epoch = history.epochs[-1]
-    append(out, {"backend": backend, "kind": "chapter_epoch", "size": resize,
-                 "seconds": time.perf_counter() - start, "test_acc": epoch["val_acc"],
-                 "train_loss": epoch["train_loss"], "images_per_s": epoch["images_per_s"],
-                 "device": str(trainer.device), "quick": bool(args.quick)})
+    append(
+        out,
+        {
+            "backend": backend,
+            "kind": "chapter_epoch",
+            "size": resize,
+            "seconds": time.perf_counter() - start,
+            "test_acc": epoch["val_acc"],
+            "train_loss": epoch["train_loss"],
+            "images_per_s": epoch["images_per_s"],
+            "device": str(trainer.device),
+            "quick": bool(args.quick),
+        },
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="all")
     p.add_argument("--out", default=".")
-    p.add_argument("--budget", type=float, default=180,
-                   help="seconds each backend's process may take (default 180: 9 minutes in all)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=180,
+        help="seconds each backend's process may take (default 180: 9 minutes in all)",
+    )
     p.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a test run")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (else NIN_DATA_DIR)")
@@ -132,38 +177,75 @@ def main(argv=None) -> int:
         one_backend(args.one, args)
         return 0
 
-    out = Path(args.out).resolve()      # the children run from the repository's root
+    out = Path(args.out).resolve()  # the children run from the repository's root
     out.mkdir(parents=True, exist_ok=True)
     if args.data_dir:
         args.data_dir = str(Path(args.data_dir).resolve())
     path = out / RECORDS
     smi = shutil.which("nvidia-smi")
-    gpus = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version",
-                           "--format=csv,noheader"], capture_output=True, text=True).stdout \
-        if smi else ""
-    append(path, {"kind": "machine", "python": sys.executable, "device": args.device,
-                  "gpus": gpus.strip().splitlines(), "time": time.strftime("%Y-%m-%d %H:%M")})
+    gpus = (
+        subprocess.run(
+            [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        if smi
+        else ""
+    )
+    append(
+        path,
+        {
+            "kind": "machine",
+            "python": sys.executable,
+            "device": args.device,
+            "gpus": gpus.strip().splitlines(),
+            "time": time.strftime("%Y-%m-%d %H:%M"),
+        },
+    )
     failed = 0
     for backend in resolve_backends(args.backends):
-        cmd = [sys.executable, "-m", "benchmarks.gpu", "--one", backend, "--out", str(out),
-               "--device", args.device] + (["--quick"] if args.quick else []) + \
-            (["--data-dir", args.data_dir] if args.data_dir else []) + \
-            (["--crash", args.crash] if args.crash else [])
+        cmd = (
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.gpu",
+                "--one",
+                backend,
+                "--out",
+                str(out),
+                "--device",
+                args.device,
+            ]
+            + (["--quick"] if args.quick else [])
+            + (["--data-dir", args.data_dir] if args.data_dir else [])
+            + (["--crash", args.crash] if args.crash else [])
+        )
         start = time.perf_counter()
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.budget,
-                                  cwd=Path(__file__).resolve().parent.parent)
-            problem = None if done.returncode == 0 else \
-                f"exit code {done.returncode}: {done.stderr.strip()[-1500:]}"
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=args.budget,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            problem = (
+                None
+                if done.returncode == 0
+                else f"exit code {done.returncode}: {done.stderr.strip()[-1500:]}"
+            )
         except subprocess.TimeoutExpired:
             problem = f"ran past its budget of {args.budget:.0f} s"
         seconds = time.perf_counter() - start
         if problem:
             failed += 1
-            append(path, {"backend": backend, "kind": "error", "problem": problem,
-                          "seconds": seconds})
-        print(f"{backend}: {'ok' if not problem else problem.splitlines()[0]} "
-              f"({seconds:.0f} s)", flush=True)
+            append(
+                path, {"backend": backend, "kind": "error", "problem": problem, "seconds": seconds}
+            )
+        print(
+            f"{backend}: {'ok' if not problem else problem.splitlines()[0]} ({seconds:.0f} s)",
+            flush=True,
+        )
     print(f"records: {path}")
     return 1 if failed else 0
 

@@ -8,6 +8,7 @@ Baseline: the estimate from nin.resources for the same spec, size, batch and opt
 
     python -m benchmarks.memory [--backend all] [--size 224] [--batch-size 32] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,12 @@ print(json.dumps({"peak_bytes": rss("VmHWM") - before}))
 
 
 def measure(backend: str, size: int, batch: int, fast: bool) -> int:
-    out = subprocess.run([sys.executable, "-c", CHILD, backend, str(size), str(batch),
-                          "1" if fast else "0"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, backend, str(size), str(batch), "1" if fast else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
@@ -63,21 +68,34 @@ def main(argv=None):
     records = []
     for backend in resolve_backends(args.backend):
         for fast, dtype in ((False, "fp32"), (True, "bf16")):
-            estimate = memory(chapter_spec(), args.size, args.batch_size, "sgd",
-                              4 if dtype == "fp32" else 2)["training"]
+            estimate = memory(
+                chapter_spec(), args.size, args.batch_size, "sgd", 4 if dtype == "fp32" else 2
+            )["training"]
             measured = measure(backend, args.size, args.batch_size, fast)
-            records.append({"backend": backend, "dtype": dtype, "size": args.size,
-                            "batch_size": args.batch_size, "estimate_bytes": estimate,
-                            "measured_bytes": measured, "ratio": measured / estimate})
+            records.append(
+                {
+                    "backend": backend,
+                    "dtype": dtype,
+                    "size": args.size,
+                    "batch_size": args.batch_size,
+                    "estimate_bytes": estimate,
+                    "measured_bytes": measured,
+                    "ratio": measured / estimate,
+                }
+            )
     if args.json:
         print(json.dumps(records))
         return
-    print(f"one training step, chapter NiN, {args.size}x{args.size}, batch {args.batch_size}, "
-          f"SGD; measured = peak RSS above the RSS before the step")
+    print(
+        f"one training step, chapter NiN, {args.size}x{args.size}, batch {args.batch_size}, "
+        f"SGD; measured = peak RSS above the RSS before the step"
+    )
     print(f"  {'backend':<11}{'dtype':<6}{'estimate':>14}{'measured':>14}{'ratio':>8}")
     for r in records:
-        print(f"  {r['backend']:<11}{r['dtype']:<6}{r['estimate_bytes'] / 2**20:>11,.0f} MiB"
-              f"{r['measured_bytes'] / 2**20:>11,.0f} MiB{r['ratio']:>8.2f}")
+        print(
+            f"  {r['backend']:<11}{r['dtype']:<6}{r['estimate_bytes'] / 2**20:>11,.0f} MiB"
+            f"{r['measured_bytes'] / 2**20:>11,.0f} MiB{r['ratio']:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ measured here; and the peak memory of nin's first training step, in a fresh proc
 
     python -m benchmarks.train [--backend all] [--size 224] [--batch-size 128] [--steps 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,28 +53,35 @@ def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
     channels-last), each its fastest of several calls. With `framework` 'tensorflow' or
     'mxnet' (or where PyTorch is missing): that framework's own measure (`_framework_peak`)."""
     import importlib.util
+
     if framework is None:
-        framework = next((f for f in ("torch", "tensorflow", "mxnet")
-                          if importlib.util.find_spec(f) is not None), "torch")
+        framework = next(
+            (
+                f
+                for f in ("torch", "tensorflow", "mxnet")
+                if importlib.util.find_spec(f) is not None
+            ),
+            "torch",
+        )
     if framework != "torch":
         return _framework_peak(framework, gpu)
     import torch
+
     n, device = (8192, "cuda") if gpu else (2048, "cpu")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     conv = torch.nn.Conv2d(96, 256, 5, padding=2).to(device, memory_format=torch.channels_last)
-    x = torch.randn(128, 96, 26, 26, device=device).contiguous(
-        memory_format=torch.channels_last)
+    x = torch.randn(128, 96, 26, 26, device=device).contiguous(memory_format=torch.channels_last)
     conv_flops = 2 * 128 * 256 * 96 * 25 * 26 * 26
 
     def fastest(fn):
-        fn()                                         # warm-up: kernel selection
+        fn()  # warm-up: kernel selection
         return min(_seconds(fn) for _ in range(5))
 
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(n, n, dtype=dtype, device=device)
         b = torch.randn(n, n, dtype=dtype, device=device)
-        matmul = 2 * n ** 3 / fastest(lambda: (a @ b, sync()))
+        matmul = 2 * n**3 / fastest(lambda: (a @ b, sync()))
         with torch.no_grad(), torch.autocast(device, torch.bfloat16, name == "bf16"):
             convolution = conv_flops / fastest(lambda: (conv(x), sync()))
         peaks[name] = max(matmul, convolution) / 1e9
@@ -87,6 +95,7 @@ def _framework_peak(framework: str, gpu: bool) -> dict:
     B = get_backend(framework)
     if framework == "tensorflow":
         import tensorflow as tf
+
         device = "/GPU:0" if gpu else "/CPU:0"
 
         def product(dtype):
@@ -94,18 +103,25 @@ def _framework_peak(framework: str, gpu: bool) -> dict:
                 a = tf.cast(tf.random.normal((n, n)), dtype)
                 b = tf.cast(tf.random.normal((n, n)), dtype)
             return lambda: (tf.matmul(a, b), B.synchronize())
+
         kinds = (("fp32", tf.float32), ("bf16", tf.bfloat16))
-        flops = 2 * n ** 3
+        flops = 2 * n**3
     else:
         import mxnet as mx
         from mxnet.contrib.amp.amp import bfloat16
+
         ctx = mx.gpu() if gpu else mx.cpu()
 
-        def product(dtype):       # MXNet's dot has no bf16 on a CPU: block 2's convolution
-            x, w = (mx.nd.amp_cast(mx.nd.random.normal(shape=shape, ctx=ctx), dtype=dtype)
-                    for shape in ((128, 96, 26, 26), (256, 96, 5, 5)))
-            return lambda: (mx.nd.Convolution(x, w, kernel=(5, 5), pad=(2, 2), num_filter=256,
-                                              no_bias=True), B.synchronize())
+        def product(dtype):  # MXNet's dot has no bf16 on a CPU: block 2's convolution
+            x, w = (
+                mx.nd.amp_cast(mx.nd.random.normal(shape=shape, ctx=ctx), dtype=dtype)
+                for shape in ((128, 96, 26, 26), (256, 96, 5, 5))
+            )
+            return lambda: (
+                mx.nd.Convolution(x, w, kernel=(5, 5), pad=(2, 2), num_filter=256, no_bias=True),
+                B.synchronize(),
+            )
+
         kinds = (("fp32", "float32"), ("bf16", bfloat16))
         flops = 2 * 128 * 256 * 96 * 25 * 26 * 26
     peaks = {}
@@ -116,15 +132,15 @@ def _framework_peak(framework: str, gpu: bool) -> dict:
     return peaks
 
 
-def fast_trainer(backend: str, images: np.ndarray, labels: np.ndarray, size: int,
-                 gpu: bool = False):
+def fast_trainer(
+    backend: str, images: np.ndarray, labels: np.ndarray, size: int, gpu: bool = False
+):
     """nin's Trainer with its fast path, prepared on the chapter's model and SGD, and one
     batch (uint8 images N x 1 x 28 x 28, resized to `size` by the loader)."""
     B = get_backend(backend)
     arrays = (images[:, 0], labels, images[:, 0], labels)
     data = B.FashionMNIST(batch_size=len(labels), resize=(size, size), arrays=arrays)
-    trainer = B.Trainer(max_epochs=1, num_gpus=int(gpu), fast=True, progress=False,
-                        stuck_check=0)
+    trainer = B.Trainer(max_epochs=1, num_gpus=int(gpu), fast=True, progress=False, stuck_check=0)
     trainer.prepare(B.NiN(recipe="book", lr=0.05), data)
     return trainer, next(iter(data.train_dataloader()))
 
@@ -133,8 +149,11 @@ def nin_fast(backend: str, images: np.ndarray, labels: np.ndarray, size: int, gp
     """nin's own step and inference, each waited for to its end; and whether bf16 is on."""
     sync = get_backend(backend).synchronize
     trainer, batch = fast_trainer(backend, images, labels, size, gpu)
-    return (lambda: (trainer.train_batch(batch), sync())), \
-        (lambda: (trainer.eval_batch(batch), sync())), trainer.bf16
+    return (
+        (lambda: (trainer.train_batch(batch), sync())),
+        (lambda: (trainer.eval_batch(batch), sync())),
+        trainer.bf16,
+    )
 
 
 def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_framework=None):
@@ -147,41 +166,58 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_fram
         labels = rng.integers(0, 10, batch_size).astype(np.int64)
         pixels = (images / 255).astype(np.float32)
         for backend in backends:
-            base_train, base_infer = BASELINES[backend](pixels, labels.astype(
-                np.int32 if backend == "tensorflow" else np.int64), gpu)
+            base_train, base_infer = BASELINES[backend](
+                pixels, labels.astype(np.int32 if backend == "tensorflow" else np.int64), gpu
+            )
             fast_train, fast_infer, bf16 = nin_fast(backend, images, labels, size, gpu)
             t_base, t_fast = _paired(base_train, fast_train, steps)
             i_base, i_fast = _paired(base_infer, fast_infer, steps)
             # in a fresh process: here, the allocator pools that the baseline left would hide
             # the step's memory (TensorFlow's never shrink)
             peak_memory = None if gpu else memory_bench.measure(backend, size, batch_size, True)
-            for mode, fast, base, flops in (("train", t_fast, t_base, 6 * macs),
-                                            ("inference", i_fast, i_base, 2 * macs)):
+            for mode, fast, base, flops in (
+                ("train", t_fast, t_base, 6 * macs),
+                ("inference", i_fast, i_base, 2 * macs),
+            ):
                 rate, base_rate = batch_size / fast, batch_size / base
                 gflops, base_gflops = rate * flops / 1e9, base_rate * flops / 1e9
-                records.append({
-                    "backend": backend, "mode": mode, "size": size, "batch_size": batch_size,
-                    "images_per_s": rate, "baseline_images_per_s": base_rate,
-                    "ratio": rate / base_rate, "gflop_per_s": gflops,
-                    "share_of_bf16_peak": gflops / peaks["bf16"],
-                    "share_of_fp32_peak": gflops / peaks["fp32"],
-                    "baseline_share_of_fp32_peak": base_gflops / peaks["fp32"],
-                    # the ratio a step running every FLOP at the bf16 peak would reach
-                    "ceiling_ratio": peaks["bf16"] / base_gflops,
-                    "bf16": bf16,
-                    "peak_memory_bytes": peak_memory if mode == "train" else None})
+                records.append(
+                    {
+                        "backend": backend,
+                        "mode": mode,
+                        "size": size,
+                        "batch_size": batch_size,
+                        "images_per_s": rate,
+                        "baseline_images_per_s": base_rate,
+                        "ratio": rate / base_rate,
+                        "gflop_per_s": gflops,
+                        "share_of_bf16_peak": gflops / peaks["bf16"],
+                        "share_of_fp32_peak": gflops / peaks["fp32"],
+                        "baseline_share_of_fp32_peak": base_gflops / peaks["fp32"],
+                        # the ratio a step running every FLOP at the bf16 peak would reach
+                        "ceiling_ratio": peaks["bf16"] / base_gflops,
+                        "bf16": bf16,
+                        "peak_memory_bytes": peak_memory if mode == "train" else None,
+                    }
+                )
             if not json_out:
                 r_t, r_i = records[-2], records[-1]
-                print(f"  {backend:<11}{size:>4}  train {r_t['images_per_s']:7.1f} img/s vs "
-                      f"{r_t['baseline_images_per_s']:6.1f} ({r_t['ratio']:4.1f}x), "
-                      f"{r_t['gflop_per_s']:6.0f} GFLOP/s = "
-                      f"{100 * r_t['share_of_bf16_peak']:3.0f}% of bf16 peak "
-                      f"(ceiling {r_t['ceiling_ratio']:3.1f}x); inference "
-                      f"{r_i['images_per_s']:7.1f} vs {r_i['baseline_images_per_s']:6.1f} "
-                      f"({r_i['ratio']:4.1f}x, ceiling {r_i['ceiling_ratio']:3.1f}x); "
-                      f"{'bf16' if bf16 else 'fp32'}"
-                      + (f"; step peak memory {peak_memory / 2**20:,.0f} MiB"
-                         if peak_memory is not None else ""), flush=True)
+                print(
+                    f"  {backend:<11}{size:>4}  train {r_t['images_per_s']:7.1f} img/s vs "
+                    f"{r_t['baseline_images_per_s']:6.1f} ({r_t['ratio']:4.1f}x), "
+                    f"{r_t['gflop_per_s']:6.0f} GFLOP/s = "
+                    f"{100 * r_t['share_of_bf16_peak']:3.0f}% of bf16 peak "
+                    f"(ceiling {r_t['ceiling_ratio']:3.1f}x); inference "
+                    f"{r_i['images_per_s']:7.1f} vs {r_i['baseline_images_per_s']:6.1f} "
+                    f"({r_i['ratio']:4.1f}x, ceiling {r_i['ceiling_ratio']:3.1f}x); "
+                    f"{'bf16' if bf16 else 'fp32'}"
+                    + (
+                        f"; step peak memory {peak_memory / 2**20:,.0f} MiB"
+                        if peak_memory is not None
+                        else ""
+                    ),
+                    flush=True,
+                )
     return records, peaks
 
 
@@ -191,22 +227,31 @@ def main(argv=None):
     p.add_argument("--size", type=int, nargs="+", default=[224, 96])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
-                   help="gpu: both the chapter's code and nin's on the first GPU")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="gpu: both the chapter's code and nin's on the first GPU",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     backends = resolve_backends(args.backend)
     if not args.json:
-        print(f"machine: {platform.processor() or platform.machine()}, "
-              f"batch {args.batch_size}, median of {args.steps} timed steps after 2 warm-up "
-              f"steps, the chapter's code and nin's in alternation")
-    records, peaks = run(backends, args.size, args.batch_size, args.steps, args.json,
-                         args.device == "gpu")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, "
+            f"batch {args.batch_size}, median of {args.steps} timed steps after 2 warm-up "
+            f"steps, the chapter's code and nin's in alternation"
+        )
+    records, peaks = run(
+        backends, args.size, args.batch_size, args.steps, args.json, args.device == "gpu"
+    )
     if args.json:
         print(json.dumps(records))
     else:
-        print(f"peak in this run (best of a matmul and a convolution): bf16 "
-              f"{peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s")
+        print(
+            f"peak in this run (best of a matmul and a convolution): bf16 "
+            f"{peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s"
+        )
 
 
 if __name__ == "__main__":

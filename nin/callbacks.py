@@ -22,6 +22,7 @@ checkpoint), then the caller's `callbacks=[...]`, in order. A callback of your o
 
     d2l.Trainer(max_epochs=3, callbacks=[PrintLR()])
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,17 @@ from nin.training import (
     _spec_changes,
 )
 
-__all__ = ["Callback", "RecordHistory", "TerminateOnNaN", "StuckCheck", "ProgressBar",
-           "LiveBoard", "Checkpoint", "QuickCaps", "default_callbacks"]
+__all__ = [
+    "Callback",
+    "RecordHistory",
+    "TerminateOnNaN",
+    "StuckCheck",
+    "ProgressBar",
+    "LiveBoard",
+    "Checkpoint",
+    "QuickCaps",
+    "default_callbacks",
+]
 
 
 class Callback:
@@ -86,9 +96,10 @@ class TerminateOnNaN(Callback):
                 batch = (step - 1) % trainer.num_train_batches + 1
                 raise TrainingDivergedError(
                     f"the training loss became {value} at step {step} (epoch {trainer.epoch + 1}, "
-                    f"batch {batch}): the run diverged. Try a lower learning rate (--lr), "
-                    f"gradient clipping (Trainer(gradient_clip_val=1) in Python), or "
-                    f"--no-fast for plain fp32.")
+                    f"batch {batch}): the run diverged. Try a lower learning rate (`lr`), "
+                    f"gradient clipping (Trainer(gradient_clip_val=1), in Python), or "
+                    f"`fast=False` for plain fp32."
+                )
 
 
 class RecordHistory(Callback):
@@ -97,7 +108,7 @@ class RecordHistory(Callback):
     def on_losses(self, trainer, losses):
         n, first = trainer.num_train_batches, _first_step(trainer, losses)
         for j, loss in enumerate(losses):
-            k = first + j - trainer.epoch * n          # the step's number in its epoch
+            k = first + j - trainer.epoch * n  # the step's number in its epoch
             trainer.history.steps.append((trainer.epoch + k / n, loss))
 
     def on_epoch_end(self, trainer, record):
@@ -109,10 +120,11 @@ class StuckCheck(Callback):
     warn, or stop with TrainingStuckError (`on_stuck='stop'`). Counted across epochs and
     resumes (from the history)."""
 
-    def __init__(self, after: int = 150, on_stuck: str = "warn"):
+    def __init__(self, after: int = 150, on_stuck: str = "warn", wording=None):
         if on_stuck not in ("warn", "stop"):
             raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
         self.after, self.on_stuck, self.checked = after, on_stuck, False
+        self.wording = wording or _as_is
 
     def on_fit_start(self, trainer):
         self.checked = False
@@ -125,45 +137,60 @@ class StuckCheck(Callback):
         losses = [loss for _, loss in steps]
         classes = getattr(trainer.model, "num_classes", 10)
         chance = math.log(classes)
-        recent = float(np.mean(losses[-min(20, max(1, len(losses) // 2)):]))  # the later half
+        recent = float(np.mean(losses[-min(20, max(1, len(losses) // 2)) :]))  # the later half
         if recent > chance - 0.05:
-            message = (f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
-                       f"batches, still at chance level ln({classes}) = {chance:.3f}. The "
-                       f"ReLUs of the last block (the class scores) can all die and leave "
-                       f"every score constant. Try nin's recipe (--recipe nin, "
-                       f"NiN(recipe='nin'): He init, a linear class block, Adam with a "
-                       f"one-cycle schedule), or a lower learning rate.")
+            message = (
+                f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
+                f"batches, still at chance level ln({classes}) = {chance:.3f}. The "
+                f"ReLUs of the last block (the class scores) can all die and leave "
+                f"every score constant. Try nin's recipe (`recipe='nin'`: He "
+                f"init, a linear class block, Adam with a "
+                f"one-cycle schedule), or a lower learning rate."
+            )
             if self.on_stuck == "stop":
                 raise TrainingStuckError(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
-            print("nin: " + message, flush=True)
+            print("nin: " + self.wording(message), flush=True)
 
 
 class ProgressBar(Callback):
-    """The start line, a tqdm bar per epoch (loss and images/s), and one line per epoch."""
+    """The start line, a tqdm bar per epoch (loss and images/s), and one line per epoch;
+    `wording` rewrites what is printed (the CLI names its flags)."""
+
+    def __init__(self, wording=None):
+        self.wording = wording or _as_is
 
     def on_fit_start(self, trainer):
-        print("nin: " + trainer.describe(), flush=True)
+        print("nin: " + self.wording(trainer.describe()), flush=True)
 
     def on_epoch_start(self, trainer):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=trainer.num_train_batches, leave=True, dynamic_ncols=True,
-                        desc=f"epoch {trainer.epoch + 1}/{trainer.max_epochs}")
+
+        self.bar = tqdm(
+            total=trainer.num_train_batches,
+            leave=True,
+            dynamic_ncols=True,
+            desc=f"epoch {trainer.epoch + 1}/{trainer.max_epochs}",
+        )
         self.losses = []
 
     def on_losses(self, trainer, losses):
         self.losses += losses
-        self.bar.set_postfix(loss=f"{np.mean(self.losses[-10:]):.3f}",
-                             img_s=f"{trainer.images_per_s:.0f}")
+        self.bar.set_postfix(
+            loss=f"{np.mean(self.losses[-10:]):.3f}", img_s=f"{trainer.images_per_s:.0f}"
+        )
 
     def on_batch_end(self, trainer):
         self.bar.update(1)
 
     def on_epoch_end(self, trainer, record):
         self.bar.close()
-        print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f}  "
-              f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "
-              f"{record['images_per_s']:.0f} img/s  {record['seconds']:.0f} s", flush=True)
+        print(
+            f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f}  "
+            f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "
+            f"{record['images_per_s']:.0f} img/s  {record['seconds']:.0f} s",
+            flush=True,
+        )
 
 
 class LiveBoard(Callback):
@@ -189,10 +216,17 @@ class Checkpoint(Callback):
     epoch weights.npz, history.json, board.png and, last, checkpoint.npz (the commit point);
     `resume` continues from the checkpoint, which must fit this run field by field."""
 
-    def __init__(self, out_dir, resume: bool = False, overwrite: bool = False,
-                 progress: bool = True):
+    def __init__(
+        self,
+        out_dir,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        wording=None,
+    ):
         self.out_dir = Path(out_dir).expanduser()
         self.resume, self.overwrite, self.progress = resume, overwrite, progress
+        self.wording = wording or _as_is
 
     def before_fit(self, trainer):
         runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
@@ -207,28 +241,36 @@ class Checkpoint(Callback):
     def identity(self, trainer) -> dict:
         """What a checkpoint must match to be resumed: the model, the data and the run."""
         from nin.spec import spec_to_dict
+
         spec = getattr(trainer.model, "spec", None)
         recipe = getattr(trainer.model, "recipe", None)
         data = trainer.data
         resize = getattr(data, "resize", None)
-        return {"backend": trainer.backend_name,
-                "spec": spec_to_dict(spec) if spec is not None else None,
-                "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
-                "run": {"batch_size": getattr(data, "batch_size", None),
-                        "input_size": list(resize) if resize is not None else None,
-                        "seed": getattr(data, "seed", None),
-                        "num_train": _length(getattr(data, "train", None)),
-                        "num_val": _length(getattr(data, "val", None)),
-                        "num_train_batches": trainer.num_train_batches,
-                        "num_val_batches": trainer.num_val_batches, "fast": bool(trainer.fast)}}
+        return {
+            "backend": trainer.backend_name,
+            "spec": spec_to_dict(spec) if spec is not None else None,
+            "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+            "run": {
+                "batch_size": getattr(data, "batch_size", None),
+                "input_size": list(resize) if resize is not None else None,
+                "seed": getattr(data, "seed", None),
+                "num_train": _length(getattr(data, "train", None)),
+                "num_val": _length(getattr(data, "val", None)),
+                "num_train_batches": trainer.num_train_batches,
+                "num_val_batches": trainer.num_val_batches,
+                "fast": bool(trainer.fast),
+            },
+        }
 
     def export(self, trainer) -> None:
         """weights.npz, history.json and board.png for the state the trainer holds now."""
         spec = getattr(trainer.model, "spec", None)
-        if spec is not None:   # the same weights in the canonical format, for other backends
+        if spec is not None:  # the same weights in the canonical format, for other backends
             from nin import weights
-            weights.export(trainer.backend_name, trainer.model.net, spec,
-                           self.out_dir / "weights.npz")
+
+            weights.export(
+                trainer.backend_name, trainer.model.net, spec, self.out_dir / "weights.npz"
+            )
         trainer.history.save(self.out_dir / "history.json")
         trainer.board.save(trainer.history, self.out_dir / "board.png")
 
@@ -237,14 +279,18 @@ class Checkpoint(Callback):
         moment, `resume` starts from the last checkpoint and writes the others again."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.export(trainer)
-        meta = dict(self.identity(trainer), epoch=trainer.epoch, max_epochs=trainer.max_epochs,
-                    history=trainer.history.to_dict())
+        meta = dict(
+            self.identity(trainer),
+            epoch=trainer.epoch,
+            max_epochs=trainer.max_epochs,
+            history=trainer.history.to_dict(),
+        )
         arrays = dict(trainer._state_arrays())
         arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
         runs.save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
 
     def load(self, trainer) -> None:
-        path = self.out_dir / "checkpoint.npz"      # claim_out_dir saw that it exists
+        path = self.out_dir / "checkpoint.npz"  # claim_out_dir saw that it exists
         arrays, meta = runs.read_checkpoint(path)
         mine = self.identity(trainer)
         for key in ("backend", "spec"):
@@ -252,34 +298,48 @@ class Checkpoint(Callback):
                 raise runs.CheckpointError(
                     f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
                     f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
-                    f"; use another --out folder or the matching --backend / model options.")
-        differences = _field_diff(meta.get("recipe"), mine["recipe"], "recipe ") + \
-            _field_diff(meta.get("run"), mine["run"], "")
+                    f"; use another `out_dir` or the matching `backend` and model."
+                )
+        differences = _field_diff(meta.get("recipe"), mine["recipe"], "recipe ") + _field_diff(
+            meta.get("run"), mine["run"], ""
+        )
         schedule = (mine["recipe"] or {}).get("schedule", "constant")
         if schedule != "constant" and meta.get("max_epochs") not in (None, trainer.max_epochs):
-            differences.append(f"epochs {meta['max_epochs']} vs {trainer.max_epochs} (the "
-                               f"{schedule} schedule is laid out over the whole run)")
+            differences.append(
+                f"epochs {meta['max_epochs']} vs {trainer.max_epochs} (the "
+                f"{schedule} schedule is laid out over the whole run)"
+            )
         if differences:
             raise runs.CheckpointError(
                 f"{path} was made with other settings (checkpoint vs this run): "
                 f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
-                f"run in another --out folder.")
+                f"run in another `out_dir`."
+            )
         if int(meta["epoch"]) > trainer.max_epochs:
             raise runs.CheckpointError(
                 f"{path} is at epoch {meta['epoch']}, past this run's {trainer.max_epochs} "
-                f"epochs; resume with --epochs {meta['epoch']} or more")
+                f"epochs; resume with `max_epochs={meta['epoch']}` or more"
+            )
         trainer._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
         trainer._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
         trainer.epoch = int(meta["epoch"])
         trainer.history = History.from_dict(meta["history"])
         trainer.history.config = trainer.config()
-        self.export(trainer)     # anything older than the checkpoint, written again
+        self.export(trainer)  # anything older than the checkpoint, written again
         if self.progress:
             left = trainer.max_epochs - trainer.epoch
-            print(f"nin: resumed from {path} after epoch {trainer.epoch}; "
-                  + (f"{left} epoch(s) to train" if left else
-                     "the run had finished its epochs: nothing left to train (a constant "
-                     "schedule may go on with a larger --epochs)"), flush=True)
+            print(
+                self.wording(
+                    f"nin: resumed from {path} after epoch {trainer.epoch}; "
+                    + (
+                        f"{left} epoch(s) to train"
+                        if left
+                        else "the run had finished its epochs: nothing left to train (a constant "
+                        "schedule may go on with a larger `max_epochs`)"
+                    )
+                ),
+                flush=True,
+            )
 
 
 class QuickCaps(Callback):
@@ -292,6 +352,7 @@ class QuickCaps(Callback):
 
     def before_fit(self, trainer):
         from nin.quick import capped
+
         trainer.max_epochs = min(trainer.max_epochs, self.epochs)
         trainer.limit_train_batches = capped(trainer.limit_train_batches, self.train_batches)
         trainer.limit_val_batches = capped(trainer.limit_val_batches, self.val_batches)
@@ -305,18 +366,35 @@ def _length(split) -> int | None:
         return None
 
 
-def default_callbacks(progress=True, out_dir=None, resume=False, overwrite=False,
-                      stuck_check=150, on_stuck="warn") -> list[Callback]:
+def _as_is(text: str) -> str:
+    return text
+
+
+def default_callbacks(
+    progress=True,
+    out_dir=None,
+    resume=False,
+    overwrite=False,
+    stuck_check=150,
+    on_stuck="warn",
+    wording=None,
+) -> list[Callback]:
     """What every Trainer runs, in this order (the NaN check before anything records a loss;
     the checkpoint after the history and the board it saves)."""
-    found: list[Callback] = [TerminateOnNaN(), RecordHistory(), StuckCheck(stuck_check, on_stuck)]
+    wording = wording or _as_is
+    found: list[Callback] = [
+        TerminateOnNaN(),
+        RecordHistory(),
+        StuckCheck(stuck_check, on_stuck, wording),
+    ]
     from nin.quick import active
+
     quick = active()
     if quick is not None:
         found.insert(0, QuickCaps(quick.epochs, quick.train_batches, quick.val_batches))
     if progress:
-        found.append(ProgressBar())
+        found.append(ProgressBar(wording))
     found.append(LiveBoard())
     if out_dir:
-        found.append(Checkpoint(out_dir, resume, overwrite, progress))
+        found.append(Checkpoint(out_dir, resume, overwrite, progress, wording))
     return found

@@ -7,6 +7,7 @@ inside a block picks a framework's branch. `cells(text, tab)` returns one tab's 
 `tensorflow` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
 training cells small without editing them: `run_chapter` reads it, for its run only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,8 @@ _BLOCK = re.compile(r"```\{\.python \.input\}\n(.*?)```", re.S)
 
 @dataclass(frozen=True)
 class Cell:
-    index: int      # position among the chapter's code blocks
-    source: str     # the code as the tab sees it (the %%tab line removed)
+    index: int  # position among the chapter's code blocks
+    source: str  # the code as the tab sees it (the %%tab line removed)
 
 
 def cells(text: str, tab: str) -> list[Cell]:
@@ -38,10 +39,10 @@ def cells(text: str, tab: str) -> list[Cell]:
     for i, match in enumerate(_BLOCK.finditer(text)):
         lines = match.group(1).splitlines()
         if lines and lines[0].startswith("%load_ext"):
-            continue                       # the d2lbook tab machinery itself
-        tabs = list(TABS)                  # a block without a %%tab line belongs to every tab
+            continue  # the d2lbook tab machinery itself
+        tabs = list(TABS)  # a block without a %%tab line belongs to every tab
         if lines and lines[0].startswith("%%tab"):
-            names = [t.strip() for t in lines[0][len("%%tab"):].split(",")]
+            names = [t.strip() for t in lines[0][len("%%tab") :].split(",")]
             tabs = list(TABS) if names == ["all"] else names
             lines = lines[1:]
         if tab in tabs:
@@ -73,7 +74,8 @@ def d2l_shim() -> types.ModuleType:
         if name in ("torch", "mxnet", "tensorflow"):
             return get_backend(name)
         raise AttributeError(name)
-    module.__getattr__ = __getattr__
+
+    setattr(module, "__getattr__", __getattr__)  # PEP 562: attributes on first use
     return module
 
 
@@ -101,6 +103,7 @@ def _restored(quick, settings):
 def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
     """Execute every cell of `tab` in one namespace; returns (namespace, each cell's output)."""
     from nin import quick
+
     text = Path(path).read_text(encoding="utf-8")
     namespace = {"__name__": "__chapter__", "tab": Tab(tab)}
     outputs = []
@@ -110,8 +113,10 @@ def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
         for cell in cells(text, tab):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                exec(compile(cell.source, f"<{Path(path).name} cell {cell.index}>", "exec"),
-                     namespace)
+                exec(
+                    compile(cell.source, f"<{Path(path).name} cell {cell.index}>", "exec"),
+                    namespace,
+                )
             outputs.append(buf.getvalue())
             if echo:
                 sys.stdout.write(buf.getvalue())

@@ -1,4 +1,5 @@
 """`python -m nin <command>`: shapes, resources, compare, train, experiment."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:
     for n in range(1, 10_000):
         path = Path(root) / (stem if n == 1 else f"{stem}-{n}")
         try:
-            path.mkdir()            # claimed: two runs started in the same second get two
+            path.mkdir()  # claimed: two runs started in the same second get two
             return path
         except FileExistsError:
             continue
@@ -52,9 +53,44 @@ def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:
 
 
 # the args NIN_QUICK caps, with the flag that sets each
-_QUICK_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "resize": "--resize",
-                "limit_train_batches": "--limit-train-batches",
-                "limit_val_batches": "--limit-val-batches"}
+_QUICK_FLAGS = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "resize": "--resize",
+    "limit_train_batches": "--limit-train-batches",
+    "limit_val_batches": "--limit-val-batches",
+}
+
+
+# The library names Python arguments in backticks (`resume=True`, `out_dir`); on the command
+# line they read as the flags that set them. Whatever has no flag keeps its Python name.
+_FLAG_WORDING = (
+    (r"`resume=True`", "--resume"),
+    (r"`overwrite=True`", "--overwrite"),
+    (r"`out_dir`", "--out"),
+    (r"`root=<folder>`", "--data-dir <folder>"),
+    (r"`root`", "--data-dir"),
+    (r"`lr`", "--lr"),
+    (r"`fast=False`", "--no-fast"),
+    (r"`fast=True`", "drop --no-fast"),
+    (r"`recipe='(\w+)'`", r"--recipe \1"),
+    (r"`optimizer='(\w+)'`", r"--optimizer \1"),
+    (r"`max_epochs=(\d+)`", r"--epochs \1"),
+    (r"`max_epochs`", "--epochs"),
+    (r"`batch_size=(\d+)`", r"--batch-size \1"),
+    (r"`batch_size`", "--batch-size"),
+    (r"`(resize|size)=(\d+)`", r"--\1 \2"),
+    (r"`backend`", "--backend"),
+)
+
+
+def cli_wording(text: str) -> str:
+    """A library message as the command line says it: Python arguments become flags."""
+    import re
+
+    for pattern, flag in _FLAG_WORDING:
+        text = re.sub(pattern, flag, text)
+    return text
 
 
 def _apply_quick(args, argv) -> None:
@@ -63,51 +99,66 @@ def _apply_quick(args, argv) -> None:
     import os
 
     from nin.quick import ENV_VAR, capped, quick_settings
+
     quick = quick_settings()
     if quick is None:
         return
-    wanted = {"epochs": min(args.epochs, quick.epochs),
-              "batch_size": min(args.batch_size, quick.batch_size), "resize": quick.resize,
-              "limit_train_batches": capped(args.limit_train_batches, quick.train_batches),
-              "limit_val_batches": capped(getattr(args, "limit_val_batches", None),
-                                          quick.val_batches)}
+    wanted = {
+        "epochs": min(args.epochs, quick.epochs),
+        "batch_size": min(args.batch_size, quick.batch_size),
+        "resize": quick.resize,
+        "limit_train_batches": capped(args.limit_train_batches, quick.train_batches),
+        "limit_val_batches": capped(getattr(args, "limit_val_batches", None), quick.val_batches),
+    }
     try:
         _spec.check_input_size(_spec.chapter_spec(), wanted["resize"])
     except _spec.InputTooSmallError as err:
-        raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: resize={wanted['resize']}: "
-                         f"{err}") from None
+        raise ValueError(
+            f"{ENV_VAR}={os.environ[ENV_VAR]!r}: resize={wanted['resize']}: {err}"
+        ) from None
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    clashes = [f"{flag} {getattr(args, name)}" for name, flag in _QUICK_FLAGS.items()
-               if flag in given and getattr(args, name) != wanted[name]]
+    clashes = [
+        f"{flag} {getattr(args, name)}"
+        for name, flag in _QUICK_FLAGS.items()
+        if flag in given and getattr(args, name) != wanted[name]
+    ]
     if clashes:
         raise ValueError(
             f"{ENV_VAR}={os.environ[ENV_VAR]!r} is set and would train {wanted['epochs']} "
             f"epoch(s) of {wanted['limit_train_batches']} batches of {wanted['batch_size']} at "
             f"{wanted['resize']}x{wanted['resize']}, but {', '.join(clashes)} were given: "
-            f"unset {ENV_VAR} for the run you asked for, or drop those flags")
+            f"unset {ENV_VAR} for the run you asked for, or drop those flags"
+        )
     for name in _QUICK_FLAGS:
         if hasattr(args, name):
             setattr(args, name, wanted[name])
-    print(f"nin: {ENV_VAR}={os.environ[ENV_VAR]!r} is set: a quick run of {args.epochs} "
-          f"epoch(s), {args.limit_train_batches} batches of {args.batch_size} at "
-          f"{args.resize}x{args.resize} (unset {ENV_VAR} for a full run)", flush=True)
+    print(
+        f"nin: {ENV_VAR}={os.environ[ENV_VAR]!r} is set: a quick run of {args.epochs} "
+        f"epoch(s), {args.limit_train_batches} batches of {args.batch_size} at "
+        f"{args.resize}x{args.resize} (unset {ENV_VAR} for a full run)",
+        flush=True,
+    )
 
 
 def _shape_rows(backend: str, spec: _spec.NetSpec, size: int) -> dict:
     B = get_backend(backend)
     net = B.build(spec)
     rows = B.layer_shapes(net, size, spec.in_channels)
-    return {"layout": B.LAYOUT, "layers": [[name, list(shape)] for name, shape in rows],
-            "params": B.count_params(net)}
+    return {
+        "layout": B.LAYOUT,
+        "layers": [[name, list(shape)] for name, shape in rows],
+        "params": B.count_params(net),
+    }
 
 
 def cmd_shapes(args) -> int:
     from nin.resources import check_fits_in_memory
+
     spec = _spec.chapter_spec(args.num_classes)
     try:
         analytic = _spec.output_shapes(spec, args.size)
     except _spec.InputTooSmallError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {cli_wording(str(err))}", file=sys.stderr)
         return 2
     check_fits_in_memory(spec, args.size, 1, training=False)
     results, failed = {}, False
@@ -125,8 +176,10 @@ def cmd_shapes(args) -> int:
     for backend, result in results.items():
         if "error" in result:
             continue
-        print(f"{backend} ({result['layout']}), input 1 x {args.size} x {args.size}, "
-              f"{args.num_classes} classes")
+        print(
+            f"{backend} ({result['layout']}), input 1 x {args.size} x {args.size}, "
+            f"{args.num_classes} classes"
+        )
         print(f"  {'layer':<24}{'output shape':<22}spec (C x H x W)")
         for (name, shape), row in zip(result["layers"], analytic):
             dims = " x ".join(map(str, row.shape))
@@ -143,6 +196,7 @@ CHAPTER_TRAINING_LR = 0.05
 def _recipe_from_args(args):
     """The named recipe with every recipe flag the user gave put in its place."""
     from nin.training import RECIPE_FLAGS, resolve_recipe
+
     given = {name: getattr(args, name) for name in RECIPE_FLAGS}
     if args.recipe == "book" and given["lr"] is None:
         given["lr"] = CHAPTER_TRAINING_LR
@@ -169,34 +223,56 @@ def _optimizer_slots(recipe) -> str:
 def cmd_train(args) -> int:
     from nin.resources import check_fits_in_memory
     from nin.training import resolve_recipe
+
     B = get_backend(args.backend)
     recipe = _recipe_from_args(args)
     from nin.training import claim_out_dir
+
     spec = _spec.chapter_spec(10)
-    _spec.check_input_size(spec, args.resize, flag="--resize")
-    if not B.num_gpus():      # on a GPU the host's memory is not what limits the batch
+    _spec.check_input_size(spec, args.resize, name="resize")
+    if not B.num_gpus():  # on a GPU the host's memory is not what limits the batch
         check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
-    if args.out is not None:       # before the data is read: the folder, resume, overwrite
+    if args.out is not None:  # before the data is read: the folder, resume, overwrite
         claim_out_dir(args.out, args.resume, args.overwrite)
     out = _claim_out(args, args.backend, recipe.name)
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
-    print(f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
-          + (f" (changed from the chapter's: {'; '.join(changes)})" if changes else
-             " (the chapter's own)")
-          + f", {args.resize}x{args.resize}, batch {args.batch_size}, {args.epochs} epochs; "
-          f"writing to {out}", flush=True)
+    print(
+        f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
+        + (
+            f" (changed from the chapter's: {'; '.join(changes)})"
+            if changes
+            else " (the chapter's own)"
+        )
+        + f", {args.resize}x{args.resize}, batch {args.batch_size}, {args.epochs} epochs; "
+        f"writing to {out}",
+        flush=True,
+    )
     B.set_seed(args.seed)
-    data = B.FashionMNIST(batch_size=args.batch_size, resize=(args.resize, args.resize),
-                          root=args.data_dir, seed=args.seed)
+    data = B.FashionMNIST(
+        batch_size=args.batch_size,
+        resize=(args.resize, args.resize),
+        root=args.data_dir,
+        seed=args.seed,
+    )
     model = B.NiN(num_classes=10, recipe=recipe)
-    trainer = B.Trainer(max_epochs=args.epochs, num_gpus=1, fast=not args.no_fast,
-                        limit_train_batches=args.limit_train_batches,
-                        limit_val_batches=args.limit_val_batches, out_dir=out,
-                        resume=args.resume, overwrite=args.overwrite, on_stuck=args.on_stuck)
+    trainer = B.Trainer(
+        max_epochs=args.epochs,
+        num_gpus=1,
+        fast=not args.no_fast,
+        limit_train_batches=args.limit_train_batches,
+        limit_val_batches=args.limit_val_batches,
+        out_dir=out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        on_stuck=args.on_stuck,
+        wording=cli_wording,
+    )
     history = trainer.fit(model, data)
     best = max(e["val_acc"] for e in history.epochs)
-    print(f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
-          f"history.json, board.png, checkpoint.npz and weights.npz are in {out}")
+    print(
+        f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
+        f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
+    )
     return 0
 
 
@@ -204,46 +280,69 @@ def cmd_compare(args) -> int:
     from nin import compare
     from nin.quick import ENV_VAR, quick_settings
     from nin.resources import check_fits_in_memory
+
     if quick_settings() is not None:
-        raise ValueError(f"{ENV_VAR} is set, and compare measures at the size and batch you "
-                         f"give: unset {ENV_VAR} (`unset {ENV_VAR}`) to compare")
+        raise ValueError(
+            f"{ENV_VAR} is set, and compare measures at the size and batch you "
+            f"give: unset {ENV_VAR} (`unset {ENV_VAR}`) to compare"
+        )
     plot = Path(args.plot).expanduser()
     if args.train_steps:
         if plot.suffix.lower() != ".png":
             raise ValueError(f"--plot {args.plot}: give a file name ending in .png")
         from nin.files import check_writable_folder
+
         check_writable_folder(plot.parent, "--plot's folder")
     spec = _spec.chapter_spec(args.num_classes)
-    if args.weights:   # the weights' own spec: a run with any recipe or variant loads
+    if args.weights:  # the weights' own spec: a run with any recipe or variant loads
         from nin import weights as _weights
+
         spec = _weights.read(args.weights)[1]
     backends = resolve_backends(args.backends)
     reference = resolve_backends(args.reference)[0]
     _spec.check_input_size(spec, args.size)
     check_fits_in_memory(spec, args.size, args.batch_size, training=bool(args.train_steps))
     if args.train_steps:
-        result = compare.train_parity(backends, spec, size=args.size, batch_size=args.batch_size,
-                                      steps=args.train_steps, seed=args.seed,
-                                      root=args.data_dir, reference=reference,
-                                      num_gpus=args.num_gpus)
+        result = compare.train_parity(
+            backends,
+            spec,
+            size=args.size,
+            batch_size=args.batch_size,
+            steps=args.train_steps,
+            seed=args.seed,
+            root=args.data_dir,
+            reference=reference,
+            num_gpus=args.num_gpus,
+        )
         compare.plot_parity(result, plot)
         if args.json:
             print(json.dumps(result))
             return 0
         names = list(result["losses"])
-        print(f"{args.train_steps} SGD steps at {args.size}x{args.size}, batch "
-              f"{args.batch_size}, same weights and batches, dropout off")
+        print(
+            f"{args.train_steps} SGD steps at {args.size}x{args.size}, batch "
+            f"{args.batch_size}, same weights and batches, dropout off"
+        )
         print(f"{'step':<6}" + "".join(f"{b:<14}" for b in names))
         for i in range(args.train_steps):
             print(f"{i + 1:<6}" + "".join(f"{result['losses'][b][i]:<14.6f}" for b in names))
         for b in names[1:]:
-            print(f"{b}: max loss difference {result['max_loss_diff'][b]:.2e}, final weights "
-                  f"max relative difference {result['max_weight_rel_diff'][b]:.2e}")
+            print(
+                f"{b}: max loss difference {result['max_loss_diff'][b]:.2e}, final weights "
+                f"max relative difference {result['max_weight_rel_diff'][b]:.2e}"
+            )
         print(f"plot: {plot}")
         return 0
-    result = compare.compare_layers(backends, spec, size=args.size, batch_size=args.batch_size,
-                                    seed=args.seed, weights_path=args.weights,
-                                    reference=reference, root=args.data_dir)
+    result = compare.compare_layers(
+        backends,
+        spec,
+        size=args.size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        weights_path=args.weights,
+        reference=reference,
+        root=args.data_dir,
+    )
     print(json.dumps(result) if args.json else compare.format_layers(result))
     return 0
 
@@ -255,32 +354,41 @@ def _mib(n: int) -> str:
 def cmd_resources(args) -> int:
     from nin.resources import summary
     from nin.variants import variant
+
     spec = variant(args.variant, args.num_classes)
     _spec.check_input_size(spec, args.size)
     result = summary(spec, args.size, args.batch_size, args.optimizer)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{spec.name}: input {args.size}x{args.size}, batch {args.batch_size}, optimizer "
-          f"{args.optimizer} (minimum input {result['min_input_size']}x"
-          f"{result['min_input_size']})")
-    print(f"  {'layer':<10}{'output':<18}{'params':>12}{'MACs/image':>16}"
-          f"{'activations/image':>20}")
+    print(
+        f"{spec.name}: input {args.size}x{args.size}, batch {args.batch_size}, optimizer "
+        f"{args.optimizer} (minimum input {result['min_input_size']}x"
+        f"{result['min_input_size']})"
+    )
+    print(f"  {'layer':<10}{'output':<18}{'params':>12}{'MACs/image':>16}{'activations/image':>20}")
     for row in result["layers"]:
         shape = " x ".join(map(str, row["shape"]))
-        print(f"  {row['name']:<10}{shape:<18}{row['params']:>12,}{row['macs']:>16,}"
-              f"{row['activations']:>20,}")
-    print(f"  parameters {result['params']:,}; MACs {result['macs_per_image']:,} per image "
-          f"(FLOPs = 2 x MACs = {result['flops_per_image']:,}); pooling "
-          f"{result['pool_ops_per_image']:,} and ReLU {result['relu_ops_per_image']:,} "
-          f"operations per image, apart")
+        print(
+            f"  {row['name']:<10}{shape:<18}{row['params']:>12,}{row['macs']:>16,}"
+            f"{row['activations']:>20,}"
+        )
+    print(
+        f"  parameters {result['params']:,}; MACs {result['macs_per_image']:,} per image "
+        f"(FLOPs = 2 x MACs = {result['flops_per_image']:,}); pooling "
+        f"{result['pool_ops_per_image']:,} and ReLU {result['relu_ops_per_image']:,} "
+        f"operations per image, apart"
+    )
     for dtype in ("fp32", "bf16"):
         m = result["memory"][dtype]
-        parts = ", ".join(f"{k.replace('_', ' ')} {_mib(v)}" for k, v in
-                          m["training_parts"].items())
-        print(f"  {dtype}: inference {_mib(m['inference'])} (peak live activations "
-              f"{_mib(m['inference_activations'])} + parameters); training "
-              f"{_mib(m['training'])} ({parts})")
+        parts = ", ".join(
+            f"{k.replace('_', ' ')} {_mib(v)}" for k, v in m["training_parts"].items()
+        )
+        print(
+            f"  {dtype}: inference {_mib(m['inference'])} (peak live activations "
+            f"{_mib(m['inference_activations'])} + parameters); training "
+            f"{_mib(m['training'])} ({parts})"
+        )
     return 0
 
 
@@ -288,26 +396,43 @@ def cmd_experiment(args) -> int:
     from nin import experiment
     from nin.resources import check_fits_in_memory
     from nin.variants import variant, variant_names
-    names = variant_names() if args.variants == "all" else \
-        [n.strip() for n in args.variants.split(",") if n.strip()]
+
+    names = (
+        variant_names()
+        if args.variants == "all"
+        else [n.strip() for n in args.variants.split(",") if n.strip()]
+    )
     if not names:
-        raise ValueError(f"--variants {args.variants!r} names no variant; choose from "
-                         f"{', '.join(variant_names())}, or all")
+        raise ValueError(
+            f"--variants {args.variants!r} names no variant; choose from "
+            f"{', '.join(variant_names())}, or all"
+        )
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"--variants names {', '.join(twice)} more than once; each variant "
-                         f"trains once")
+        raise ValueError(
+            f"--variants names {', '.join(twice)} more than once; each variant trains once"
+        )
     recipe = _recipe_from_args(args)
-    for name in names:                  # every name and size checked before any training
+    for name in names:  # every name and size checked before any training
         spec = variant(name)
-        _spec.check_input_size(spec, args.resize, flag="--resize")
+        _spec.check_input_size(spec, args.resize, name="resize")
         check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
     out = experiment.claim(_claim_out(args, "experiment", recipe.name), args.overwrite)
     rows = experiment.run_experiment(
-        names, backend=args.backend, epochs=args.epochs, resize=args.resize,
-        batch_size=args.batch_size, limit_train_batches=args.limit_train_batches,
-        seed=args.seed, recipe=recipe, root=args.data_dir, progress=not args.quiet,
-        fast=not args.no_fast, out_dir=out, num_gpus=args.num_gpus)
+        names,
+        backend=args.backend,
+        epochs=args.epochs,
+        resize=args.resize,
+        batch_size=args.batch_size,
+        limit_train_batches=args.limit_train_batches,
+        seed=args.seed,
+        recipe=recipe,
+        root=args.data_dir,
+        progress=not args.quiet,
+        fast=not args.no_fast,
+        out_dir=out,
+        num_gpus=args.num_gpus,
+    )
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")
     return 0
@@ -316,39 +441,54 @@ def cmd_experiment(args) -> int:
 def _add_recipe_flags(p) -> None:
     """--recipe, then one flag per Recipe field: each given one wins over the recipe's value."""
     from nin.training import CHOICES, RECIPE_FLAGS, RECIPES
-    p.add_argument("--recipe", default="nin", choices=list(RECIPES),
-                   help="nin (the CLI's default: He init, a linear class block, standardized "
-                        "inputs, Adam on a one-cycle schedule at lr 1e-3) or book (the "
-                        "chapter's training cell: Xavier, ReLU class block, raw inputs, plain "
-                        "SGD at lr 0.05)")
+
+    p.add_argument(
+        "--recipe",
+        default="nin",
+        choices=list(RECIPES),
+        help="nin (the CLI's default: He init, a linear class block, standardized "
+        "inputs, Adam on a one-cycle schedule at lr 1e-3) or book (the "
+        "chapter's training cell: Xavier, ReLU class block, raw inputs, plain "
+        "SGD at lr 0.05)",
+    )
     for name, help_text in RECIPE_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         if name == "normalize":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=help_text + " (default: the recipe's)")
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text + " (default: the recipe's)",
+            )
         elif name in CHOICES:
-            p.add_argument(flag, choices=CHOICES[name], default=None,
-                           help=help_text + " (default: the recipe's)")
+            p.add_argument(
+                flag,
+                choices=CHOICES[name],
+                default=None,
+                help=help_text + " (default: the recipe's)",
+            )
         else:
-            p.add_argument(flag, type=float, default=None,
-                           help=help_text + " (default: the recipe's)")
+            p.add_argument(
+                flag, type=float, default=None, help=help_text + " (default: the recipe's)"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="python -m nin", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("shapes", allow_abbrev=False,
-                       help="each backend's layer table and parameter count")
+    p = sub.add_parser(
+        "shapes", allow_abbrev=False, help="each backend's layer table and parameter count"
+    )
     p.add_argument("--backend", default="all", help="torch, mxnet, tensorflow or all")
     p.add_argument("--size", type=positive_int, default=224, help="input height and width")
     p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_shapes)
 
-    p = sub.add_parser("resources", allow_abbrev=False,
-                       help="parameters, MACs and memory from the spec")
+    p = sub.add_parser(
+        "resources", allow_abbrev=False, help="parameters, MACs and memory from the spec"
+    )
     p.add_argument("--variant", default="nin", help="see nin/variants.py (default: nin)")
     p.add_argument("--size", type=positive_int, default=224)
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -357,10 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_resources)
 
-    p = sub.add_parser("experiment", allow_abbrev=False,
-                       help="train variants on one budget, tabulate and plot")
-    p.add_argument("--variants", default="nin,nin-1x1-1,nin-1x1-3",
-                   help="comma-separated names from nin/variants.py, or all")
+    p = sub.add_parser(
+        "experiment", allow_abbrev=False, help="train variants on one budget, tabulate and plot"
+    )
+    p.add_argument(
+        "--variants",
+        default="nin,nin-1x1-1,nin-1x1-3",
+        help="comma-separated names from nin/variants.py, or all",
+    )
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
     p.add_argument("--epochs", type=positive_int, default=1)
     p.add_argument("--resize", type=positive_int, default=96)
@@ -369,18 +513,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_flags(p)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None,
-                   help="folder for the results (default: a new runs/experiment-... folder)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results already in --out")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for the results (default: a new runs/experiment-... folder)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
-    p.add_argument("--num-gpus", type=non_negative_int, default=1,
-                   help="the first GPU when there is one (1, the default), or 0 for the CPU")
+    p.add_argument(
+        "--num-gpus",
+        type=non_negative_int,
+        default=1,
+        help="the first GPU when there is one (1, the default), or 0 for the CPU",
+    )
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("compare", allow_abbrev=False,
-                       help="the same weights in every backend, layer by layer")
+    p = sub.add_parser(
+        "compare", allow_abbrev=False, help="the same weights in every backend, layer by layer"
+    )
     p.add_argument("--backends", default="torch,mxnet,tensorflow")
     p.add_argument("--reference", default="torch")
     p.add_argument("--size", type=positive_int, default=224)
@@ -389,43 +540,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--weights", default=None, help="a canonical weight file (.npz) to load")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for the input batch")
-    p.add_argument("--train-steps", type=non_negative_int, default=0,
-                   help="instead: train N SGD steps in each backend and compare the losses")
-    p.add_argument("--num-gpus", type=non_negative_int, default=0,
-                   help="with --train-steps: train on the first GPU (1) or the CPU (0, the "
-                        "default); the layer comparison runs in fp32 on the CPU")
-    p.add_argument("--plot", default="runs/compare/parity.png",
-                   help="with --train-steps: where the loss curves go")
+    p.add_argument(
+        "--train-steps",
+        type=non_negative_int,
+        default=0,
+        help="instead: train N SGD steps in each backend and compare the losses",
+    )
+    p.add_argument(
+        "--num-gpus",
+        type=non_negative_int,
+        default=0,
+        help="with --train-steps: train on the first GPU (1) or the CPU (0, the "
+        "default); the layer comparison runs in fp32 on the CPU",
+    )
+    p.add_argument(
+        "--plot",
+        default="runs/compare/parity.png",
+        help="with --train-steps: where the loss curves go",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("train", allow_abbrev=False,
-                       help="train the chapter's NiN on Fashion-MNIST")
+    p = sub.add_parser("train", allow_abbrev=False, help="train the chapter's NiN on Fashion-MNIST")
     p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
     p.add_argument("--epochs", type=positive_int, default=3)
     p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--resize", type=positive_int, default=96,
-                   help="image size; the chapter uses 224, 96 is the CPU-friendly default")
+    p.add_argument(
+        "--resize",
+        type=positive_int,
+        default=96,
+        help="image size; the chapter uses 224, 96 is the CPU-friendly default",
+    )
     _add_recipe_flags(p)
-    p.add_argument("--data-dir", default=None,
-                   help="folder with the Fashion-MNIST IDX files (default: $NIN_DATA_DIR or "
-                        "~/.cache/nin/fashion-mnist, downloaded if missing)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the Fashion-MNIST IDX files (default: $NIN_DATA_DIR or "
+        "~/.cache/nin/fashion-mnist, downloaded if missing)",
+    )
     p.add_argument("--limit-train-batches", type=positive_int, default=None)
     p.add_argument("--limit-val-batches", type=positive_int, default=None)
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--out", default=None,
-                   help="folder for history, plot, checkpoint and weights (default: a new "
-                        "runs/<backend>-<recipe>-<date-time> folder; an existing run is never "
-                        "replaced without --overwrite)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for history, plot, checkpoint and weights (default: a new "
+        "runs/<backend>-<recipe>-<date-time> folder; an existing run is never "
+        "replaced without --overwrite)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in --out")
-    p.add_argument("--no-fast", action="store_true",
-                   help="the plain fp32 step as the chapter runs it (default: the fast path: "
-                        "bf16 where the hardware has it; channels-last in PyTorch, compiled "
-                        "steps in TensorFlow, hybridized ones in MXNet)")
-    p.add_argument("--on-stuck", default="stop", choices=["stop", "warn"],
-                   help="what to do when the loss stays at chance (default: stop)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="the plain fp32 step as the chapter runs it (default: the fast path: "
+        "bf16 where the hardware has it; channels-last in PyTorch, compiled "
+        "steps in TensorFlow, hybridized ones in MXNet)",
+    )
+    p.add_argument(
+        "--on-stuck",
+        default="stop",
+        choices=["stop", "warn"],
+        help="what to do when the loss stays at chance (default: stop)",
+    )
     p.set_defaults(func=cmd_train)
     return parser
 
@@ -437,16 +614,25 @@ def main(argv=None) -> int:
         if args.command in ("train", "experiment"):
             _apply_quick(args, argv)
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, MemoryError, OverflowError,
-            BackendUnavailableError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (
+        ValueError,
+        OSError,
+        RuntimeError,
+        MemoryError,
+        OverflowError,
+        BackendUnavailableError,
+    ) as err:
+        print(f"error: {cli_wording(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         folder = getattr(args, "run_folder", None)
         hint = ""
         if args.command == "train" and folder:
-            hint = (f"; the last finished epoch is kept in {folder}: continue with --resume "
-                    f"--out {folder}" if (folder / "checkpoint.npz").exists() else
-                    f"; no epoch had finished: --overwrite --out {folder} starts again")
+            hint = (
+                f"; the last finished epoch is kept in {folder}: continue with --resume "
+                f"--out {folder}"
+                if (folder / "checkpoint.npz").exists()
+                else f"; no epoch had finished: --overwrite --out {folder} starts again"
+            )
         print(f"\nnin: interrupted{hint}", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ dropout in each backend and reports per-step losses and the final weights' diffe
 Fashion-MNIST one framework against itself in another memory layout (channels-last)
 already differs by about 2e-3 after 20 steps at lr 0.05 (docs/compare.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,12 +27,25 @@ from nin.backends import get_backend
 from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
 from nin.training import Board, Recipe, finish_figure
 
-__all__ = ["strict_fp32", "reference_weights", "input_batch", "compare_layers",
-           "train_parity", "PARITY_RECIPE"]
+__all__ = [
+    "strict_fp32",
+    "reference_weights",
+    "input_batch",
+    "compare_layers",
+    "train_parity",
+    "PARITY_RECIPE",
+]
 
 # the book's plain SGD with a linear class block, so that no ReLU can freeze all the scores
-PARITY_RECIPE = Recipe("parity", init="xavier", class_block_relu="none", normalize=False,
-                       optimizer="sgd", schedule="constant", lr=0.05)
+PARITY_RECIPE = Recipe(
+    "parity",
+    init="xavier",
+    class_block_relu="none",
+    normalize=False,
+    optimizer="sgd",
+    schedule="constant",
+    lr=0.05,
+)
 
 
 def strict_fp32(backend: str) -> None:
@@ -64,16 +78,19 @@ def input_batch(size: int, batch_size: int, seed: int, root=None):
         rng = np.random.default_rng(seed)
         return rng.random((batch_size, 1, size, size), dtype=np.float32), None
     if batch_size > len(y):
-        raise ValueError(f"the test split has {len(y)} images; --batch-size must be at most "
-                         f"that, got {batch_size}")
+        raise ValueError(
+            f"the test split has {len(y)} images; `batch_size` must be at most "
+            f"that, got {batch_size}"
+        )
     idx = np.random.default_rng(seed).choice(len(y), batch_size, replace=False)
     r = resize_matrix(28, size)
     images = r @ (x[idx].astype(np.float32) / 255) @ r.T
     return images[:, None].astype(np.float32), y[idx]
 
 
-def compare_layers(backends, spec, size=224, batch_size=4, seed=0, weights_path=None,
-                   reference="torch", root=None) -> dict:
+def compare_layers(
+    backends, spec, size=224, batch_size=4, seed=0, weights_path=None, reference="torch", root=None
+) -> dict:
     """Per top-level layer: shapes per backend and differences against `reference`."""
     backends = [reference] + [b for b in backends if b != reference]
     named = reference_weights(reference, spec, seed, weights_path)
@@ -93,26 +110,49 @@ def compare_layers(backends, spec, size=224, batch_size=4, seed=0, weights_path=
         scale = float(np.abs(ref).max()) or 1.0
         abs_diff, rel_diff = {}, {}
         for backend in backends[1:]:
-            out = outputs[backend][i].reshape(ref.shape)   # Keras' GAP drops the 1 x 1
+            out = outputs[backend][i].reshape(ref.shape)  # Keras' GAP drops the 1 x 1
             abs_diff[backend] = float(np.abs(out - ref).max())
             rel_diff[backend] = abs_diff[backend] / scale
-        layers.append({"name": name, "shape": {b: shapes[b][i] for b in backends},
-                       "max_abs_diff": abs_diff, "max_rel_diff": rel_diff})
+        layers.append(
+            {
+                "name": name,
+                "shape": {b: shapes[b][i] for b in backends},
+                "max_abs_diff": abs_diff,
+                "max_rel_diff": rel_diff,
+            }
+        )
     logits = {b: outputs[b][-1].tolist() for b in backends}
-    return {"reference": reference, "size": size, "batch_size": batch_size, "layers": layers,
-            "logits": logits,
-            "predicted": {b: np.argmax(outputs[b][-1], axis=1).tolist() for b in backends},
-            "labels": None if labels is None else labels.tolist()}
+    return {
+        "reference": reference,
+        "size": size,
+        "batch_size": batch_size,
+        "layers": layers,
+        "logits": logits,
+        "predicted": {b: np.argmax(outputs[b][-1], axis=1).tolist() for b in backends},
+        "labels": None if labels is None else labels.tolist(),
+    }
 
 
-def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=None,
-                 reference="torch", num_gpus=0) -> dict:
+def train_parity(
+    backends,
+    spec,
+    size=67,
+    batch_size=16,
+    steps=20,
+    seed=0,
+    root=None,
+    reference="torch",
+    num_gpus=0,
+) -> dict:
     """The same weights and batches, plain SGD, dropout off: per-step losses per backend
     (on the first GPU with `num_gpus=1`, TF32 off)."""
     backends = [reference] + [b for b in backends if b != reference]
-    spec = spec.replace(layers=tuple(replace(layer, rate=0.0)
-                                     if isinstance(layer, _spec.Dropout) else layer
-                                     for layer in spec.layers))
+    spec = spec.replace(
+        layers=tuple(
+            replace(layer, rate=0.0) if isinstance(layer, _spec.Dropout) else layer
+            for layer in spec.layers
+        )
+    )
     spec = _spec.with_class_block_relu(spec, PARITY_RECIPE.class_block_relu)
     named = reference_weights(reference, spec, seed)
     losses, final = {}, {}
@@ -122,38 +162,64 @@ def train_parity(backends, spec, size=67, batch_size=16, steps=20, seed=0, root=
         model = B.NiN(spec=spec, recipe=PARITY_RECIPE)
         _weights.load_arrays(backend, model.net, spec, named)
         data = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root, seed=seed)
-        trainer = B.Trainer(max_epochs=1, num_gpus=num_gpus, limit_train_batches=steps,
-                            limit_val_batches=0, progress=False, fast=False, stuck_check=0,
-                            board=Board(live=False))   # one parity plot, not a board each
+        trainer = B.Trainer(
+            max_epochs=1,
+            num_gpus=num_gpus,
+            limit_train_batches=steps,
+            limit_val_batches=0,
+            progress=False,
+            fast=False,
+            stuck_check=0,
+            board=Board(live=False),
+        )  # one parity plot, not a board each
         history = trainer.fit(model, data)
         losses[backend] = [loss for _, loss in history.steps]
         final[backend] = _weights.export_arrays(backend, model.net, spec)
-    weight_diff = {}   # per array ||w - w_ref|| / ||w_ref||, the largest over the arrays
+    weight_diff = {}  # per array ||w - w_ref|| / ||w_ref||, the largest over the arrays
     for backend in backends[1:]:
         weight_diff[backend] = max(
-            float(np.linalg.norm(final[backend][k] - final[reference][k])
-                  / (np.linalg.norm(final[reference][k]) or 1.0)) for k in final[reference])
-    loss_diff = {b: float(np.max(np.abs(np.array(losses[b]) - np.array(losses[reference]))))
-                 for b in backends[1:]}
-    return {"reference": reference, "steps": steps, "size": size, "losses": losses,
-            "max_loss_diff": loss_diff, "max_weight_rel_diff": weight_diff}
+            float(
+                np.linalg.norm(final[backend][k] - final[reference][k])
+                / (np.linalg.norm(final[reference][k]) or 1.0)
+            )
+            for k in final[reference]
+        )
+    loss_diff = {
+        b: float(np.max(np.abs(np.array(losses[b]) - np.array(losses[reference]))))
+        for b in backends[1:]
+    }
+    return {
+        "reference": reference,
+        "steps": steps,
+        "size": size,
+        "losses": losses,
+        "max_loss_diff": loss_diff,
+        "max_weight_rel_diff": weight_diff,
+    }
 
 
 def format_layers(result: dict) -> str:
     """The comparison as a table a reader can scan for where a difference first appears."""
     ref = result["reference"]
-    others = list(result["max_abs_diff"]) if "max_abs_diff" in result else \
-        list(result["layers"][0]["max_abs_diff"])
-    lines = [f"reference: {ref}; input {result['batch_size']} x {result['size']} x "
-             f"{result['size']}; fp32 inference; rel = max|diff| / max|{ref}|"]
+    others = (
+        list(result["max_abs_diff"])
+        if "max_abs_diff" in result
+        else list(result["layers"][0]["max_abs_diff"])
+    )
+    lines = [
+        f"reference: {ref}; input {result['batch_size']} x {result['size']} x "
+        f"{result['size']}; fp32 inference; rel = max|diff| / max|{ref}|"
+    ]
     header = f"{'layer':<10}" + "".join(f"{b + ' shape':<22}" for b in [ref] + others)
     header += "".join(f"{b + ' abs / rel':<26}" for b in others)
     lines.append(header)
     for row in result["layers"]:
-        line = f"{row['name']:<10}" + "".join(f"{str(tuple(row['shape'][b])):<22}"
-                                              for b in [ref] + others)
-        line += "".join(f"{row['max_abs_diff'][b]:.1e} / {row['max_rel_diff'][b]:.1e}".ljust(26)
-                        for b in others)
+        line = f"{row['name']:<10}" + "".join(
+            f"{str(tuple(row['shape'][b])):<22}" for b in [ref] + others
+        )
+        line += "".join(
+            f"{row['max_abs_diff'][b]:.1e} / {row['max_rel_diff'][b]:.1e}".ljust(26) for b in others
+        )
         lines.append(line)
     lines.append("")
     lines.append("logits of the first image:")
@@ -165,14 +231,17 @@ def format_layers(result: dict) -> str:
     if result["labels"] is not None:
         lines.append(f"  {'true':<11}" + ", ".join(TEXT_LABELS[p] for p in result["labels"]))
     else:
-        lines.append("  (the input was random pixels: no Fashion-MNIST copy was found; pass "
-                     "--data-dir for real images)")
+        lines.append(
+            "  (the input was random pixels: no Fashion-MNIST copy was found; pass "
+            "`root` for real images)"
+        )
     return "\n".join(lines)
 
 
 def plot_parity(result: dict, path=None):
     """The per-step losses of each backend in one plot; saved to `path`, else returned."""
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for i, (b, losses) in enumerate(result["losses"].items()):
         ax.plot(range(1, len(losses) + 1), losses, ["-", "--", ":"][i % 3], label=b, lw=2)

@@ -4,17 +4,14 @@ No framework is imported here. Every backend sees the same uint8 batches in the 
 for the same seed; each backend only converts a batch to its tensors (`convert_batch`),
 scaling to [0, 1] and resizing with the bilinear matrix from `resize_matrix`.
 """
+
 from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import math
 import os
 import struct
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -22,24 +19,52 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 __all__ = [
-    "FILES", "MD5", "MIRRORS", "TEXT_LABELS", "DataFileError", "DataUnavailableError",
-    "default_root", "read_idx", "write_idx", "download", "load_fashion_mnist",
-    "resize_matrix", "BatchSource", "Loader", "FashionMNISTBase",
+    "FILES",
+    "MD5",
+    "MIRRORS",
+    "TEXT_LABELS",
+    "DataFileError",
+    "DataUnavailableError",
+    "default_root",
+    "read_idx",
+    "write_idx",
+    "download",
+    "load_fashion_mnist",
+    "resize_matrix",
+    "BatchSource",
+    "Loader",
+    "FashionMNISTBase",
 ]
 
 # split -> (images file, labels file), as the official mirrors name them
-FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 # the official archives' MD5 sums; checked on download only (a local copy may be re-gzipped)
-MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-       "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-       "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-       "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 # the mirrors torchvision and Keras download from, tried in order
-MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-           "https://storage.googleapis.com/tensorflow/tf-keras-datasets/")
-TEXT_LABELS = ("t-shirt", "trouser", "pullover", "dress", "coat",
-               "sandal", "shirt", "sneaker", "bag", "ankle boot")
+MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+)
+TEXT_LABELS = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d images
 
 
@@ -48,8 +73,10 @@ class DataFileError(ValueError):
 
     def __init__(self, path, problem: str, fix: str | None = None):
         self.path = Path(path)
-        fix = fix or ("Delete the file so that it is downloaded again, or point NIN_DATA_DIR / "
-                      "--data-dir / root= at a folder with intact copies.")
+        fix = fix or (
+            "Delete the file so that it is downloaded again, or point `root` (or "
+            "NIN_DATA_DIR) at a folder with intact copies."
+        )
         super().__init__(f"{self.path}: {problem}. {fix}")
 
 
@@ -58,27 +85,36 @@ class DataUnavailableError(FileNotFoundError):
 
 
 def default_root(root=None) -> Path:
-    """root= argument, else $NIN_DATA_DIR, else ~/.cache/nin/fashion-mnist; refused if it
-    names a file."""
+    """root= argument, else $NIN_DATA_DIR, else the user's cache folder (pooch's `os_cache`:
+    ~/.cache/nin/fashion-mnist on Linux); refused if it names a file."""
     source = "root"
     if root is None:
         source = "NIN_DATA_DIR" if os.environ.get("NIN_DATA_DIR") else "the default folder"
-        root = os.environ.get("NIN_DATA_DIR") or Path.home() / ".cache" / "nin" / "fashion-mnist"
+        root = os.environ.get("NIN_DATA_DIR") or _cache_folder()
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DataUnavailableError(
-            f"the data folder {root} ({source}) is a file, not a folder: point root= / "
-            f"--data-dir / NIN_DATA_DIR at the folder that holds the four IDX files")
+            f"the data folder {root} ({source}) is a file, not a folder: point `root` "
+            f"(or NIN_DATA_DIR) at the folder that holds the four IDX files"
+        )
     return root
+
+
+def _cache_folder() -> Path:
+    import pooch
+
+    return Path(pooch.os_cache("nin")) / "fashion-mnist"
 
 
 def _read_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise DataFileError(path, f"cannot be read ({err.strerror or err})",
-                            "Check the file's permissions, or point NIN_DATA_DIR / --data-dir / "
-                            "root= at a readable copy.") from None
+        raise DataFileError(
+            path,
+            f"cannot be read ({err.strerror or err})",
+            "Check the file's permissions, or point `root` (or NIN_DATA_DIR) at a readable copy.",
+        ) from None
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
@@ -96,13 +132,19 @@ def read_idx(path, ndim: int) -> np.ndarray:
         raise DataFileError(path, f"only {len(data)} bytes, shorter than an IDX header")
     magic = struct.unpack(">I", data[:4])[0]
     if magic != _IDX_MAGIC[ndim]:
-        raise DataFileError(path, f"bad magic number 0x{magic:08x}, expected "
-                                  f"0x{_IDX_MAGIC[ndim]:08x} (a {ndim}-d IDX file of bytes)")
+        raise DataFileError(
+            path,
+            f"bad magic number 0x{magic:08x}, expected "
+            f"0x{_IDX_MAGIC[ndim]:08x} (a {ndim}-d IDX file of bytes)",
+        )
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = math.prod(dims)
     if len(data) - header != expected:
-        raise DataFileError(path, f"truncated or padded: the header promises {expected} bytes "
-                                  f"of data for shape {dims}, the file holds {len(data) - header}")
+        raise DataFileError(
+            path,
+            f"truncated or padded: the header promises {expected} bytes "
+            f"of data for shape {dims}, the file holds {len(data) - header}",
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -110,40 +152,38 @@ def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
     """Write a uint8 array as IDX (gzip when the name ends in .gz): for tests and fixtures."""
     path = Path(path)
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    data = struct.pack(">I", _IDX_MAGIC[array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape) + array.tobytes()
+    data = (
+        struct.pack(">I", _IDX_MAGIC[array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     if compress if compress is not None else path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
     path.write_bytes(data)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fetch(url: str, target: Path, md5: str | None, timeout: float) -> None:
-    """Stream `url` to a temporary file beside `target`; rename only if the MD5 matches."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if md5 is not None and digest.hexdigest() != md5:
-            raise ValueError(f"checksum mismatch (MD5 {digest.hexdigest()}, expected {md5})")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """`url` to `target` through pooch: streamed to a temporary file beside it, renamed only
+    when the MD5 matches (a mismatch raises ValueError and leaves nothing)."""
+    import pooch
+
+    pooch.get_logger().setLevel("WARNING")  # nin prints its own line per file
+    pooch.retrieve(
+        url,
+        known_hash=f"md5:{md5}" if md5 else None,
+        fname=target.name,
+        path=target.parent,
+        downloader=pooch.HTTPDownloader(timeout=timeout),
+    )
 
 
-def download(root=None, mirrors: Sequence[str] = MIRRORS, checksums: dict | None = None,
-             timeout: float = 30.0, progress: Callable[[str], None] | None = print) -> Path:
+def download(
+    root=None,
+    mirrors: Sequence[str] = MIRRORS,
+    checksums: dict | None = None,
+    timeout: float = 30.0,
+    progress: Callable[[str], None] | None = print,
+) -> Path:
     """Download the missing files into `root`, trying each mirror in turn, MD5-checked."""
     root = default_root(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -161,17 +201,21 @@ def download(root=None, mirrors: Sequence[str] = MIRRORS, checksums: dict | None
                     progress(f"downloading {url}")
                 _fetch(url, target, checksums.get(name), timeout)
                 break
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                errors.append(f"{url}: {getattr(err, 'reason', err)}")
+            except ValueError as err:  # pooch: the hash does not match
+                errors.append(f"{url}: checksum mismatch ({err})")
+            except OSError as err:  # refused, timed out, HTTP errors
+                errors.append(f"{url}: {type(err).__name__}: {err}")
         else:
             failures[name] = errors
     if failures:
-        lines = "\n".join(f"  {name}:\n    " + "\n    ".join(errs)
-                          for name, errs in failures.items())
+        lines = "\n".join(
+            f"  {name}:\n    " + "\n    ".join(errs) for name, errs in failures.items()
+        )
         raise DataUnavailableError(
             f"Fashion-MNIST files missing in {root} and the download failed:\n{lines}\n"
-            f"Offline? Copy the four IDX files (.gz or raw) into a folder and pass root=<folder>, "
-            f"--data-dir <folder>, or set NIN_DATA_DIR=<folder>.")
+            f"Offline? Copy the four IDX files (.gz or raw) into a folder and pass "
+            f"`root=<folder>` or set NIN_DATA_DIR=<folder>."
+        )
     return root
 
 
@@ -189,8 +233,11 @@ def _load_split(images: Path, labels: Path, _stamp) -> tuple[np.ndarray, np.ndar
     if x.shape[1:] != (28, 28):
         raise DataFileError(images, f"images are {x.shape[1]}x{x.shape[2]}, expected 28x28")
     if len(x) != len(y):
-        raise DataFileError(labels, f"{len(y)} labels for {len(x)} images in {images.name}; "
-                                    f"the two files come from different sets")
+        raise DataFileError(
+            labels,
+            f"{len(y)} labels for {len(x)} images in {images.name}; "
+            f"the two files come from different sets",
+        )
     if y.size and y.max() > 9:
         raise DataFileError(labels, f"label {int(y.max())} is out of range 0-9")
     x.setflags(write=False)
@@ -207,12 +254,13 @@ def load_fashion_mnist(root=None, download_missing: bool = True, **download_kwar
     if missing:
         if not download_missing:
             raise DataUnavailableError(
-                f"Fashion-MNIST files missing in {root}: {', '.join(missing)}. Pass root=<folder>, "
-                f"--data-dir <folder> or set NIN_DATA_DIR=<folder> to a folder that has them.")
+                f"Fashion-MNIST files missing in {root}: {', '.join(missing)}. Pass "
+                f"`root=<folder>` or set NIN_DATA_DIR=<folder> to a folder that has them."
+            )
         download(root, **download_kwargs)
-    arrays = []
+    arrays: list[np.ndarray] = []
     for split in ("train", "test"):
-        paths = [_present(root, n) for n in FILES[split]]
+        paths = [p for p in (_present(root, n) for n in FILES[split]) if p is not None]
         stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
         arrays.extend(_load_split(*paths, stamp))
     return tuple(arrays)
@@ -236,8 +284,15 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
 class BatchSource:
     """Seeded batches of (uint8 images, int64 labels) as NumPy; one new order per epoch."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool, seed: int = 0, limit_batches: int | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        limit_batches: int | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.images, self.labels = images, labels
@@ -258,7 +313,7 @@ class BatchSource:
         order = self.order(self.epoch)
         self.epoch += 1
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]
 
 
@@ -289,13 +344,23 @@ class FashionMNISTBase:
     (train_images, train_labels, val_images, val_labels) uses those instead of the files.
     """
 
-    device = None   # where batches go; the Trainer sets it
+    device = None  # where batches go; the Trainer sets it
 
-    def __init__(self, batch_size: int = 64, resize=(28, 28), root=None, seed: int = 0,
-                 num_train: int | None = None, num_val: int | None = None,
-                 limit_train_batches: int | None = None, limit_val_batches: int | None = None,
-                 download: bool = True, arrays=None):
+    def __init__(
+        self,
+        batch_size: int = 64,
+        resize=(28, 28),
+        root=None,
+        seed: int = 0,
+        num_train: int | None = None,
+        num_val: int | None = None,
+        limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        download: bool = True,
+        arrays=None,
+    ):
         from nin.quick import active, capped  # the small-size mode, if an edge enabled it
+
         quick = active()
         if quick:
             batch_size = min(batch_size, quick.batch_size)
@@ -305,17 +370,22 @@ class FashionMNISTBase:
         self.batch_size, self.seed = batch_size, seed
         self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
         self.root = default_root(root)
-        train_x, train_y, val_x, val_y = arrays if arrays is not None else \
-            load_fashion_mnist(self.root, download_missing=download)
+        train_x, train_y, val_x, val_y = (
+            arrays
+            if arrays is not None
+            else load_fashion_mnist(self.root, download_missing=download)
+        )
         for split, labels in (("training", train_y), ("test", val_y)):
             if len(labels) == 0:
-                raise DataFileError(self.root, f"the {split} split holds no images",
-                                    "Point NIN_DATA_DIR / --data-dir / root= at the full "
-                                    "Fashion-MNIST files.")
+                raise DataFileError(
+                    self.root,
+                    f"the {split} split holds no images",
+                    "Point `root` (or NIN_DATA_DIR) at the full Fashion-MNIST files.",
+                )
         self.train = self._subset(train_x, train_y, num_train, seed)
         self.val = self._subset(val_x, val_y, num_val, seed + 1)
         self.limits = {True: limit_train_batches, False: limit_val_batches}
-        self._resize_cache = {}
+        self._resize_cache: dict = {}
 
     @staticmethod
     def _subset(x, y, n, seed):
@@ -336,8 +406,9 @@ class FashionMNISTBase:
 
     def batches(self, train: bool) -> BatchSource:
         x, y = self.train if train else self.val
-        return BatchSource(x, y, self.batch_size, shuffle=train, seed=self.seed,
-                           limit_batches=self.limits[train])
+        return BatchSource(
+            x, y, self.batch_size, shuffle=train, seed=self.seed, limit_batches=self.limits[train]
+        )
 
     def get_dataloader(self, train: bool) -> Loader:
         return Loader(self.batches(train), self.convert_batch)
@@ -362,6 +433,7 @@ class FashionMNISTBase:
     def visualize(self, batch, nrows: int = 1, ncols: int = 8, labels=None):
         """Draw the first nrows x ncols images of a batch with their class names."""
         import matplotlib.pyplot as plt
+
         images, y = batch
         pixels = self.to_numpy(images)
         labels = self.text_labels(y) if labels is None else labels

@@ -4,6 +4,7 @@
 seed, size and number of batches in one backend, and returns a row per variant:
 parameters, MACs per image, seconds per epoch, test accuracy after each epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,65 +20,104 @@ from nin.variants import variant
 __all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES"]
 
 
-def run_experiment(names, backend="torch", epochs=1, resize=96, batch_size=128,
-                   limit_train_batches=None, seed=0, recipe="nin", root=None,
-                   progress=True, fast=True, out_dir=None, num_gpus=1) -> list[dict]:
+def run_experiment(
+    names,
+    backend="torch",
+    epochs=1,
+    resize=96,
+    batch_size=128,
+    limit_train_batches=None,
+    seed=0,
+    recipe="nin",
+    root=None,
+    progress=True,
+    fast=True,
+    out_dir=None,
+    num_gpus=1,
+) -> list[dict]:
     """`recipe` is a name or a Recipe; `fast` and `num_gpus` as the Trainer's (the first GPU
     by default, when there is one).
     Every variant name and the input size are checked before the first one trains; with
     `out_dir`, the results are saved after each variant, so a later failure loses none."""
     B = get_backend(backend)
     recipe = get_recipe(recipe)
-    specs = {name: _spec.with_class_block_relu(variant(name), recipe.class_block_relu)
-             for name in names}
+    specs = {
+        name: _spec.with_class_block_relu(variant(name), recipe.class_block_relu) for name in names
+    }
     for spec in specs.values():
-        _spec.check_input_size(spec, resize, flag="--resize")
+        _spec.check_input_size(spec, resize, name="resize")
     rows = []
     for name, spec in specs.items():
         B.set_seed(seed)
-        data = B.FashionMNIST(batch_size=batch_size, resize=(resize, resize), root=root,
-                              seed=seed)
+        data = B.FashionMNIST(batch_size=batch_size, resize=(resize, resize), root=root, seed=seed)
         model = B.NiN(spec=spec, recipe=recipe)
-        trainer = B.Trainer(max_epochs=epochs, limit_train_batches=limit_train_batches,
-                            progress=progress, stuck_check=0, fast=fast, num_gpus=num_gpus)
+        trainer = B.Trainer(
+            max_epochs=epochs,
+            limit_train_batches=limit_train_batches,
+            progress=progress,
+            stuck_check=0,
+            fast=fast,
+            num_gpus=num_gpus,
+        )
         if progress:
             print(f"--- {name}: {num_params(spec, resize):,} parameters", flush=True)
         start = time.perf_counter()
         history = trainer.fit(model, data)
-        rows.append({
-            "variant": name, "backend": backend, "resize": resize,
-            "params": num_params(spec, resize), "macs": conv_macs(spec, resize),
-            "seconds_per_epoch": (time.perf_counter() - start) / epochs,
-            "train_images_per_s": history.epochs[-1]["images_per_s"],
-            "val_acc": [e["val_acc"] for e in history.epochs],
-            "final_val_acc": history.epochs[-1]["val_acc"],
-            "final_train_loss": history.epochs[-1]["train_loss"]})
+        rows.append(
+            {
+                "variant": name,
+                "backend": backend,
+                "resize": resize,
+                "params": num_params(spec, resize),
+                "macs": conv_macs(spec, resize),
+                "seconds_per_epoch": (time.perf_counter() - start) / epochs,
+                "train_images_per_s": history.epochs[-1]["images_per_s"],
+                "val_acc": [e["val_acc"] for e in history.epochs],
+                "final_val_acc": history.epochs[-1]["val_acc"],
+                "final_train_loss": history.epochs[-1]["train_loss"],
+            }
+        )
         if out_dir is not None:
             save(rows, out_dir)
     return rows
 
 
 def format_table(rows) -> str:
-    lines = ["| variant | parameters | MACs/image | s/epoch | images/s | test accuracy |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | parameters | MACs/image | s/epoch | images/s | test accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['params']:,} | {r['macs'] / 1e6:,.1f} M | "
-                     f"{r['seconds_per_epoch']:.0f} | {r['train_images_per_s']:.0f} | "
-                     f"{r['final_val_acc']:.4f} |")
+        lines.append(
+            f"| {r['variant']} | {r['params']:,} | {r['macs'] / 1e6:,.1f} M | "
+            f"{r['seconds_per_epoch']:.0f} | {r['train_images_per_s']:.0f} | "
+            f"{r['final_val_acc']:.4f} |"
+        )
     return "\n".join(lines)
 
 
 def plot_results(rows, path=None):
     """Test accuracy against MACs and parameters; saved to `path`, else returned."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for r in rows:
         axes[0].scatter(r["macs"] / 1e6, r["final_val_acc"], s=30)
-        axes[0].annotate(r["variant"], (r["macs"] / 1e6, r["final_val_acc"]), fontsize=7,
-                         xytext=(3, 3), textcoords="offset points")
+        axes[0].annotate(
+            r["variant"],
+            (r["macs"] / 1e6, r["final_val_acc"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
         axes[1].scatter(r["params"] / 1e6, r["final_val_acc"], s=30)
-        axes[1].annotate(r["variant"], (r["params"] / 1e6, r["final_val_acc"]), fontsize=7,
-                         xytext=(3, 3), textcoords="offset points")
+        axes[1].annotate(
+            r["variant"],
+            (r["params"] / 1e6, r["final_val_acc"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     axes[0].set_xlabel("MACs per image (millions)")
     axes[1].set_xlabel("parameters (millions)")
     axes[1].set_xscale("log")
@@ -94,12 +134,15 @@ def claim(out_dir, overwrite: bool = False) -> Path:
     """Check `out_dir` before any training: writable, and holding no results unless
     `overwrite` (then the old ones are removed)."""
     from nin.files import check_writable_folder, remove_orphans
-    out = check_writable_folder(out_dir, "--out")
+
+    out = check_writable_folder(out_dir, "`out_dir`")
     remove_orphans(out)
     held = [name for name in RESULT_FILES if (out / name).exists()]
     if held and not overwrite:
-        raise ValueError(f"{out} already holds results ({', '.join(held)}); pass --overwrite "
-                         f"to replace them, or choose another --out folder")
+        raise ValueError(
+            f"{out} already holds results ({', '.join(held)}); pass "
+            f"`overwrite=True` to replace them, or choose another `out_dir`"
+        )
     for name in held:
         (out / name).unlink()
     return out
@@ -108,6 +151,7 @@ def claim(out_dir, overwrite: bool = False) -> Path:
 def save(rows, out_dir) -> Path:
     """results.json, results.md and results.png for the rows so far (each written whole)."""
     from nin.files import atomic_write
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", json.dumps(rows, indent=1).encode())

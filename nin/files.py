@@ -1,15 +1,15 @@
 """Writing files so that a reader never sees half of one, and run folders that are never
 overwritten by accident."""
+
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "umask", "remove_orphans", "check_writable_folder",
-           "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "umask", "remove_orphans", "check_writable_folder", "TEMP_SUFFIX"]
 
-TEMP_SUFFIX = ".tmp"     # atomic_write's temporary files: `<name>.<random>.tmp`
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: `<name>.<random>.tmp`
 
 
 def umask() -> int:
@@ -27,7 +27,7 @@ def atomic_write(path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~umask())   # mkstemp's 0600 would survive the rename
+            os.fchmod(f.fileno(), 0o666 & ~umask())  # mkstemp's 0600 would survive the rename
             f.write(data)
         os.replace(tmp, path)
     finally:
@@ -46,18 +46,21 @@ def remove_orphans(folder) -> list[Path]:
     return orphans
 
 
-def check_writable_folder(path, what: str = "--out") -> Path:
+def check_writable_folder(path, what: str = "`out_dir`") -> Path:
     """Create `path` if needed and prove a file can be written there, before any work."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path} is a file, not a folder; give a folder name "
-                         f"(it is created if missing)")
+        raise ValueError(
+            f"{what} {path} is a file, not a folder; give a folder name (it is created if missing)"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".nin-probe.", suffix=TEMP_SUFFIX)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ValueError(f"{what} {path} cannot be written ({err.strerror or err}); choose a "
-                         f"folder you can write to") from None
+        raise ValueError(
+            f"{what} {path} cannot be written ({err.strerror or err}); choose a "
+            f"folder you can write to"
+        ) from None
     return path

@@ -6,24 +6,33 @@ Set NIN_QUICK to run training cells small without editing them: "1" takes the de
 first cell, `quick.enable_from_env()`. Once enabled, every Trainer caps its run (the
 `QuickCaps` callback) and every FashionMNIST its batch size and input size.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["QuickSettings", "quick_settings", "capped", "ENV_VAR", "enable", "disable",
-           "active", "enable_from_env"]
+__all__ = [
+    "QuickSettings",
+    "quick_settings",
+    "capped",
+    "ENV_VAR",
+    "enable",
+    "disable",
+    "active",
+    "enable_from_env",
+]
 
 ENV_VAR = "NIN_QUICK"
 
 
 @dataclass(frozen=True)
 class QuickSettings:
-    epochs: int = 1          # Trainer(max_epochs=...) is capped at this
-    train_batches: int = 2   # batches per training epoch
-    val_batches: int = 1     # batches per validation pass
-    batch_size: int = 16     # FashionMNIST(batch_size=...) is capped at this
-    resize: int = 67         # the smallest input the chapter's NiN takes
+    epochs: int = 1  # Trainer(max_epochs=...) is capped at this
+    train_batches: int = 2  # batches per training epoch
+    val_batches: int = 1  # batches per validation pass
+    batch_size: int = 16  # FashionMNIST(batch_size=...) is capped at this
+    resize: int = 67  # the smallest input the chapter's NiN takes
 
 
 def capped(value: int | None, cap: int) -> int:
@@ -44,8 +53,10 @@ def quick_settings() -> QuickSettings | None:
         key, _, number = item.partition("=")
         key = key.strip()
         if key not in names or not number.strip().isdigit():
-            raise ValueError(f"{ENV_VAR}={value!r}: expected '1' or comma-separated key=integer "
-                             f"pairs with keys from {sorted(names)}")
+            raise ValueError(
+                f"{ENV_VAR}={value!r}: expected '1' or comma-separated key=integer "
+                f"pairs with keys from {sorted(names)}"
+            )
         changes[key] = int(number)
         if changes[key] < 1:
             raise ValueError(f"{ENV_VAR}={value!r}: {key} must be at least 1, got {number}")
@@ -81,8 +92,11 @@ def enable_from_env(announce: bool = True) -> QuickSettings | None:
         return None
     enable(settings)
     if announce:
-        print(f"nin: {ENV_VAR}={os.environ[ENV_VAR]!r}: training runs {settings.epochs} "
-              f"epoch(s) of {settings.train_batches} batches of at most {settings.batch_size} "
-              f"at {settings.resize}x{settings.resize}, whatever the cells ask; unset it for "
-              f"the real run.", flush=True)
+        print(
+            f"nin: {ENV_VAR}={os.environ[ENV_VAR]!r}: training runs {settings.epochs} "
+            f"epoch(s) of {settings.train_batches} batches of at most {settings.batch_size} "
+            f"at {settings.resize}x{settings.resize}, whatever the cells ask; unset it for "
+            f"the real run.",
+            flush=True,
+        )
     return settings

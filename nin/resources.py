@@ -13,6 +13,7 @@ their gradients and the optimizer state (SGD 0, momentum 1, Adam 2 per parameter
 Activations take 4 bytes in fp32, 2 in bf16; parameters, gradients
 and optimizer state stay fp32 under mixed precision.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,21 +21,30 @@ from pathlib import Path
 
 from nin import spec as _spec
 
-__all__ = ["LayerCost", "layer_costs", "num_params", "conv_macs", "memory", "summary",
-           "available_memory", "check_fits_in_memory", "MEMORY_MARGIN"]
+__all__ = [
+    "LayerCost",
+    "layer_costs",
+    "num_params",
+    "conv_macs",
+    "memory",
+    "summary",
+    "available_memory",
+    "check_fits_in_memory",
+    "MEMORY_MARGIN",
+]
 
 
 @dataclass(frozen=True)
 class LayerCost:
     name: str
     kind: str
-    shape: tuple     # output, (C, H, W) or (features,)
+    shape: tuple  # output, (C, H, W) or (features,)
     params: int
-    macs: int        # conv and dense multiply-accumulates, per image
-    pool_ops: int    # comparisons (max) or additions (average), per image
-    relu_ops: int    # ReLU evaluations, per image
+    macs: int  # conv and dense multiply-accumulates, per image
+    pool_ops: int  # comparisons (max) or additions (average), per image
+    relu_ops: int  # ReLU evaluations, per image
     op_outputs: tuple  # elements of each op's output inside this layer, per image
-    kept: int          # elements kept for the backward pass, per image
+    kept: int  # elements kept for the backward pass, per image
 
 
 def layer_costs(spec: _spec.NetSpec, height: int, width: int | None = None) -> list[LayerCost]:
@@ -42,48 +52,79 @@ def layer_costs(spec: _spec.NetSpec, height: int, width: int | None = None) -> l
     `cost`, from the spec's one walk)."""
     width = height if width is None else width
     _spec.check_input_size(spec, height, width)
-    return [LayerCost(step.name, type(step.layer).__name__, step.out_shape,
-                      *step.layer.cost(step.in_shape))
-            for step in _spec.walk(spec, height, width)]
+    return [
+        LayerCost(
+            step.name, type(step.layer).__name__, step.out_shape, *step.layer.cost(step.in_shape)
+        )
+        for step in _spec.walk(spec, height, width)
+    ]
 
 
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
 
 
-def memory(spec: _spec.NetSpec, size: int, batch_size: int, optimizer: str = "sgd",
-           activation_bytes: int = 4) -> dict:
+def memory(
+    spec: _spec.NetSpec,
+    size: int,
+    batch_size: int,
+    optimizer: str = "sgd",
+    activation_bytes: int = 4,
+) -> dict:
     """Bytes for inference (peak live activations) and for one training step, by part."""
     rows = layer_costs(spec, size)
     image = spec.in_channels * size * size
     sizes = [image] + [n for r in rows for n in r.op_outputs]
     peak = max(a + b for a, b in zip(sizes, sizes[1:]))
     params = sum(r.params for r in rows)
-    kept = image + sum(r.kept for r in rows) + peak    # stored, plus gradients in flight
-    parts = {"activations": kept * batch_size * activation_bytes,
-             "parameters": params * 4, "gradients": params * 4,
-             "optimizer_state": params * 4 * OPTIMIZER_SLOTS[optimizer]}
-    return {"inference": peak * batch_size * activation_bytes + params * 4,
-            "inference_activations": peak * batch_size * activation_bytes,
-            "training": sum(parts.values()), "training_parts": parts}
+    kept = image + sum(r.kept for r in rows) + peak  # stored, plus gradients in flight
+    parts = {
+        "activations": kept * batch_size * activation_bytes,
+        "parameters": params * 4,
+        "gradients": params * 4,
+        "optimizer_state": params * 4 * OPTIMIZER_SLOTS[optimizer],
+    }
+    return {
+        "inference": peak * batch_size * activation_bytes + params * 4,
+        "inference_activations": peak * batch_size * activation_bytes,
+        "training": sum(parts.values()),
+        "training_parts": parts,
+    }
 
 
-def summary(spec: _spec.NetSpec, size: int = 224, batch_size: int = 128,
-            optimizer: str = "sgd") -> dict:
+def summary(
+    spec: _spec.NetSpec, size: int = 224, batch_size: int = 128, optimizer: str = "sgd"
+) -> dict:
     """Everything `python -m nin resources` prints, as one JSON-ready dict."""
     rows = layer_costs(spec, size)
     macs = sum(r.macs for r in rows)
     return {
-        "spec": spec.name, "size": size, "batch_size": batch_size, "optimizer": optimizer,
+        "spec": spec.name,
+        "size": size,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
         "min_input_size": _spec.min_input_size(spec),
-        "params": sum(r.params for r in rows), "macs_per_image": macs,
+        "params": sum(r.params for r in rows),
+        "macs_per_image": macs,
         "flops_per_image": 2 * macs,
         "pool_ops_per_image": sum(r.pool_ops for r in rows),
         "relu_ops_per_image": sum(r.relu_ops for r in rows),
-        "layers": [{"name": r.name, "kind": r.kind, "shape": list(r.shape), "params": r.params,
-                    "macs": r.macs, "pool_ops": r.pool_ops, "relu_ops": r.relu_ops,
-                    "activations": sum(r.op_outputs)} for r in rows],
-        "memory": {"fp32": memory(spec, size, batch_size, optimizer, 4),
-                   "bf16": memory(spec, size, batch_size, optimizer, 2)},
+        "layers": [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "shape": list(r.shape),
+                "params": r.params,
+                "macs": r.macs,
+                "pool_ops": r.pool_ops,
+                "relu_ops": r.relu_ops,
+                "activations": sum(r.op_outputs),
+            }
+            for r in rows
+        ],
+        "memory": {
+            "fp32": memory(spec, size, batch_size, optimizer, 4),
+            "bf16": memory(spec, size, batch_size, optimizer, 2),
+        },
     }
 
 
@@ -113,9 +154,13 @@ def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
                     found.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    for path, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                        "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for path, used in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
         try:
             limit = Path(path).read_text().strip()
             if limit != "max" and int(limit) < 1 << 60:
@@ -125,9 +170,14 @@ def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
     return min(found) if found else None
 
 
-def check_fits_in_memory(spec: _spec.NetSpec, size: int, batch_size: int,
-                         optimizer: str = "sgd", training: bool = True,
-                         available: int | None = None) -> None:
+def check_fits_in_memory(
+    spec: _spec.NetSpec,
+    size: int,
+    batch_size: int,
+    optimizer: str = "sgd",
+    training: bool = True,
+    available: int | None = None,
+) -> None:
     """Refuse, before any work, a batch whose step cannot fit in the memory left: the
     message gives both figures and the largest batch that fits."""
     available = available_memory() if available is None else available
@@ -138,12 +188,16 @@ def check_fits_in_memory(spec: _spec.NetSpec, size: int, batch_size: int,
     if per_batch <= available:
         return
     one, two = (memory(spec, size, n, optimizer)[kind] * MEMORY_MARGIN for n in (1, 2))
-    per_image, fixed = two - one, 2 * one - two          # the estimate is linear in the batch
+    per_image, fixed = two - one, 2 * one - two  # the estimate is linear in the batch
     fits = max(0, int((available - fixed) // per_image))
     what = f"batch {batch_size} at {size}x{size}"
-    advice = (f"use a batch of at most {fits} (--batch-size {fits})" if fits else
-              f"even one image at {size}x{size} does not fit; use a smaller input")
+    advice = (
+        f"use a batch of at most {fits} (`batch_size={fits}`)"
+        if fits
+        else f"even one image at {size}x{size} does not fit; use a smaller input"
+    )
     raise MemoryError(
         f"{what} needs about {per_batch / 2**30:.1f} GiB for {kind} (nin.resources' estimate, "
         f"doubled for the frameworks' workspace), and {available / 2**30:.1f} GiB are "
-        f"available; {advice}")
+        f"available; {advice}"
+    )

@@ -4,6 +4,7 @@ resumes from, and what the CLI checks before it reads any data.
 A folder holds one run (`RUN_FILES`); it is never replaced unless the caller asks
 (`overwrite`), and `resume` continues it from `checkpoint.npz`, the file written last.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,16 @@ import numpy as np
 
 from nin.files import atomic_write, check_writable_folder, remove_orphans
 
-__all__ = ["CheckpointError", "RunExistsError", "RUN_FILES", "CHECKPOINT_FORMAT",
-           "claim_out_dir", "save_checkpoint", "read_checkpoint", "check_state_fits"]
+__all__ = [
+    "CheckpointError",
+    "RunExistsError",
+    "RUN_FILES",
+    "CHECKPOINT_FORMAT",
+    "claim_out_dir",
+    "save_checkpoint",
+    "read_checkpoint",
+    "check_state_fits",
+]
 
 
 class CheckpointError(ValueError):
@@ -32,24 +41,29 @@ def claim_out_dir(out_dir, resume: bool = False, overwrite: bool = False) -> Pat
     the Trainer again before its first batch."""
     out_dir = Path(out_dir).expanduser()
     if resume and overwrite:
-        raise ValueError("--resume continues the run in the folder and --overwrite replaces it; "
-                         "give one of them")
+        raise ValueError(
+            "`resume=True` continues the run in the folder and `overwrite=True` "
+            "replaces it; give one of them"
+        )
     checkpoint = out_dir / "checkpoint.npz"
     held = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume and not checkpoint.exists():
-        stopped = (f"it holds {', '.join(held)} from a run stopped before its first epoch "
-                   f"ended; --overwrite starts that run again" if held else
-                   "train once with this --out folder first, or drop --resume")
-        raise CheckpointError(f"--resume: no checkpoint at {checkpoint}; {stopped}")
-    check_writable_folder(out_dir, "out_dir (--out)")
+        stopped = (
+            f"it holds {', '.join(held)} from a run stopped before its first epoch "
+            f"ended; `overwrite=True` starts that run again"
+            if held
+            else "train once with this `out_dir` first, or drop `resume=True`"
+        )
+        raise CheckpointError(f"`resume=True`: no checkpoint at {checkpoint}; {stopped}")
+    check_writable_folder(out_dir, "`out_dir`")
     remove_orphans(out_dir)
     if held and not resume and not overwrite:
-        what = ("a run" if "checkpoint.npz" in held else
-                "a run stopped before its first epoch ended")
+        what = "a run" if "checkpoint.npz" in held else "a run stopped before its first epoch ended"
         raise RunExistsError(
             f"{out_dir} already holds {what} ({', '.join(held)}); pass "
-            + ("--resume (resume=True) to continue it, " if "checkpoint.npz" in held else "")
-            + "--overwrite (overwrite=True) to replace it, or choose another --out folder")
+            + ("`resume=True` to continue it, " if "checkpoint.npz" in held else "")
+            + "`overwrite=True` to replace it, or choose another `out_dir`"
+        )
     if overwrite:
         for name in held:
             (out_dir / name).unlink()
@@ -80,12 +94,15 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip, missing entry, bad JSON
-        raise CheckpointError(f"{path} is not a readable nin checkpoint ({err}); start the "
-                              f"run again with --overwrite (overwrite=True), or resume another "
-                              f"folder") from None
+        raise CheckpointError(
+            f"{path} is not a readable nin checkpoint ({err}); start the "
+            f"run again with `overwrite=True`, or resume another "
+            f"folder"
+        ) from None
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has format {meta.get('format')!r}, "
-                              f"expected {CHECKPOINT_FORMAT!r}")
+        raise CheckpointError(
+            f"{path} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
     return arrays, meta
 
 
@@ -98,4 +115,5 @@ def check_state_fits(own: dict, loaded: dict) -> None:
             raise CheckpointError(
                 f"checkpoint does not fit this model: {name} is "
                 f"{'missing' if got is None else tuple(got.shape)}, the model has "
-                f"{tuple(shape)}")
+                f"{tuple(shape)}"
+            )

@@ -9,6 +9,7 @@ canonical names, shapes and layout kinds of its parameters) and `build` (the net
 made from a backend's primitives, `PRIMITIVES`). `walk` goes over a spec once with them;
 shapes, `nin.resources`, `nin.weights` and every backend's `build` use that walk.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,12 +17,12 @@ from dataclasses import dataclass
 from math import prod
 from typing import Iterator, NamedTuple, Union
 
-Shape = tuple   # (C, H, W) for feature maps, (features,) after Flatten; no batch dimension
+Shape = tuple  # (C, H, W) for feature maps, (features,) after Flatten; no batch dimension
 
 # what each backend supplies to build any spec: same names, same arguments, in every backend
 PRIMITIVES = {
     "conv": "conv(out_channels, kernel, stride, padding, relu, in_channels) -> list of layers "
-            "(in_channels None: inferred on the first call)",
+    "(in_channels None: inferred on the first call)",
     "max_pool": "max_pool(size, stride) -> layer",
     "dropout": "dropout(rate) -> layer",
     "global_avg_pool": "global_avg_pool() -> layer",
@@ -33,29 +34,54 @@ PRIMITIVES = {
 
 class Cost(NamedTuple):
     """What one layer costs per image; `nin.resources` adds these up."""
+
     params: int = 0
-    macs: int = 0          # conv and dense multiply-accumulates
-    pool_ops: int = 0      # comparisons (max) or additions (average)
-    relu_ops: int = 0      # ReLU evaluations
+    macs: int = 0  # conv and dense multiply-accumulates
+    pool_ops: int = 0  # comparisons (max) or additions (average)
+    relu_ops: int = 0  # ReLU evaluations
     op_outputs: tuple = ()  # elements of each op's output inside the layer
-    kept: int = 0          # elements kept for the backward pass
+    kept: int = 0  # elements kept for the backward pass
 
 
 class Weight(NamedTuple):
     """One parameter in the canonical format: `kind` says its layout ('conv': OIHW, 'dense':
     out x in, 'bias'); `flattened` is the (C, H, W) a dense layer right after Flatten reads,
     whose input order a channels-last backend differs in."""
+
     name: str
     shape: tuple
     kind: str
     flattened: tuple | None = None
 
+
 __all__ = [
-    "Conv", "NiNBlock", "MaxPool", "Dropout", "GlobalAvgPool", "Flatten", "Dense",
-    "Layer", "NetSpec", "LayerShape", "InputTooSmallError", "Cost", "Weight", "Step",
-    "PRIMITIVES", "walk", "build", "weight_table",
-    "chapter_spec", "output_shapes", "min_input_size", "check_input_size",
-    "conv_output_size", "layer_names", "with_class_block_relu", "class_block_relu", "spec_diff",
+    "Conv",
+    "NiNBlock",
+    "MaxPool",
+    "Dropout",
+    "GlobalAvgPool",
+    "Flatten",
+    "Dense",
+    "Layer",
+    "NetSpec",
+    "LayerShape",
+    "InputTooSmallError",
+    "Cost",
+    "Weight",
+    "Step",
+    "PRIMITIVES",
+    "walk",
+    "build",
+    "weight_table",
+    "chapter_spec",
+    "output_shapes",
+    "min_input_size",
+    "check_input_size",
+    "conv_output_size",
+    "layer_names",
+    "with_class_block_relu",
+    "class_block_relu",
+    "spec_diff",
     "spec_to_dict",
     "spec_from_dict",
 ]
@@ -64,11 +90,12 @@ __all__ = [
 @dataclass(frozen=True)
 class Conv:
     """One convolution followed by ReLU: `out_channels` filters of `kernel` x `kernel`."""
+
     out_channels: int
     kernel: int
     stride: int = 1
-    padding: int = 0     # zeros added on each side, as an integer (torch/MXNet convention)
-    relu: bool = True    # the chapter puts a ReLU after every conv, the last one included
+    padding: int = 0  # zeros added on each side, as an integer (torch/MXNet convention)
+    relu: bool = True  # the chapter puts a ReLU after every conv, the last one included
 
 
 @dataclass(frozen=True)
@@ -78,11 +105,12 @@ class NiNBlock:
     `relu` says which convs get one: 'all' (the chapter), 'hidden' (all but the last) or
     'none' (a linear block, for the class-score block of the `nin` recipe).
     """
+
     out_channels: int
     kernel: int
     stride: int = 1
     padding: int = 0
-    num_1x1: int = 2     # the chapter uses two; exercise 1 varies it
+    num_1x1: int = 2  # the chapter uses two; exercise 1 varies it
     relu: str = "all"
 
     def __post_init__(self):
@@ -92,11 +120,13 @@ class NiNBlock:
     @property
     def convs(self) -> tuple[Conv, ...]:
         count = 1 + self.num_1x1
-        relus = {"all": [True] * count, "hidden": [True] * (count - 1) + [False],
-                 "none": [False] * count}[self.relu]
+        relus = {
+            "all": [True] * count,
+            "hidden": [True] * (count - 1) + [False],
+            "none": [False] * count,
+        }[self.relu]
         sizes = [(self.kernel, self.stride, self.padding)] + [(1, 1, 0)] * self.num_1x1
-        return tuple(Conv(self.out_channels, k, s, p, relu=r)
-                     for (k, s, p), r in zip(sizes, relus))
+        return tuple(Conv(self.out_channels, k, s, p, relu=r) for (k, s, p), r in zip(sizes, relus))
 
     def output_shape(self, shape: Shape) -> Shape:
         _, h, w = shape
@@ -112,20 +142,25 @@ class NiNBlock:
         for conv in self.convs:
             h = conv_output_size(h, conv.kernel, conv.stride, conv.padding)
             w = conv_output_size(w, conv.kernel, conv.stride, conv.padding)
-            params += conv.out_channels * (c * conv.kernel ** 2 + 1)
-            macs += h * w * conv.out_channels * c * conv.kernel ** 2
+            params += conv.out_channels * (c * conv.kernel**2 + 1)
+            macs += h * w * conv.out_channels * c * conv.kernel**2
             relu += h * w * conv.out_channels if conv.relu else 0
             c = conv.out_channels
-            ops += [c * h * w] * (2 if conv.relu else 1)   # a ReLU is an op of its own
+            ops += [c * h * w] * (2 if conv.relu else 1)  # a ReLU is an op of its own
             kept += c * h * w
         return Cost(params, macs, 0, relu, tuple(ops), kept)
 
     def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
         out, c = [], shape[0]
         for j, conv in enumerate(self.convs, 1):
-            out += [Weight(f"{name}.conv{j}.weight", (conv.out_channels, c, conv.kernel,
-                                                      conv.kernel), "conv"),
-                    Weight(f"{name}.conv{j}.bias", (conv.out_channels,), "bias")]
+            out += [
+                Weight(
+                    f"{name}.conv{j}.weight",
+                    (conv.out_channels, c, conv.kernel, conv.kernel),
+                    "conv",
+                ),
+                Weight(f"{name}.conv{j}.bias", (conv.out_channels,), "bias"),
+            ]
             c = conv.out_channels
         return out
 
@@ -134,8 +169,9 @@ class NiNBlock:
         (the chapter's lazy `nin_block`)."""
         layers, c = [], None if shape is None else shape[0]
         for conv in self.convs:
-            layers += ops.conv(conv.out_channels, conv.kernel, conv.stride, conv.padding,
-                               conv.relu, c)
+            layers += ops.conv(
+                conv.out_channels, conv.kernel, conv.stride, conv.padding, conv.relu, c
+            )
             c = None if c is None else conv.out_channels
         return ops.sequential(layers)
 
@@ -143,17 +179,21 @@ class NiNBlock:
 @dataclass(frozen=True)
 class MaxPool:
     """Max pooling over `size` x `size` windows, no padding (the chapter's 3, stride 2)."""
+
     size: int = 3
     stride: int = 2
 
     def output_shape(self, shape: Shape) -> Shape:
         c, h, w = shape
-        return (c, conv_output_size(h, self.size, self.stride),
-                conv_output_size(w, self.size, self.stride))
+        return (
+            c,
+            conv_output_size(h, self.size, self.stride),
+            conv_output_size(w, self.size, self.stride),
+        )
 
     def cost(self, shape: Shape) -> Cost:
         out = prod(self.output_shape(shape))
-        return Cost(pool_ops=out * (self.size ** 2 - 1), op_outputs=(out,), kept=out)
+        return Cost(pool_ops=out * (self.size**2 - 1), op_outputs=(out,), kept=out)
 
     def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
         return []
@@ -170,7 +210,7 @@ class Dropout:
         return shape
 
     def cost(self, shape: Shape) -> Cost:
-        return Cost(op_outputs=(prod(shape),), kept=prod(shape))   # the mask
+        return Cost(op_outputs=(prod(shape),), kept=prod(shape))  # the mask
 
     def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
         return []
@@ -205,7 +245,7 @@ class Flatten:
         return (prod(shape),)
 
     def cost(self, shape: Shape) -> Cost:
-        return Cost()      # a view: no op, nothing kept
+        return Cost()  # a view: no op, nothing kept
 
     def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
         return []
@@ -217,6 +257,7 @@ class Flatten:
 @dataclass(frozen=True)
 class Dense:
     """A fully connected layer, for the dense heads of exercise 2; ReLU unless it is the last."""
+
     units: int
     relu: bool = True
 
@@ -227,16 +268,22 @@ class Dense:
 
     def cost(self, shape: Shape) -> Cost:
         fan_in = prod(shape)
-        return Cost(params=self.units * (fan_in + 1), macs=self.units * fan_in,
-                    relu_ops=self.units if self.relu else 0,
-                    op_outputs=(self.units,) * (2 if self.relu else 1), kept=self.units)
+        return Cost(
+            params=self.units * (fan_in + 1),
+            macs=self.units * fan_in,
+            relu_ops=self.units if self.relu else 0,
+            op_outputs=(self.units,) * (2 if self.relu else 1),
+            kept=self.units,
+        )
 
     def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
         """`before`: the input of the layer before this one; a (C, H, W) there means a
         Flatten of a feature map feeds this layer."""
         flattened = tuple(before) if before is not None and len(before) == 3 else None
-        return [Weight(f"{name}.weight", (self.units, shape[0]), "dense", flattened),
-                Weight(f"{name}.bias", (self.units,), "bias")]
+        return [
+            Weight(f"{name}.weight", (self.units, shape[0]), "dense", flattened),
+            Weight(f"{name}.bias", (self.units,), "bias"),
+        ]
 
     def build(self, ops, shape: Shape | None):
         return ops.dense(self.units, self.relu)
@@ -249,6 +296,7 @@ _KINDS = {cls.__name__: cls for cls in (NiNBlock, MaxPool, Dropout, GlobalAvgPoo
 @dataclass(frozen=True)
 class NetSpec:
     """A whole network: the top-level layers in order, plus its input and output sizes."""
+
     layers: tuple
     num_classes: int = 10
     in_channels: int = 1
@@ -256,8 +304,10 @@ class NetSpec:
 
     def __post_init__(self):
         if self.num_classes < 1 or self.in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got "
-                             f"{self.num_classes} and {self.in_channels}")
+            raise ValueError(
+                f"num_classes and in_channels must be >= 1, got "
+                f"{self.num_classes} and {self.in_channels}"
+            )
         for layer in self.layers:
             if type(layer).__name__ not in _KINDS:
                 raise TypeError(f"{layer!r} is not a spec layer; use one of {sorted(_KINDS)}")
@@ -281,7 +331,10 @@ def chapter_spec(num_classes: int = 10, in_channels: int = 1) -> NetSpec:
             GlobalAvgPool(),
             Flatten(),
         ),
-        num_classes=num_classes, in_channels=in_channels, name="nin")
+        num_classes=num_classes,
+        in_channels=in_channels,
+        name="nin",
+    )
 
 
 class InputTooSmallError(ValueError):
@@ -291,6 +344,7 @@ class InputTooSmallError(ValueError):
 @dataclass(frozen=True)
 class LayerShape:
     """One top-level layer's output: `shape` is (C, H, W) for maps, (features,) after Flatten."""
+
     name: str
     kind: str
     shape: tuple
@@ -305,8 +359,14 @@ def layer_names(spec: NetSpec) -> list[str]:
     """Stable names for the top-level layers, e.g. 'block1', 'pool1', 'dropout1', 'gap'."""
     counts: dict[str, int] = {}
     names = []
-    short = {"NiNBlock": "block", "MaxPool": "pool", "Dropout": "dropout",
-             "GlobalAvgPool": "gap", "Flatten": "flatten", "Dense": "dense"}
+    short = {
+        "NiNBlock": "block",
+        "MaxPool": "pool",
+        "Dropout": "dropout",
+        "GlobalAvgPool": "gap",
+        "Flatten": "flatten",
+        "Dense": "dense",
+    }
     for layer in spec.layers:
         base = short[type(layer).__name__]
         counts[base] = counts.get(base, 0) + 1
@@ -316,8 +376,9 @@ def layer_names(spec: NetSpec) -> list[str]:
 
 class Step(NamedTuple):
     """One top-level layer on a walk over a spec: its input and output shapes."""
+
     name: str
-    layer: object
+    layer: Layer
     in_shape: Shape
     out_shape: Shape
 
@@ -372,32 +433,38 @@ def min_input_size(spec: NetSpec) -> int:
 
 
 def _fits(spec: NetSpec, height: int, width: int) -> bool:
-    return all(min(shape[-2:]) >= 1 if len(shape) == 3 else True
-               for _, _, shape in _walk(spec, height, width))
+    return all(
+        min(shape[-2:]) >= 1 if len(shape) == 3 else True
+        for _, _, shape in _walk(spec, height, width)
+    )
 
 
-def check_input_size(spec: NetSpec, height: int, width: int | None = None,
-                     flag: str = "--size") -> None:
+def check_input_size(
+    spec: NetSpec, height: int, width: int | None = None, name: str = "size"
+) -> None:
     """Raise InputTooSmallError naming the size given and the minimum, before any framework
-    runs; `flag` is the option the caller sets the size with (the message names it)."""
+    runs; `name` is the argument the caller sets the size with (the message names it)."""
     width = height if width is None else width
     if height < 1 or width < 1:
         raise InputTooSmallError(f"input size must be positive, got {height}x{width}")
-    for name, _, shape in _walk(spec, height, width):
+    for layer, _, shape in _walk(spec, height, width):
         if len(shape) == 3 and min(shape[1:]) < 1:
             least = min_input_size(spec)
             raise InputTooSmallError(
-                f"input {height}x{width} is too small for {spec.name!r}: layer {name} would "
+                f"input {height}x{width} is too small for {spec.name!r}: layer {layer} would "
                 f"output {shape[1]}x{shape[2]}. The minimum is {least}x{least}; "
-                f"resize the images to at least that (e.g. {flag} {least}).")
+                f"resize the images to at least that (e.g. `{name}={least}`)."
+            )
 
 
 def output_shapes(spec: NetSpec, height: int, width: int | None = None) -> list[LayerShape]:
     """Every top-level layer's output shape for one image, NCHW without the batch dimension."""
     width = height if width is None else width
     check_input_size(spec, height, width)
-    return [LayerShape(name, type(layer).__name__, shape)
-            for name, layer, shape in _walk(spec, height, width)]
+    return [
+        LayerShape(name, type(layer).__name__, shape)
+        for name, layer, shape in _walk(spec, height, width)
+    ]
 
 
 def with_class_block_relu(spec: NetSpec, relu: str) -> NetSpec:
@@ -423,8 +490,11 @@ def class_block_relu(spec: NetSpec) -> str | None:
 def spec_diff(a: NetSpec, b: NetSpec) -> list[str]:
     """What differs between two specs, one phrase per field: 'num_classes 10 vs 5',
     'block4 relu none vs all'. Empty when they are equal."""
-    out = [f"{f} {getattr(a, f)!r} vs {getattr(b, f)!r}" for f in
-           ("name", "num_classes", "in_channels") if getattr(a, f) != getattr(b, f)]
+    out = [
+        f"{f} {getattr(a, f)!r} vs {getattr(b, f)!r}"
+        for f in ("name", "num_classes", "in_channels")
+        if getattr(a, f) != getattr(b, f)
+    ]
     if len(a.layers) != len(b.layers):
         out.append(f"{len(a.layers)} layers vs {len(b.layers)}")
     names = layer_names(a)
@@ -440,9 +510,14 @@ def spec_diff(a: NetSpec, b: NetSpec) -> list[str]:
 
 def spec_to_dict(spec: NetSpec) -> dict:
     """A JSON-ready description, stored in weight files and checkpoints to recognize the spec."""
-    return {"name": spec.name, "num_classes": spec.num_classes, "in_channels": spec.in_channels,
-            "layers": [{"kind": type(layer).__name__, **dataclasses.asdict(layer)}
-                       for layer in spec.layers]}
+    return {
+        "name": spec.name,
+        "num_classes": spec.num_classes,
+        "in_channels": spec.in_channels,
+        "layers": [
+            {"kind": type(layer).__name__, **dataclasses.asdict(layer)} for layer in spec.layers
+        ],
+    }
 
 
 def spec_from_dict(data: dict) -> NetSpec:
@@ -450,5 +525,9 @@ def spec_from_dict(data: dict) -> NetSpec:
     for entry in data["layers"]:
         entry = dict(entry)
         layers.append(_KINDS[entry.pop("kind")](**entry))
-    return NetSpec(tuple(layers), num_classes=data["num_classes"],
-                   in_channels=data["in_channels"], name=data["name"])
+    return NetSpec(
+        tuple(layers),
+        num_classes=data["num_classes"],
+        in_channels=data["in_channels"],
+        name=data["name"],
+    )

@@ -6,6 +6,7 @@ specific: `_prepare` (device, fast paths, optimizer), `_train_step` (forward, lo
 update), `_eval_step`, `_get_lr` / `_set_lr`, `_to_float`, `prepare_batch`, `clip_gradients`,
 the state conversion for checkpoints and the random state (`_rng_arrays`).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -31,13 +32,36 @@ from nin.runs import (
     save_checkpoint,
 )
 
-__all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin", "Recipe", "RECIPES",
-           "CHOICES", "RECIPE_FLAGS", "get_recipe", "resolve_recipe",
-           "overrides_validation_step", "lr_at", "History", "Board", "TrainingStuckError",
-           "TrainingDivergedError", "CheckpointError", "RunExistsError", "RUN_FILES",
-           "claim_out_dir",
-           "TrainerBase", "finish_figure", "sample_batch", "save_checkpoint", "read_checkpoint",
-           "note_device", "cpu_has_bf16", "check_state_fits"]
+__all__ = [
+    "HyperParameters",
+    "ModuleMixin",
+    "ClassifierMixin",
+    "NiNMixin",
+    "Recipe",
+    "RECIPES",
+    "CHOICES",
+    "RECIPE_FLAGS",
+    "get_recipe",
+    "resolve_recipe",
+    "overrides_validation_step",
+    "lr_at",
+    "History",
+    "Board",
+    "TrainingStuckError",
+    "TrainingDivergedError",
+    "CheckpointError",
+    "RunExistsError",
+    "RUN_FILES",
+    "claim_out_dir",
+    "TrainerBase",
+    "finish_figure",
+    "sample_batch",
+    "save_checkpoint",
+    "read_checkpoint",
+    "note_device",
+    "cpu_has_bf16",
+    "check_state_fits",
+]
 
 
 class HyperParameters:
@@ -46,9 +70,11 @@ class HyperParameters:
     def save_hyperparameters(self, ignore=()):
         frame = inspect.currentframe().f_back
         _, _, _, local_vars = inspect.getargvalues(frame)
-        self.hparams = {k: v for k, v in local_vars.items()
-                        if k not in set(ignore) | {"self"} and not k.startswith("_")
-                        and k != "__class__"}
+        self.hparams = {
+            k: v
+            for k, v in local_vars.items()
+            if k not in set(ignore) | {"self"} and not k.startswith("_") and k != "__class__"
+        }
         for k, v in self.hparams.items():
             setattr(self, k, v)
 
@@ -60,7 +86,8 @@ class ModuleMixin(HyperParameters):
     `plot_train_per_epoch` / `plot_valid_per_epoch` are d2l's: how many points per epoch the
     board draws for the training loss and for validation (nin's board draws one validation
     point per epoch, the average over the validation batches, as d2l's default does)."""
-    _sink = None       # set by the Trainer while it validates: where `plot` sends metrics
+
+    _sink = None  # set by the Trainer while it validates: where `plot` sends metrics
 
     def __init__(self, plot_train_per_epoch=2, plot_valid_per_epoch=1):
         super().__init__()
@@ -85,16 +112,15 @@ class ModuleMixin(HyperParameters):
             print(layer.__class__.__name__, "output shape:\t", X.shape)
 
     # the backend's Module supplies these
-    def _optimizer(self, name: str, lr: float, momentum: float = 0.0,
-                   weight_decay: float = 0.0):
-        raise NotImplementedError       # the framework's 'sgd' or 'adam' over the parameters
+    def _optimizer(self, name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        raise NotImplementedError  # the framework's 'sgd' or 'adam' over the parameters
 
     @staticmethod
-    def _random(shape):                 # a random normal tensor of `shape`
+    def _random(shape):  # a random normal tensor of `shape`
         raise NotImplementedError
 
     @staticmethod
-    def _top_layers(net) -> list:       # the top-level layers of a sequential net
+    def _top_layers(net) -> list:  # the top-level layers of a sequential net
         raise NotImplementedError
 
     def plot(self, key, value, train):
@@ -131,6 +157,8 @@ class NiNMixin:
     keyword (optimizer, momentum, schedule, ...) win over the recipe's defaults. The backend
     supplies `_build` (spec -> network) and `_initialize` (the recipe's init)."""
 
+    hparams: dict
+
     def __init__(self, lr=None, num_classes=10, recipe="book", spec=None, **recipe_fields):
         super().__init__()
         self.save_hyperparameters()
@@ -150,12 +178,13 @@ class NiNMixin:
         `fields`), which wins over the recipe's defaults; `self.lr` and `self.recipe` hold the
         values that run."""
         from nin.spec import chapter_spec, class_block_relu, with_class_block_relu
+
         recipe = resolve_recipe(recipe, lr=lr, **fields)
-        if spec is None:   # the chapter's NiN, its class block as the recipe says
+        if spec is None:  # the chapter's NiN, its class block as the recipe says
             spec = with_class_block_relu(chapter_spec(num_classes), recipe.class_block_relu)
-        elif fields.get("class_block_relu") is not None:    # asked for: applied to the spec
+        elif fields.get("class_block_relu") is not None:  # asked for: applied to the spec
             spec = with_class_block_relu(spec, fields["class_block_relu"])
-        actual = class_block_relu(spec)   # a given spec decides; the recipe records it
+        actual = class_block_relu(spec)  # a given spec decides; the recipe records it
         if actual is not None and actual != recipe.class_block_relu:
             recipe = replace(recipe, class_block_relu=actual)
         self.recipe, self.lr, self.spec = recipe, recipe.lr, spec
@@ -174,38 +203,52 @@ class Recipe:
     plain SGD at a constant lr. `nin` is opt-in: He init, a linear class block, standardized
     inputs, Adam on a one-cycle schedule; docs/training.md shows why the book's recipe can sit
     at chance (loss ln 10) for epochs. Every field is a default that the caller can override."""
+
     name: str
-    init: str = "kaiming"       # 'kaiming' (He, for ReLU nets) or 'xavier' (the book's)
+    init: str = "kaiming"  # 'kaiming' (He, for ReLU nets) or 'xavier' (the book's)
     class_block_relu: str = "none"  # ReLUs in the last (class-score) block: 'all' is the book's
-    normalize: bool = True      # standardize inputs with Fashion-MNIST's mean and std
-    optimizer: str = "adam"     # 'adam' or 'sgd'
-    momentum: float = 0.0       # for 'sgd'
+    normalize: bool = True  # standardize inputs with Fashion-MNIST's mean and std
+    optimizer: str = "adam"  # 'adam' or 'sgd'
+    momentum: float = 0.0  # for 'sgd'
     weight_decay: float = 0.0
     schedule: str = "onecycle"  # 'onecycle' (warm-up, then cosine decay) or 'constant'
-    lr: float = 1e-3            # the peak lr for 'onecycle', the lr for 'constant'
+    lr: float = 1e-3  # the peak lr for 'onecycle', the lr for 'constant'
 
     def __post_init__(self):
         if not isinstance(self.normalize, bool):
-            raise ValueError(f"recipe {self.name!r}: normalize must be True or False, got "
-                             f"{self.normalize!r}")
+            raise ValueError(
+                f"recipe {self.name!r}: normalize must be True or False, got {self.normalize!r}"
+            )
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"recipe {self.name!r}: {name} must be one of "
-                                 f"{', '.join(map(str, allowed))}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"recipe {self.name!r}: {name} must be one of "
+                    f"{', '.join(map(str, allowed))}, got {getattr(self, name)!r}"
+                )
         # an lr above 1e6 overflows float32 in the frameworks' updates, and means a typo
-        for name, low, high, bounds in (("lr", 0, 1e6 + 1, "> 0 and at most 1e6"),
-                                         ("momentum", 0, 1, ">= 0 and < 1"),
-                                         ("weight_decay", 0, math.inf, ">= 0")):
+        for name, low, high, bounds in (
+            ("lr", 0, 1e6 + 1, "> 0 and at most 1e6"),
+            ("momentum", 0, 1, ">= 0 and < 1"),
+            ("weight_decay", 0, math.inf, ">= 0"),
+        ):
             value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
-                math.isfinite(value) and low <= value < high and (name != "lr" or value > 0)
+            ok = (
+                isinstance(value, numbers.Real)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and low <= value < high
+                and (name != "lr" or value > 0)
+            )
             if not ok:
-                raise ValueError(f"recipe {self.name!r}: {name} must be a finite number "
-                                 f"{bounds}, got {value!r}")
+                raise ValueError(
+                    f"recipe {self.name!r}: {name} must be a finite number {bounds}, got {value!r}"
+                )
         if self.momentum and self.optimizer != "sgd":
-            raise ValueError(f"recipe {self.name!r}: momentum {self.momentum} is for SGD; "
-                             f"{self.optimizer} has none (use optimizer='sgd' / --optimizer sgd, "
-                             f"or drop the momentum)")
+            raise ValueError(
+                f"recipe {self.name!r}: momentum {self.momentum} is for SGD; "
+                f"{self.optimizer} has none (use `optimizer='sgd'`, "
+                f"or drop the momentum)"
+            )
 
     def changes_from(self, reference: "Recipe") -> list[str]:
         """What this recipe does differently from `reference`, one phrase per field."""
@@ -221,28 +264,45 @@ class Recipe:
         opt = self.optimizer + (f" momentum {self.momentum}" if self.momentum else "")
         wd = f", weight decay {self.weight_decay}" if self.weight_decay else ""
         inputs = "standardized inputs" if self.normalize else "raw [0, 1] inputs"
-        return (f"recipe {self.name}: {opt} at lr {self.lr:g} ({self.schedule}{wd}), "
-                f"{self.init} init, class-block ReLU {self.class_block_relu}, {inputs}")
+        return (
+            f"recipe {self.name}: {opt} at lr {self.lr:g} ({self.schedule}{wd}), "
+            f"{self.init} init, class-block ReLU {self.class_block_relu}, {inputs}"
+        )
 
 
 # the values each categorical Recipe field takes
-CHOICES = {"init": ("kaiming", "xavier"), "class_block_relu": ("none", "hidden", "all"),
-           "normalize": (True, False), "optimizer": ("adam", "sgd"),
-           "schedule": ("onecycle", "constant")}
+CHOICES = {
+    "init": ("kaiming", "xavier"),
+    "class_block_relu": ("none", "hidden", "all"),
+    "normalize": (True, False),
+    "optimizer": ("adam", "sgd"),
+    "schedule": ("onecycle", "constant"),
+}
 
 # the Recipe fields a caller may override, with what each one sets (the CLI's flag help)
-RECIPE_FLAGS = {"lr": "learning rate, the peak of a one-cycle schedule (book: the chapter's "
-                      "0.05 on the command line, NiN()'s 0.1 in Python; nin: 1e-3)",
-                "optimizer": "the optimizer", "momentum": "SGD momentum",
-                "weight_decay": "weight decay", "schedule": "the lr schedule",
-                "init": "weight initialization",
-                "class_block_relu": "ReLUs in the class-score block",
-                "normalize": "standardize the inputs"}
+RECIPE_FLAGS = {
+    "lr": "learning rate, the peak of a one-cycle schedule (book: the chapter's "
+    "0.05 on the command line, NiN()'s 0.1 in Python; nin: 1e-3)",
+    "optimizer": "the optimizer",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay",
+    "schedule": "the lr schedule",
+    "init": "weight initialization",
+    "class_block_relu": "ReLUs in the class-score block",
+    "normalize": "standardize the inputs",
+}
 
 RECIPES = {
     # the chapter's: NiN(lr=0.1) by default, NiN(lr=0.05) in its training cell
-    "book": Recipe("book", init="xavier", class_block_relu="all", normalize=False, optimizer="sgd",
-                   schedule="constant", lr=0.1),
+    "book": Recipe(
+        "book",
+        init="xavier",
+        class_block_relu="all",
+        normalize=False,
+        optimizer="sgd",
+        schedule="constant",
+        lr=0.1,
+    ),
     "nin": Recipe("nin"),
 }
 # Fashion-MNIST's pixel mean and standard deviation over the training set, in [0, 1] units
@@ -265,8 +325,10 @@ def resolve_recipe(recipe="book", **overrides) -> Recipe:
     names = {f.name for f in fields(Recipe)} - {"name"}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise TypeError(f"unknown recipe field(s) {', '.join(unknown)}; the fields are "
-                        f"{', '.join(sorted(names))}")
+        raise TypeError(
+            f"unknown recipe field(s) {', '.join(unknown)}; the fields are "
+            f"{', '.join(sorted(names))}"
+        )
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(recipe, **given) if given else recipe
 
@@ -298,7 +360,7 @@ class History:
     recipe, lr, device, precision); saved as JSON."""
 
     def __init__(self):
-        self.steps: list[tuple[float, float]] = []   # (fractional epoch, train loss)
+        self.steps: list[tuple[float, float]] = []  # (fractional epoch, train loss)
         self.epochs: list[dict] = []
         self.config: dict = {}
 
@@ -325,11 +387,14 @@ class Board:
     averages per epoch, as d2l's board draws it; None draws every step, smoothed. `xlim` is
     d2l's (the Trainer sets it to the run's epochs)."""
 
-    def __init__(self, title: str = "", live: bool | None = None,
-                 points_per_epoch: int | None = None):
+    def __init__(
+        self, title: str = "", live: bool | None = None, points_per_epoch: int | None = None
+    ):
         if points_per_epoch is not None and points_per_epoch < 1:
-            raise ValueError(f"points_per_epoch (plot_train_per_epoch) must be at least 1, "
-                             f"got {points_per_epoch}")
+            raise ValueError(
+                f"points_per_epoch (plot_train_per_epoch) must be at least 1, "
+                f"got {points_per_epoch}"
+            )
         self.title = title
         self.live = _in_notebook() if live is None else live
         self.points_per_epoch = points_per_epoch
@@ -344,7 +409,7 @@ class Board:
         if self.points_per_epoch is None:
             return x, _smooth(y)
         per_epoch = max(1, int(np.sum(x <= 1.0 + 1e-9)))
-        every_n = max(1, per_epoch // self.points_per_epoch)   # d2l's every_n
+        every_n = max(1, per_epoch // self.points_per_epoch)  # d2l's every_n
         whole = len(x) // every_n * every_n
         if whole == 0:
             return x, y
@@ -352,19 +417,33 @@ class Board:
 
     def figure(self, history: History):
         import matplotlib
+
         if not self.live:
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(5, 3.4))
         if history.steps:
             x, y = self.train_curve(history)
             ax.plot(x, y, label="train_loss", color="C0")
         if history.epochs:
             ep = [e["epoch"] for e in history.epochs]
-            ax.plot(ep, [e["val_loss"] for e in history.epochs], "--o", label="val_loss",
-                    color="C1", markersize=4)
-            ax.plot(ep, [e["val_acc"] for e in history.epochs], "-.s", label="val_acc",
-                    color="C2", markersize=4)
+            ax.plot(
+                ep,
+                [e["val_loss"] for e in history.epochs],
+                "--o",
+                label="val_loss",
+                color="C1",
+                markersize=4,
+            )
+            ax.plot(
+                ep,
+                [e["val_acc"] for e in history.epochs],
+                "-.s",
+                label="val_acc",
+                color="C2",
+                markersize=4,
+            )
         ax.set_xlabel(self.xlabel)
         if self.xlim:
             ax.set_xlim(self.xlim)
@@ -380,6 +459,7 @@ class Board:
             return
         import matplotlib.pyplot as plt
         from IPython.display import display
+
         fig = self.figure(history)
         if self._handle is None:
             self._handle = display(fig, display_id=True)
@@ -389,6 +469,7 @@ class Board:
 
     def save(self, history: History, path) -> None:
         import matplotlib.pyplot as plt
+
         fig = self.figure(history)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
@@ -402,6 +483,7 @@ def finish_figure(fig, path=None):
     if path is None:
         return fig
     import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
@@ -411,13 +493,14 @@ def _smooth(y: np.ndarray, window: int = 20) -> np.ndarray:
     if len(y) < window:
         return y
     kernel = np.ones(window) / window
-    head = np.cumsum(y[:window - 1]) / np.arange(1, window)
+    head = np.cumsum(y[: window - 1]) / np.arange(1, window)
     return np.concatenate([head, np.convolve(y, kernel, mode="valid")])
 
 
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
+
         shell = get_ipython()
     except ImportError:
         return False
@@ -460,40 +543,68 @@ class TrainerBase(HyperParameters):
     continues it, or `overwrite`, which replaces it), `stuck_check`
     (batches after which a loss still near ln(num_classes) is reported; 0 turns it off),
     `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's),
-    `callbacks` (more Callback objects, run after the defaults).
+    `callbacks` (more Callback objects, run after the defaults), `wording` (how printed
+    messages name arguments: the CLI passes its flags' names).
     """
 
-    FAST_PATH = ""    # what the backend's fast path does, in a few words (the start line)
+    FAST_PATH = ""  # what the backend's fast path does, in a few words (the start line)
+    backend_name = ""
+    # the constructor's arguments, set by save_hyperparameters
+    max_epochs: int
+    num_gpus: int
+    gradient_clip_val: float
+    fast: bool
+    limit_train_batches: int | None
+    limit_val_batches: int | None
+    progress: bool
+    resume: bool
+    overwrite: bool
 
-    def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0, *, fast=False,
-                 limit_train_batches=None, limit_val_batches=None, progress=True,
-                 out_dir=None, resume=False, overwrite=False, stuck_check=150,
-                 on_stuck="warn", board=None, callbacks=()):
+    def __init__(
+        self,
+        max_epochs,
+        num_gpus=0,
+        gradient_clip_val=0,
+        *,
+        fast=False,
+        limit_train_batches=None,
+        limit_val_batches=None,
+        progress=True,
+        out_dir=None,
+        resume=False,
+        overwrite=False,
+        stuck_check=150,
+        on_stuck="warn",
+        board=None,
+        callbacks=(),
+        wording=None,
+    ):
         from nin.callbacks import default_callbacks
+
         if resume and not out_dir:
-            raise ValueError("resume=True (--resume) needs out_dir (--out): the folder of the "
-                             "run to continue")
-        self.save_hyperparameters(ignore=("board", "callbacks"))
+            raise ValueError("`resume=True` needs `out_dir`: the folder of the run to continue")
+        self.save_hyperparameters(ignore=("board", "callbacks", "wording"))
         self.out_dir = Path(out_dir).expanduser() if out_dir else None
-        self.callbacks = default_callbacks(progress, self.out_dir, resume, overwrite,
-                                           stuck_check, on_stuck) + list(callbacks)
+        self.callbacks = default_callbacks(
+            progress, self.out_dir, resume, overwrite, stuck_check, on_stuck, wording
+        ) + list(callbacks)
         self._board_arg = board
         self.board = board
         self.history = History()
-        self.bf16 = False        # whether the fast path computes in bf16; `prepare_model` sets it
-        self.device = None       # where the step runs; `prepare_model` sets it
+        self.bf16 = False  # whether the fast path computes in bf16; `prepare_model` sets it
+        self.device = None  # where the step runs; `prepare_model` sets it
 
     # --- the backend supplies these ------------------------------------------------------
-    def _prepare(self, model, data):        # device, fast paths; returns the optimizer
+    def _prepare(self, model, data):  # device, fast paths; returns the optimizer
         raise NotImplementedError
 
-    def _train_step(self, batch):           # -> loss as a backend scalar (not yet synced)
+    def _train_step(self, batch):  # -> loss as a backend scalar (not yet synced)
         raise NotImplementedError
 
-    def _eval_step(self, batch):            # runs model.validation_step without gradients
+    def _eval_step(self, batch):  # runs model.validation_step without gradients
         raise NotImplementedError
 
-    def _get_lr(self) -> float:             # the optimizer's learning rate now
+    def _get_lr(self) -> float:  # the optimizer's learning rate now
         raise NotImplementedError
 
     def _set_lr(self, lr: float) -> None:
@@ -502,13 +613,13 @@ class TrainerBase(HyperParameters):
     def _to_float(self, value) -> float:
         raise NotImplementedError
 
-    def _state_arrays(self) -> dict[str, np.ndarray]:   # model and optimizer state
+    def _state_arrays(self) -> dict[str, np.ndarray]:  # model and optimizer state
         raise NotImplementedError
 
     def _load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
-    def _train_mode(self, on: bool) -> None:   # the model's training flag, where it has one
+    def _train_mode(self, on: bool) -> None:  # the model's training flag, where it has one
         pass
 
     # RNG state that decides the rest of the run, saved in checkpoints
@@ -532,15 +643,18 @@ class TrainerBase(HyperParameters):
         self.train_dataloader = data.train_dataloader()
         self.val_dataloader = data.val_dataloader()
         self.num_train_batches = _limited_len(self.train_dataloader, self.limit_train_batches)
-        self.num_val_batches = (0 if self.val_dataloader is None
-                                else _limited_len(self.val_dataloader, self.limit_val_batches))
+        self.num_val_batches = (
+            0
+            if self.val_dataloader is None
+            else _limited_len(self.val_dataloader, self.limit_val_batches)
+        )
 
     def prepare_model(self, model):
         """d2l's: the board, then the device, the fast path and the optimizer for `model`."""
         self.model = model
         recipe = getattr(model, "recipe", None)
         if isinstance(recipe, Recipe) and getattr(model, "lr", recipe.lr) != recipe.lr:
-            model.recipe = replace(recipe, lr=model.lr)   # `model.lr = x` set after building
+            model.recipe = replace(recipe, lr=model.lr)  # `model.lr = x` set after building
         self.board = self._board_arg or getattr(model, "board", None) or Board()
         self.board.xlim = [0, self.max_epochs]
         self.optim = self._prepare(model, self.data)
@@ -558,12 +672,12 @@ class TrainerBase(HyperParameters):
     def fit(self, model, data):
         """Train `model` on `data` for `max_epochs` (from the checkpoint's epoch with `resume`);
         may be called again on the same trainer. Returns the history."""
-        self._emit("before_fit")     # before any work: a run is never overwritten by accident
+        self._emit("before_fit")  # before any work: a run is never overwritten by accident
         self.prepare(model, data)
         self.epoch, self.history, self.val_batch_idx = 0, History(), 0
         self.history.config = self.config()
-        self._emit("on_fit_start")   # a resume sets the epoch and the history here
-        if hasattr(self.train_dataloader, "set_epoch"):   # the shuffles of an unbroken run
+        self._emit("on_fit_start")  # a resume sets the epoch and the history here
+        if hasattr(self.train_dataloader, "set_epoch"):  # the shuffles of an unbroken run
             self.train_dataloader.set_epoch(self.epoch)
         self.train_batch_idx = self.epoch * self.num_train_batches
         self._total_steps = self.max_epochs * self.num_train_batches
@@ -582,8 +696,9 @@ class TrainerBase(HyperParameters):
             if i >= self.num_train_batches:
                 break
             if self.schedule != "constant":
-                self._set_lr(lr_at(self.train_batch_idx, self._total_steps, self.base_lr,
-                                   self.schedule))
+                self._set_lr(
+                    lr_at(self.train_batch_idx, self._total_steps, self.base_lr, self.schedule)
+                )
             pending.append(self._train_step(self.prepare_batch(batch)))
             seen += len(batch[-1])
             self.train_batch_idx += 1
@@ -595,11 +710,13 @@ class TrainerBase(HyperParameters):
             self._emit("on_batch_end")
         train_seconds = time.perf_counter() - start
         metrics = self._validate()
-        record = {"epoch": self.epoch + 1,
-                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  **{f"val_{k}": v for k, v in metrics.items()},
-                  "images_per_s": seen / train_seconds,
-                  "seconds": time.perf_counter() - start}
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            **{f"val_{k}": v for k, v in metrics.items()},
+            "images_per_s": seen / train_seconds,
+            "seconds": time.perf_counter() - start,
+        }
         self.epoch += 1
         self._emit("on_epoch_end", record)
 
@@ -611,26 +728,37 @@ class TrainerBase(HyperParameters):
         """The values this run trains with, as resolved: recorded in history.json and the
         checkpoint."""
         recipe = getattr(self.model, "recipe", None)
-        return {"recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
-                "optimizer": type(self.optim).__name__, "lr": self.base_lr,
-                "schedule": self.schedule, "device": str(self.device),
-                "precision": "bf16" if self.bf16 else "fp32", "fast": bool(self.fast),
-                "max_epochs": self.max_epochs, "num_train_batches": self.num_train_batches,
-                "num_val_batches": self.num_val_batches,
-                "gradient_clip_val": self.gradient_clip_val}
+        return {
+            "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+            "optimizer": type(self.optim).__name__,
+            "lr": self.base_lr,
+            "schedule": self.schedule,
+            "device": str(self.device),
+            "precision": "bf16" if self.bf16 else "fp32",
+            "fast": bool(self.fast),
+            "max_epochs": self.max_epochs,
+            "num_train_batches": self.num_train_batches,
+            "num_val_batches": self.num_val_batches,
+            "gradient_clip_val": self.gradient_clip_val,
+        }
 
     def describe(self) -> str:
         """The one line printed when training starts: what runs, where, in which precision,
         and how to change it."""
         recipe = getattr(self.model, "recipe", None)
-        what = (recipe.describe() if isinstance(recipe, Recipe) else
-                f"{type(self.optim).__name__} at lr {self.base_lr:g} (the model's optimizer)")
+        what = (
+            recipe.describe()
+            if isinstance(recipe, Recipe)
+            else f"{type(self.optim).__name__} at lr {self.base_lr:g} (the model's optimizer)"
+        )
         if self.fast:
-            step = (f"{'bf16' if self.bf16 else 'fp32'} fast path ({self.FAST_PATH}"
-                    f"{'' if self.bf16 else '; no native bf16 here'}; fast=False or --no-fast "
-                    f"for the plain fp32 step)")
+            step = (
+                f"{'bf16' if self.bf16 else 'fp32'} fast path ({self.FAST_PATH}"
+                f"{'' if self.bf16 else '; no native bf16 here'}; `fast=False` "
+                f"for the plain fp32 step)"
+            )
         else:
-            step = "fp32, the plain step as the chapter runs it (fast=True for the fast path)"
+            step = "fp32, the plain step as the chapter runs it (`fast=True` for the fast path)"
         return f"training on {self.device}, {step}; {what}"
 
     def train_batch(self, batch) -> float:
@@ -647,7 +775,8 @@ class TrainerBase(HyperParameters):
 
     def _evaluate(self, batches) -> dict:
         """Validation steps over `batches`; the metrics `plot`ted, averaged per example."""
-        self._val_sums, self._val_counts = {}, {}
+        self._val_sums: dict[str, float] = {}
+        self._val_counts: dict[str, int] = {}
         sink, self.model._sink = self.model._sink, self._record
         try:
             for batch in batches:
@@ -671,8 +800,7 @@ class TrainerBase(HyperParameters):
         mean = {"loss": float("nan"), "acc": float("nan")}
         if self.num_val_batches:
             self._train_mode(False)
-            mean.update(self._evaluate(itertools.islice(self.val_dataloader,
-                                                        self.num_val_batches)))
+            mean.update(self._evaluate(itertools.islice(self.val_dataloader, self.num_val_batches)))
         return mean
 
 
@@ -680,16 +808,21 @@ def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str
     """'name A vs B' for each field two records disagree on (None: not recorded, skipped)."""
     if not theirs or not mine:
         return []
-    return [f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
-            for k in mine if k in theirs and theirs[k] != mine[k]]
+    return [
+        f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
+        for k in mine
+        if k in theirs and theirs[k] != mine[k]
+    ]
 
 
 def _spec_changes(theirs, mine, key) -> str:
     if key != "spec" or not theirs or not mine:
         return ""
     from nin.spec import spec_diff, spec_from_dict
-    return "; checkpoint vs this run: " + "; ".join(spec_diff(spec_from_dict(theirs),
-                                                           spec_from_dict(mine)))
+
+    return "; checkpoint vs this run: " + "; ".join(
+        spec_diff(spec_from_dict(theirs), spec_from_dict(mine))
+    )
 
 
 def sample_batch(data):

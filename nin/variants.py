@@ -13,6 +13,7 @@ it builds in every backend and `resources` can cost it.
                      followed by as many 1x1 convs as VGG-11/16/19 has convs in that stage,
                      a max-pool after each, then the class block and GAP (exercise 5)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,17 +23,23 @@ from nin import spec as S
 __all__ = ["VARIANTS", "variant", "variant_names"]
 
 # convs per stage in VGG-11, -16 and -19 (Simonyan & Zisserman, configurations A, D, E)
-_VGG_STAGES = {"nin-vgg11": (1, 1, 2, 2, 2), "nin-vgg16": (2, 2, 3, 3, 3),
-               "nin-vgg19": (2, 2, 4, 4, 4)}
-_VGG_CHANNELS = (32, 64, 128, 256, 256)   # half of VGG's widths
+_VGG_STAGES = {
+    "nin-vgg11": (1, 1, 2, 2, 2),
+    "nin-vgg16": (2, 2, 3, 3, 3),
+    "nin-vgg19": (2, 2, 4, 4, 4),
+}
+_VGG_CHANNELS = (32, 64, 128, 256, 256)  # half of VGG's widths
 
 
 def _num_1x1(n: int):
     def make(num_classes: int) -> S.NetSpec:
         spec = S.chapter_spec(num_classes)
-        layers = tuple(dataclasses.replace(layer, num_1x1=n)
-                       if isinstance(layer, S.NiNBlock) else layer for layer in spec.layers)
+        layers = tuple(
+            dataclasses.replace(layer, num_1x1=n) if isinstance(layer, S.NiNBlock) else layer
+            for layer in spec.layers
+        )
         return spec.replace(layers=layers, name=f"nin-1x1-{n}")
+
     return make
 
 
@@ -44,15 +51,23 @@ def _gap_to_dense(num_classes: int) -> S.NetSpec:
 
 def _dense_head(num_classes: int) -> S.NetSpec:
     spec = S.chapter_spec(num_classes)
-    layers = spec.layers[:6] + (S.Flatten(), S.Dense(4096), S.Dropout(0.5),
-                                S.Dense(num_classes, relu=False))
+    layers = spec.layers[:6] + (
+        S.Flatten(),
+        S.Dense(4096),
+        S.Dropout(0.5),
+        S.Dense(num_classes, relu=False),
+    )
     return spec.replace(layers=layers, name="dense-head")
 
 
 def _two_step(num_classes: int) -> S.NetSpec:
     spec = S.chapter_spec(num_classes)
-    layers = spec.layers[:7] + (S.NiNBlock(96, 3, 1, 1), S.NiNBlock(num_classes, 3, 1, 1),
-                                S.GlobalAvgPool(), S.Flatten())
+    layers = spec.layers[:7] + (
+        S.NiNBlock(96, 3, 1, 1),
+        S.NiNBlock(num_classes, 3, 1, 1),
+        S.GlobalAvgPool(),
+        S.Flatten(),
+    )
     return spec.replace(layers=layers, name="two-step")
 
 
@@ -61,16 +76,20 @@ def _vgg_like(name: str):
         layers = []
         for channels, convs in zip(_VGG_CHANNELS, _VGG_STAGES[name]):
             layers += [S.NiNBlock(channels, 3, 1, 1, num_1x1=convs), S.MaxPool(3, 2)]
-        layers += [S.Dropout(0.5), S.NiNBlock(num_classes, 3, 1, 1), S.GlobalAvgPool(),
-                   S.Flatten()]
+        layers += [S.Dropout(0.5), S.NiNBlock(num_classes, 3, 1, 1), S.GlobalAvgPool(), S.Flatten()]
         return S.NetSpec(tuple(layers), num_classes=num_classes, name=name)
+
     return make
 
 
 VARIANTS = {
     "nin": S.chapter_spec,
-    "nin-1x1-0": _num_1x1(0), "nin-1x1-1": _num_1x1(1), "nin-1x1-3": _num_1x1(3),
-    "gap-to-dense": _gap_to_dense, "dense-head": _dense_head, "two-step": _two_step,
+    "nin-1x1-0": _num_1x1(0),
+    "nin-1x1-1": _num_1x1(1),
+    "nin-1x1-3": _num_1x1(3),
+    "gap-to-dense": _gap_to_dense,
+    "dense-head": _dense_head,
+    "two-step": _two_step,
     **{name: _vgg_like(name) for name in _VGG_STAGES},
 }
 

@@ -6,6 +6,7 @@ parameter, named after the spec's layers: `block1.conv1.weight` (OIHW), `block1.
 Backends hand over their parameters in their own layout and in spec order
 (`parameter_arrays`); only this module knows how to turn them into the canonical one.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,9 +18,21 @@ import numpy as np
 from nin import spec as _spec
 from nin.files import atomic_write
 
-__all__ = ["WeightFileError", "canonical_names", "to_canonical", "from_canonical",
-           "export_arrays", "load_arrays", "save", "read", "export", "load",
-           "activation_to_nchw", "input_from_nchw", "check"]
+__all__ = [
+    "WeightFileError",
+    "canonical_names",
+    "to_canonical",
+    "from_canonical",
+    "export_arrays",
+    "load_arrays",
+    "save",
+    "read",
+    "export",
+    "load",
+    "activation_to_nchw",
+    "input_from_nchw",
+    "check",
+]
 
 
 class WeightFileError(ValueError):
@@ -37,9 +50,9 @@ def _to_canonical(a: np.ndarray, w: _spec.Weight, kernel_layout: str) -> np.ndar
     if kernel_layout != "HWIO" or w.kind == "bias":
         return a
     if w.kind == "conv":
-        return a.transpose(3, 2, 0, 1)                   # HWIO -> OIHW
-    a = a.T                                              # dense (in, out) -> (out, in)
-    if w.flattened:                                      # inputs flattened H, W, C -> C, H, W
+        return a.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    a = a.T  # dense (in, out) -> (out, in)
+    if w.flattened:  # inputs flattened H, W, C -> C, H, W
         c, h, wd = w.flattened
         a = a.reshape(-1, h, wd, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
     return a
@@ -49,31 +62,39 @@ def _from_canonical(a: np.ndarray, w: _spec.Weight, kernel_layout: str) -> np.nd
     if kernel_layout != "HWIO" or w.kind == "bias":
         return a
     if w.kind == "conv":
-        return a.transpose(2, 3, 1, 0)                   # OIHW -> HWIO
-    if w.flattened:                                      # inputs C, H, W -> H, W, C
+        return a.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if w.flattened:  # inputs C, H, W -> H, W, C
         c, h, wd = w.flattened
         a = a.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
-    return a.T                                           # (out, in) -> dense (in, out)
+    return a.T  # (out, in) -> dense (in, out)
 
 
-def to_canonical(arrays: list[np.ndarray], spec: _spec.NetSpec, kernel_layout: str,
-                 size: int | None = None) -> dict[str, np.ndarray]:
+def to_canonical(
+    arrays: list[np.ndarray], spec: _spec.NetSpec, kernel_layout: str, size: int | None = None
+) -> dict[str, np.ndarray]:
     """A backend's parameters (spec order, its layout) -> canonical names and layouts."""
     table = _spec.weight_table(spec, size)
     if len(arrays) != len(table):
-        raise WeightFileError(f"the network has {len(arrays)} parameter arrays, the spec "
-                              f"{spec.name!r} expects {len(table)}")
-    return {w.name: np.ascontiguousarray(
-                _to_canonical(np.asarray(a, dtype=np.float32), w, kernel_layout))
-            for w, a in zip(table, arrays)}
+        raise WeightFileError(
+            f"the network has {len(arrays)} parameter arrays, the spec "
+            f"{spec.name!r} expects {len(table)}"
+        )
+    return {
+        w.name: np.ascontiguousarray(
+            _to_canonical(np.asarray(a, dtype=np.float32), w, kernel_layout)
+        )
+        for w, a in zip(table, arrays)
+    }
 
 
-def from_canonical(named: dict[str, np.ndarray], spec: _spec.NetSpec, kernel_layout: str,
-                   size: int | None = None) -> list[np.ndarray]:
+def from_canonical(
+    named: dict[str, np.ndarray], spec: _spec.NetSpec, kernel_layout: str, size: int | None = None
+) -> list[np.ndarray]:
     """Canonical names and layouts -> a backend's parameter list (spec order, its layout)."""
-    return [np.ascontiguousarray(_from_canonical(named[w.name], w, kernel_layout),
-                                 dtype=np.float32)
-            for w in _spec.weight_table(spec, size)]
+    return [
+        np.ascontiguousarray(_from_canonical(named[w.name], w, kernel_layout), dtype=np.float32)
+        for w in _spec.weight_table(spec, size)
+    ]
 
 
 def activation_to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
@@ -82,7 +103,7 @@ def activation_to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
     if layout == "NHWC" and a.ndim == 4:
         return a.transpose(0, 3, 1, 2)
     if layout == "NHWC" and a.ndim == 2:
-        return a                                     # logits and GAP outputs: N x C already
+        return a  # logits and GAP outputs: N x C already
     return a
 
 
@@ -96,46 +117,59 @@ def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | No
     meta = {"spec": _spec.spec_to_dict(spec), "size": size}
     buf = io.BytesIO()
     np.savez(buf, __spec__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **named)
-    atomic_write(path, buf.getvalue())   # temporary file, then rename
+    atomic_write(path, buf.getvalue())  # temporary file, then rename
 
 
 def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
     """(canonical arrays, spec, input size or None) from a weight file."""
     path = Path(path)
     if not path.is_file():
-        raise WeightFileError(f"no weight file at {path}: give the weights.npz a run wrote "
-                              f"(runs/<run>/weights.npz) or one nin.weights.export made")
+        raise WeightFileError(
+            f"no weight file at {path}: give the weights.npz a run wrote "
+            f"(runs/<run>/weights.npz) or one nin.weights.export made"
+        )
     try:
         with np.load(path) as f:
             named = {k: f[k] for k in f.files}
         if "__meta__" in named and "__spec__" not in named:
-            raise WeightFileError(f"{path} is a training checkpoint, not a weight file: use "
-                                  f"the weights.npz beside it") from None
+            raise WeightFileError(
+                f"{path} is a training checkpoint, not a weight file: use the weights.npz beside it"
+            ) from None
         meta = json.loads(named.pop("__spec__").tobytes().decode())
         spec = _spec.spec_from_dict(meta["spec"])
     except WeightFileError:
         raise
-    except Exception as err:   # truncated zip, missing entry, bad JSON
-        raise WeightFileError(f"{path} is not a readable nin weight file ({err}); export it "
-                              f"again with nin.weights.export") from None
+    except Exception as err:  # truncated zip, missing entry, bad JSON
+        raise WeightFileError(
+            f"{path} is not a readable nin weight file ({err}); export it "
+            f"again with nin.weights.export"
+        ) from None
     return named, spec, meta.get("size")
 
 
-def check(named: dict[str, np.ndarray], file_spec: _spec.NetSpec, spec: _spec.NetSpec,
-          source: str = "the weights", size: int | None = None) -> None:
+def check(
+    named: dict[str, np.ndarray],
+    file_spec: _spec.NetSpec,
+    spec: _spec.NetSpec,
+    source: str = "the weights",
+    size: int | None = None,
+) -> None:
     """Refuse another spec, a missing or extra name, or a wrong shape, naming the layer."""
     if file_spec != spec:
         raise WeightFileError(
             f"{source} were made for another spec than the model's ({_describe(file_spec)} "
             f"vs {_describe(spec)}; file vs model: {'; '.join(_spec.spec_diff(file_spec, spec))})"
-            f"; build the model from the file's spec or use matching weights")
+            f"; build the model from the file's spec or use matching weights"
+        )
     expected = _expected_shapes(spec, size)
     for name in expected:
         if name not in named:
             raise WeightFileError(f"{source} have no {name}")
         if tuple(named[name].shape) != expected[name]:
-            raise WeightFileError(f"{source}: {name} has shape {tuple(named[name].shape)}, the "
-                                  f"model expects {expected[name]}")
+            raise WeightFileError(
+                f"{source}: {name} has shape {tuple(named[name].shape)}, the "
+                f"model expects {expected[name]}"
+            )
     extra = sorted(set(named) - set(expected))
     if extra:
         raise WeightFileError(f"{source} hold arrays the spec does not name: {extra[:3]}")
@@ -155,9 +189,15 @@ def export_arrays(backend: str, net, spec: _spec.NetSpec, size: int | None = Non
     return to_canonical(B.parameter_arrays(net), spec, B.KERNEL_LAYOUT, size)
 
 
-def load_arrays(backend: str, net, spec: _spec.NetSpec, named: dict[str, np.ndarray],
-                file_spec: _spec.NetSpec | None = None, size: int | None = None,
-                source: str = "the weights") -> None:
+def load_arrays(
+    backend: str,
+    net,
+    spec: _spec.NetSpec,
+    named: dict[str, np.ndarray],
+    file_spec: _spec.NetSpec | None = None,
+    size: int | None = None,
+    source: str = "the weights",
+) -> None:
     """Check everything first, then assign: on any mismatch the network is unchanged."""
     check(named, spec if file_spec is None else file_spec, spec, source, size)
     B = _materialized(backend, net, spec, size)
@@ -167,6 +207,7 @@ def load_arrays(backend: str, net, spec: _spec.NetSpec, named: dict[str, np.ndar
 def _materialized(backend: str, net, spec: _spec.NetSpec, size: int | None):
     """Run one blank image through `net` so lazy layers exist; returns the backend module."""
     from nin.backends import get_backend
+
     B = get_backend(backend)
     side = size or _spec.min_input_size(spec)
     blank = np.zeros((1, spec.in_channels, side, side), np.float32)

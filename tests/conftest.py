@@ -1,4 +1,5 @@
 """Shared fixtures. NIN_TEST_BACKENDS picks the backends to test (default: all three)."""
+
 import os
 import sys
 from pathlib import Path
@@ -13,15 +14,19 @@ GOLDEN = ROOT / "tests" / "golden"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--overwrite", action="store_true",
-                     help="write this run's output over the golden files in tests/golden/ "
-                          "(then review the diff before committing it)")
+    parser.addoption(
+        "--overwrite",
+        action="store_true",
+        help="write this run's output over the golden files in tests/golden/ "
+        "(then review the diff before committing it)",
+    )
 
 
 @pytest.fixture
 def golden(request):
     """`golden(name, text)`: `text` must equal tests/golden/<name>.out; with --overwrite, the
     file is written from `text` instead."""
+
     def check(name: str, text: str) -> None:
         path = GOLDEN / f"{name}.out"
         if request.config.getoption("--overwrite"):
@@ -32,13 +37,26 @@ def golden(request):
         expected = path.read_text()
         if text != expected:
             import difflib
-            diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
-                                                f"{path.name} (golden)", "this run"))
-            raise AssertionError(f"output differs from {path}:\n{diff}\nIf the change is "
-                                 f"meant, run `pytest --overwrite` and review the diff.")
+
+            diff = "".join(
+                difflib.unified_diff(
+                    expected.splitlines(True),
+                    text.splitlines(True),
+                    f"{path.name} (golden)",
+                    "this run",
+                )
+            )
+            raise AssertionError(
+                f"output differs from {path}:\n{diff}\nIf the change is "
+                f"meant, run `pytest --overwrite` and review the diff."
+            )
+
     return check
-BACKENDS = [b for b in os.environ.get("NIN_TEST_BACKENDS", "torch,mxnet,tensorflow").split(",")
-            if b]
+
+
+BACKENDS = [
+    b for b in os.environ.get("NIN_TEST_BACKENDS", "torch,mxnet,tensorflow").split(",") if b
+]
 
 
 def synthetic_fashion(folder: Path, n_train=600, n_test=100, seed=0) -> Path:
@@ -52,7 +70,7 @@ def synthetic_fashion(folder: Path, n_train=600, n_test=100, seed=0) -> Path:
         images = rng.integers(0, 60, size=(n, 28, 28))
         for i, c in enumerate(labels):
             top, left = 14 * (c // 5), 5 * (c % 5) + 1
-            images[i, top:top + 14, left:left + 5] = 230
+            images[i, top : top + 14, left : left + 5] = 230
         write_idx(folder / FILES[split][0], images.astype(np.uint8))
         write_idx(folder / FILES[split][1], labels.astype(np.uint8))
     return folder
@@ -62,8 +80,9 @@ def needs(*backends):
     """Skip a test that names a backend NIN_TEST_BACKENDS leaves out (the numpy 2 job tests
     PyTorch alone; `make test` runs all three)."""
     missing = [b for b in backends if b not in BACKENDS]
-    return pytest.mark.skipif(bool(missing), reason=f"NIN_TEST_BACKENDS leaves out "
-                                                    f"{', '.join(missing)} in this job")
+    return pytest.mark.skipif(
+        bool(missing), reason=f"NIN_TEST_BACKENDS leaves out {', '.join(missing)} in this job"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -79,9 +98,11 @@ def backend(request):
 
 def run_python(code: str, env_extra=None, cwd=ROOT):
     import subprocess
+
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def real_d2l(backend: str):
@@ -94,6 +115,7 @@ def real_d2l(backend: str):
     Classifier and Trainer do not touch it. `make test` installs d2l with pip --no-deps."""
     import importlib
     import types
+
     if backend == "torch":
         try:
             importlib.import_module("torchvision")
@@ -104,8 +126,10 @@ def real_d2l(backend: str):
             sys.modules.setdefault("torchvision.transforms", stand_in.transforms)
     try:
         package = importlib.import_module("d2l")
-    except ImportError as err:   # a failure, not a skip: the parity tests are the point
-        raise ImportError("the tests need the real d2l 1.0.3: run `make test`, or `pip install "
-                          "--no-deps d2l==1.0.3` and `pip install -e .[test]`") from err
+    except ImportError as err:  # a failure, not a skip: the parity tests are the point
+        raise ImportError(
+            "the tests need the real d2l 1.0.3: run `make test`, or `pip install "
+            "--no-deps d2l==1.0.3` and `pip install -e .[test]`"
+        ) from err
     assert package.__version__ == "1.0.3" and hasattr(package, "__file__"), package
     return importlib.import_module(f"d2l.{backend}")

@@ -7,6 +7,7 @@ POINT is `none`, `mid-epoch:E:B` (before training batch B, 1-based, of epoch E),
 would) or `between:E` (after epoch E's checkpoint, before epoch E + 1 starts). Used by
 tests/test_reliability.py; the library itself has no kill switch.
 """
+
 import os
 import signal
 import sys
@@ -30,10 +31,13 @@ def arm(point: str, backend: str) -> None:
         step = Trainer._train_step
 
         def train_step(self, batch_):
-            if self.epoch + 1 == epoch and self.train_batch_idx % self.num_train_batches + 1 \
-                    == batch:
+            if (
+                self.epoch + 1 == epoch
+                and self.train_batch_idx % self.num_train_batches + 1 == batch
+            ):
                 die()
             return step(self, batch_)
+
         Trainer._train_step = train_step
     elif kind == "save":
         (epoch,) = numbers
@@ -50,6 +54,7 @@ def arm(point: str, backend: str) -> None:
                 orphan.write_bytes(data[: len(data) // 2])
                 die()
             return write(path, data)
+
         callbacks.Checkpoint.save, weights.atomic_write = saving, half_written
     elif kind == "between":
         (epoch,) = numbers
@@ -59,6 +64,7 @@ def arm(point: str, backend: str) -> None:
             if self.epoch == epoch:
                 die()
             return fit_epoch(self)
+
         training.TrainerBase.fit_epoch = next_epoch
     elif kind != "none":
         raise SystemExit(f"unknown kill point {point!r}")

@@ -1,4 +1,5 @@
 """Each framework's network against the spec: layer shapes and parameter counts."""
+
 import json
 
 import pytest
@@ -28,7 +29,7 @@ def test_shapes_and_params_match_spec(backend, size, num_classes):
     assert len(rows) == len(expected) == 10
     for (name, shape), row in zip(rows, expected):
         got = _to_chw(shape, B.LAYOUT)
-        if row.kind == "GlobalAvgPool" and len(got) == 1:   # Keras drops the 1 x 1
+        if row.kind == "GlobalAvgPool" and len(got) == 1:  # Keras drops the 1 x 1
             got = got + (1, 1)
         assert got == row.shape, f"{backend} {name}: {got} != spec {row.shape}"
     assert B.count_params(net) == num_params(spec, size)
@@ -50,7 +51,7 @@ def test_chapter_nin_block_signature(backend):
     x = B.normal((2, 9, 9, 3)) if backend == "tensorflow" else B.randn(2, 3, 9, 9)
     y = blk(x) if backend != "mxnet" else (blk.initialize(), blk(x))[1]
     assert tuple(y.shape) == ((2, 9, 9, 16) if backend == "tensorflow" else (2, 16, 9, 9))
-    assert B.to_numpy(y).min() >= 0   # ends with a ReLU
+    assert B.to_numpy(y).min() >= 0  # ends with a ReLU
 
 
 @needs("tensorflow")
@@ -96,9 +97,11 @@ def test_cli_reports_broken_framework_and_runs_the_others(tmp_path):
     fake = tmp_path / "mxnet"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('simulated broken install')\n")
-    out = run_python("import sys; from nin.cli import main; "
-                     "sys.exit(main(['shapes', '--backend', 'all', '--json', '--size', '96']))",
-                     env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    out = run_python(
+        "import sys; from nin.cli import main; "
+        "sys.exit(main(['shapes', '--backend', 'all', '--json', '--size', '96']))",
+        env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}"},
+    )
     assert out.returncode == 1
     result = json.loads(out.stdout)
     assert "simulated broken install" in result["mxnet"]["error"]

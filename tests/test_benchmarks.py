@@ -1,4 +1,5 @@
 """The benchmark commands keep working (tiny sizes; nothing here is timed or compared)."""
+
 import json
 
 import pytest
@@ -10,14 +11,26 @@ from conftest import BACKENDS
 
 
 def test_train_benchmark_records(backend, capsys):
-    train_bench.main(["--backend", backend, "--size", "67", "--batch-size", "2", "--steps",
-                      "1", "--json"])
+    train_bench.main(
+        ["--backend", backend, "--size", "67", "--batch-size", "2", "--steps", "1", "--json"]
+    )
     records = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["mode"] for r in records] == ["train", "inference"]
-    schema = {"backend": str, "mode": str, "size": int, "batch_size": int, "images_per_s": float,
-              "baseline_images_per_s": float, "ratio": float, "gflop_per_s": float,
-              "share_of_bf16_peak": float, "share_of_fp32_peak": float,
-              "baseline_share_of_fp32_peak": float, "ceiling_ratio": float, "bf16": bool}
+    schema = {
+        "backend": str,
+        "mode": str,
+        "size": int,
+        "batch_size": int,
+        "images_per_s": float,
+        "baseline_images_per_s": float,
+        "ratio": float,
+        "gflop_per_s": float,
+        "share_of_bf16_peak": float,
+        "share_of_fp32_peak": float,
+        "baseline_share_of_fp32_peak": float,
+        "ceiling_ratio": float,
+        "bf16": bool,
+    }
     for r in records:
         assert {k: type(r[k]) for k in schema} == schema, r
         assert r["backend"] == backend and (r["size"], r["batch_size"]) == (67, 2)
@@ -33,20 +46,22 @@ def test_train_benchmark_one_known_case(monkeypatch):
     200 GFLOP/s: every derived figure is worked out by hand below."""
     from nin.resources import conv_macs
     from nin.spec import chapter_spec
-    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)          # (baseline, nin) per timed step
+
+    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)  # (baseline, nin) per timed step
     monkeypatch.setattr(train_bench, "_seconds", lambda fn: next(clock))
-    monkeypatch.setattr(train_bench, "machine_peak",
-                        lambda gpu, framework=None: {"fp32": 100.0, "bf16": 200.0})
-    nothing = lambda: None                                   # noqa: E731
+    monkeypatch.setattr(
+        train_bench, "machine_peak", lambda gpu, framework=None: {"fp32": 100.0, "bf16": 200.0}
+    )
+    nothing = lambda: None  # noqa: E731
     monkeypatch.setattr(train_bench, "BASELINES", {"torch": lambda *a: (nothing, nothing)})
     monkeypatch.setattr(train_bench, "nin_fast", lambda *a: (nothing, nothing, True))
     monkeypatch.setattr(train_bench.memory_bench, "measure", lambda *a: 123)
     (train, infer), peaks = train_bench.run(["torch"], [67], 8, 3, json_out=True)
-    forward = 2 * conv_macs(chapter_spec(), 67) / 1e9        # GFLOP per image, forward
+    forward = 2 * conv_macs(chapter_spec(), 67) / 1e9  # GFLOP per image, forward
     assert train["images_per_s"] == pytest.approx(80) and train["baseline_images_per_s"] == 20
     assert infer["images_per_s"] == pytest.approx(160)
     assert train["ratio"] == pytest.approx(4.0) and infer["ratio"] == pytest.approx(4.0)
-    assert train["gflop_per_s"] == pytest.approx(80 * 3 * forward)     # training: 3 x forward
+    assert train["gflop_per_s"] == pytest.approx(80 * 3 * forward)  # training: 3 x forward
     assert train["share_of_bf16_peak"] == pytest.approx(80 * 3 * forward / 200)
     assert train["ceiling_ratio"] == pytest.approx(200 / (20 * 3 * forward))
     assert train["peak_memory_bytes"] == 123 and infer["peak_memory_bytes"] is None
@@ -54,8 +69,21 @@ def test_train_benchmark_one_known_case(monkeypatch):
 
 
 def test_data_benchmark_records(backend, synthetic_root, capsys):
-    data_bench.main(["--backend", backend, "--size", "67", "--batch-size", "8", "--batches",
-                     "2", "--data-dir", str(synthetic_root), "--json"])
+    data_bench.main(
+        [
+            "--backend",
+            backend,
+            "--size",
+            "67",
+            "--batch-size",
+            "8",
+            "--batches",
+            "2",
+            "--data-dir",
+            str(synthetic_root),
+            "--json",
+        ]
+    )
     (record,) = json.loads(capsys.readouterr().out)
     assert record["backend"] == backend and record["ratio"] > 0
 
@@ -71,6 +99,7 @@ def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
 @pytest.mark.skipif("torch" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out torch")
 def test_torch_step_profile_records(capsys):
     from benchmarks import torch_step
+
     torch_step.main(["--size", "67", "--batch-size", "2", "--steps", "1", "--json"])
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     parts = record["parts"]
@@ -83,17 +112,35 @@ def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
     """benchmarks/gpu.py on the CPU (`--device cpu --quick`): the first backend's process
     aborts after its probe; the next one's records are all written."""
     from benchmarks import gpu
+
     first, last = BACKENDS[0], BACKENDS[-1] if len(BACKENDS) > 1 else BACKENDS[0]
-    code = gpu.main(["--backends", f"{first},{last}", "--device", "cpu", "--quick",
-                     "--crash", first, "--out", str(tmp_path), "--data-dir",
-                     str(synthetic_root)])
+    code = gpu.main(
+        [
+            "--backends",
+            f"{first},{last}",
+            "--device",
+            "cpu",
+            "--quick",
+            "--crash",
+            first,
+            "--out",
+            str(tmp_path),
+            "--data-dir",
+            str(synthetic_root),
+        ]
+    )
     records = [json.loads(line) for line in (tmp_path / gpu.RECORDS).read_text().splitlines()]
     kinds = [(r.get("backend"), r["kind"]) for r in records]
-    assert code == 1                                   # a backend failed, and it says so
+    assert code == 1  # a backend failed, and it says so
     assert kinds[:3] == [(None, "machine"), (first, "probe"), (first, "error")]
     assert "exit code" in records[2]["problem"]
     if last != first:
-        assert [k for b, k in kinds if b == last] == ["probe", "speed", "speed", "time_to_0.90",
-                                                      "chapter_epoch"]
+        assert [k for b, k in kinds if b == last] == [
+            "probe",
+            "speed",
+            "speed",
+            "time_to_0.90",
+            "chapter_epoch",
+        ]
         epoch = records[-1]
         assert epoch["seconds"] > 0 and 0 <= epoch["test_acc"] <= 1

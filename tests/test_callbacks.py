@@ -1,5 +1,6 @@
 """The loop and its callbacks: the events a callback sees, in order, in every backend; the
 quick-run caps as a callback an edge turns on; no environment variable read by a constructor."""
+
 import pytest
 
 from nin import callbacks as C
@@ -29,8 +30,9 @@ class Log(C.Callback):
         self.events.append(("batch",))
 
     def on_epoch_end(self, trainer, record):
-        self.events.append(("epoch_end", trainer.epoch, record["epoch"],
-                            len(trainer.history.epochs)))
+        self.events.append(
+            ("epoch_end", trainer.epoch, record["epoch"], len(trainer.history.epochs))
+        )
 
     def on_fit_end(self, trainer):
         self.events.append(("fit_end", trainer.epoch))
@@ -40,8 +42,13 @@ def _trainer(backend, root, epochs=2, batches=12, **kwargs):
     B = get_backend(backend)
     B.set_seed(0)
     data = B.FashionMNIST(root=root, batch_size=8, resize=(67, 67))
-    trainer = B.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1,
-                        progress=False, **kwargs)
+    trainer = B.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        limit_val_batches=1,
+        progress=False,
+        **kwargs,
+    )
     return B, data, trainer
 
 
@@ -52,18 +59,30 @@ def test_a_callback_sees_the_loop_in_order(backend, synthetic_root):
     ev = log.events
     assert ev[:3] == [("before_fit",), ("fit_start", 0), ("epoch_start", 0)]
     # synced every 10 steps and at the epoch's end; the history already holds the epoch
-    assert [e for e in ev if e[0] == "losses"] == [("losses", 10, 10), ("losses", 12, 2),
-                                                   ("losses", 22, 10), ("losses", 24, 2)]
+    assert [e for e in ev if e[0] == "losses"] == [
+        ("losses", 10, 10),
+        ("losses", 12, 2),
+        ("losses", 22, 10),
+        ("losses", 24, 2),
+    ]
     assert ev.count(("batch",)) == 24
-    assert [e for e in ev if e[0] == "epoch_end"] == [("epoch_end", 1, 1, 1),
-                                                      ("epoch_end", 2, 2, 2)]
+    assert [e for e in ev if e[0] == "epoch_end"] == [
+        ("epoch_end", 1, 1, 1),
+        ("epoch_end", 2, 2, 2),
+    ]
     assert ev[-1] == ("fit_end", 2)
 
 
 def test_the_default_callbacks_and_their_order(tmp_path):
     names = [type(c).__name__ for c in C.default_callbacks(out_dir=tmp_path)]
-    assert names == ["TerminateOnNaN", "RecordHistory", "StuckCheck", "ProgressBar",
-                     "LiveBoard", "Checkpoint"]
+    assert names == [
+        "TerminateOnNaN",
+        "RecordHistory",
+        "StuckCheck",
+        "ProgressBar",
+        "LiveBoard",
+        "Checkpoint",
+    ]
     assert "ProgressBar" not in [type(c).__name__ for c in C.default_callbacks(progress=False)]
 
 
@@ -75,7 +94,7 @@ def test_a_callback_can_stop_the_run(backend, synthetic_root):
     B, data, trainer = _trainer(backend, synthetic_root, callbacks=[StopAfterFirstSync()])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(B.NiN(recipe="nin"), data)
-    assert len(trainer.history.steps) == 10      # recorded before the user's callback ran
+    assert len(trainer.history.steps) == 10  # recorded before the user's callback ran
 
 
 def test_the_environment_is_read_at_the_edge_not_in_constructors(monkeypatch, synthetic_root):
@@ -83,8 +102,7 @@ def test_the_environment_is_read_at_the_edge_not_in_constructors(monkeypatch, sy
     notebook's first cell) turns the caps on for the Trainer and the data."""
     monkeypatch.setenv("NIN_QUICK", "epochs=1,train_batches=3,val_batches=1,batch_size=4")
     B, data, trainer = _trainer("torch", synthetic_root, epochs=2, batches=5)
-    assert data.batch_size == 8 and not any(isinstance(c, C.QuickCaps)
-                                            for c in trainer.callbacks)
+    assert data.batch_size == 8 and not any(isinstance(c, C.QuickCaps) for c in trainer.callbacks)
     try:
         settings = quick.enable_from_env(announce=False)
         assert settings.train_batches == 3
@@ -94,3 +112,21 @@ def test_the_environment_is_read_at_the_edge_not_in_constructors(monkeypatch, sy
         quick.disable()
     assert data.batch_size == 4
     assert trainer.max_epochs == 1 and len(trainer.history.steps) == 3
+
+
+def test_library_messages_name_arguments_and_the_cli_names_its_flags(tmp_path):
+    """The library's wording is Python's (`resume=True`); cli.py alone turns it into flags."""
+    from nin import runs
+    from nin.cli import cli_wording
+
+    (tmp_path / "checkpoint.npz").write_bytes(b"a run")
+    with pytest.raises(runs.RunExistsError) as err:
+        runs.claim_out_dir(tmp_path)
+    message = str(err.value)
+    assert "`resume=True`" in message and "`out_dir`" in message and "--" not in message
+    said = cli_wording(message)
+    assert "--resume" in said and "--overwrite" in said and "--out" in said and "`" not in said
+    assert (
+        cli_wording("(e.g. `resize=67`), `recipe='nin'`, `max_epochs=4`")
+        == "(e.g. --resize 67), --recipe nin, --epochs 4"
+    )

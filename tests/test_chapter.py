@@ -8,7 +8,7 @@ from nin.chapter import TABS, cells, run_chapter
 CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
 
-SAMPLE = '''
+SAMPLE = """
 ```{.python .input}
 %load_ext d2lbook.tab
 tab.interact_select(['mxnet', 'pytorch', 'tensorflow'])
@@ -27,12 +27,14 @@ a = 2
 if tab.selected('pytorch'):
     b = 'pt'
 ```
-'''
+"""
 
 
 def test_cells_of_one_tab():
     assert [c.source for c in cells(SAMPLE, "pytorch")] == [
-        "a = 1\n", "if tab.selected('pytorch'):\n    b = 'pt'\n"]
+        "a = 1\n",
+        "if tab.selected('pytorch'):\n    b = 'pt'\n",
+    ]
     assert [c.index for c in cells(SAMPLE, "tensorflow")] == [2, 3]
     with pytest.raises(ValueError, match="unknown tab 'jax'"):
         cells(SAMPLE, "jax")
@@ -45,8 +47,9 @@ def test_tab_selected_branches(tmp_path):
     assert "b" not in run_chapter(path, "mxnet", echo=False)[0]
 
 
-chapter_present = pytest.mark.skipif(not CHAPTER.exists(),
-                                     reason=f"the chapter is not at {CHAPTER}")
+chapter_present = pytest.mark.skipif(
+    not CHAPTER.exists(), reason=f"the chapter is not at {CHAPTER}"
+)
 
 
 @chapter_present

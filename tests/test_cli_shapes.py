@@ -1,11 +1,20 @@
 """`python -m nin shapes`: the chapter's table and counts per backend, and its errors."""
+
 import json
 
 from conftest import run_python
 from nin.cli import main
 
-EXPECTED_CHW = [[96, 54, 54], [96, 26, 26], [256, 26, 26], [256, 12, 12], [384, 12, 12],
-                [384, 5, 5], [384, 5, 5], [10, 5, 5]]
+EXPECTED_CHW = [
+    [96, 54, 54],
+    [96, 26, 26],
+    [256, 26, 26],
+    [256, 12, 12],
+    [384, 12, 12],
+    [384, 5, 5],
+    [384, 5, 5],
+    [10, 5, 5],
+]
 
 
 def test_shapes_json(backend, capsys):
@@ -27,9 +36,11 @@ def test_shapes_table_says_layout(backend, capsys):
 
 
 def test_too_small_exits_nonzero_before_any_framework():
-    out = run_python("import sys; from nin.cli import main; "
-                     "code = main(['shapes', '--size', '50']); "
-                     "print(code, sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))")
+    out = run_python(
+        "import sys; from nin.cli import main; "
+        "code = main(['shapes', '--size', '50']); "
+        "print(code, sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))"
+    )
     assert out.stdout.strip() == "2 []"
     assert "input 50x50 is too small" in out.stderr and "67x67" in out.stderr
 

@@ -1,4 +1,5 @@
 """The three tabs as one model: canonical weights, layer agreement, training parity."""
+
 import itertools
 
 import numpy as np
@@ -17,8 +18,9 @@ PAIRS = list(itertools.combinations(BACKENDS, 2))
 @pytest.mark.parametrize("reference, other", PAIRS)
 @pytest.mark.parametrize("size", [67, 96])
 def test_every_layer_agrees(reference, other, size, synthetic_root):
-    result = compare.compare_layers([other], S.chapter_spec(), size=size, batch_size=2,
-                                    reference=reference, root=synthetic_root)
+    result = compare.compare_layers(
+        [other], S.chapter_spec(), size=size, batch_size=2, reference=reference, root=synthetic_root
+    )
     assert [row["name"] for row in result["layers"]][-1] == "flatten1"
     for row in result["layers"]:
         # fp32 convolutions summed in another order: agreement to rounding, far below 1e-4
@@ -34,7 +36,7 @@ def test_weights_round_trip_through_a_file(backend, tmp_path):
     W.export(backend, net, spec, tmp_path / "w.npz")
     named, file_spec, _ = W.read(tmp_path / "w.npz")
     assert file_spec == spec and list(named) == W.canonical_names(spec)
-    assert named["block1.conv1.weight"].shape == (96, 1, 11, 11)          # OIHW everywhere
+    assert named["block1.conv1.weight"].shape == (96, 1, 11, 11)  # OIHW everywhere
     other = B.build(spec)
     W.load(backend, other, spec, tmp_path / "w.npz")
     x = np.random.default_rng(0).random((2, 1, 67, 67), dtype=np.float32)
@@ -50,7 +52,7 @@ def test_file_for_another_spec_is_refused_and_model_unchanged(backend, tmp_path)
     B = get_backend(backend)
     W.export(backend, B.build(S.chapter_spec(5)), S.chapter_spec(5), tmp_path / "five.npz")
     net = B.build(S.chapter_spec())
-    W.export_arrays(backend, net, S.chapter_spec())      # build lazy layers before the snapshot
+    W.export_arrays(backend, net, S.chapter_spec())  # build lazy layers before the snapshot
     before = _snapshot(backend, net)
     with pytest.raises(W.WeightFileError, match="another spec.*5 classes.*10 classes"):
         W.load(backend, net, S.chapter_spec(), tmp_path / "five.npz")
@@ -66,9 +68,11 @@ def test_wrong_shape_names_layer_and_both_shapes(backend, tmp_path):
     net = B.build(spec)
     W.export_arrays(backend, net, spec)
     before = _snapshot(backend, net)
-    with pytest.raises(W.WeightFileError,
-                       match=r"block2.conv2.weight has shape \(256, 128, 1, 1\)"
-                             r".*\(256, 256, 1, 1\)"):
+    with pytest.raises(
+        W.WeightFileError,
+        match=r"block2.conv2.weight has shape \(256, 128, 1, 1\)"
+        r".*\(256, 256, 1, 1\)",
+    ):
         W.load_arrays(backend, net, spec, named)
     for a, b in zip(before, _snapshot(backend, net)):
         np.testing.assert_array_equal(a, b)
@@ -86,15 +90,18 @@ def test_dense_head_layout_round_trip():
     """A dense layer after Flatten: Keras flattens H, W, C, the canonical order is C, H, W."""
     spec = S.NetSpec((S.NiNBlock(3, 3, 1, 1, num_1x1=0), S.Flatten(), S.Dense(4, relu=False)))
     rng = np.random.default_rng(0)
-    named = {"block1.conv1.weight": rng.random((3, 1, 3, 3), np.float32),
-             "block1.conv1.bias": rng.random(3, np.float32),
-             "dense1.weight": rng.random((4, 3 * 5 * 5), np.float32),
-             "dense1.bias": rng.random(4, np.float32)}
+    named = {
+        "block1.conv1.weight": rng.random((3, 1, 3, 3), np.float32),
+        "block1.conv1.bias": rng.random(3, np.float32),
+        "dense1.weight": rng.random((4, 3 * 5 * 5), np.float32),
+        "dense1.bias": rng.random(4, np.float32),
+    }
     keras = W.from_canonical(named, spec, "HWIO", size=5)
     assert keras[0].shape == (3, 3, 1, 3) and keras[2].shape == (75, 4)
     # the kernel row for (h=1, w=2, c=0) is the canonical column for (c=0, h=1, w=2)
-    np.testing.assert_array_equal(keras[2][(1 * 5 + 2) * 3 + 0],
-                                  named["dense1.weight"][:, 0 * 25 + 1 * 5 + 2])
+    np.testing.assert_array_equal(
+        keras[2][(1 * 5 + 2) * 3 + 0], named["dense1.weight"][:, 0 * 25 + 1 * 5 + 2]
+    )
     back = W.to_canonical(keras, spec, "HWIO", size=5)
     for k in named:
         np.testing.assert_array_equal(back[k], named[k])
@@ -102,8 +109,9 @@ def test_dense_head_layout_round_trip():
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="parity needs two backends")
 def test_training_parity(synthetic_root):
-    result = compare.train_parity(BACKENDS, S.chapter_spec(), size=67, batch_size=16, steps=20,
-                                  root=synthetic_root)
+    result = compare.train_parity(
+        BACKENDS, S.chapter_spec(), size=67, batch_size=16, steps=20, root=synthetic_root
+    )
     for backend in BACKENDS[1:]:
         assert result["max_loss_diff"][backend] < 1e-3
         assert result["max_weight_rel_diff"][backend] < 1e-3
@@ -115,8 +123,9 @@ def test_trained_weights_give_the_same_accuracy_everywhere(source, synthetic_roo
     B = get_backend(source)
     B.set_seed(0)
     data = B.FashionMNIST(batch_size=32, resize=(67, 67), root=synthetic_root)
-    B.Trainer(max_epochs=1, limit_train_batches=10, limit_val_batches=1, progress=False,
-              out_dir=tmp_path).fit(B.NiN(recipe="nin"), data)
+    B.Trainer(
+        max_epochs=1, limit_train_batches=10, limit_val_batches=1, progress=False, out_dir=tmp_path
+    ).fit(B.NiN(recipe="nin"), data)
     _, _, x, y = load_fashion_mnist(synthetic_root, download_missing=False)
     r = resize_matrix(28, 67)
     images = (r @ (x.astype(np.float32) / 255) @ r.T)[:, None]
@@ -127,7 +136,7 @@ def test_trained_weights_give_the_same_accuracy_everywhere(source, synthetic_roo
         W.load(backend, model.net, model.spec, tmp_path / "weights.npz")
         logits = T.predict(model, W.input_from_nchw(images, T.LAYOUT))
         accuracy[backend] = float((logits.argmax(1) == y).mean())
-    assert accuracy[source] > 0.3            # it learned something worth carrying over
+    assert accuracy[source] > 0.3  # it learned something worth carrying over
     for backend in BACKENDS:
         assert abs(accuracy[backend] - accuracy[source]) <= 0.001, accuracy
 
@@ -135,10 +144,28 @@ def test_trained_weights_give_the_same_accuracy_everywhere(source, synthetic_roo
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="parity needs two backends")
 def test_compare_train_steps_cli_prints_losses_and_saves_plot(synthetic_root, tmp_path, capsys):
     from nin.cli import main
+
     plot = tmp_path / "curves" / "parity.png"
-    assert main(["compare", "--backends", ",".join(BACKENDS[:2]), "--train-steps", "3",
-                 "--size", "67", "--batch-size", "4", "--data-dir", str(synthetic_root),
-                 "--plot", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--backends",
+                ",".join(BACKENDS[:2]),
+                "--train-steps",
+                "3",
+                "--size",
+                "67",
+                "--batch-size",
+                "4",
+                "--data-dir",
+                str(synthetic_root),
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "max loss difference" in out and out.count("\n3     ") == 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
@@ -147,11 +174,14 @@ def test_compare_train_steps_cli_prints_losses_and_saves_plot(synthetic_root, tm
 def test_training_parity_draws_no_live_board(synthetic_root, monkeypatch):
     """In a notebook, only the parity plot shows: no live board per framework."""
     from nin import training
+
     monkeypatch.setattr(training, "_in_notebook", lambda: True)
     live = []
     draw = training.Board.draw
-    monkeypatch.setattr(training.Board, "draw",
-                        lambda self, history: (live.append(self.live), draw(self, history)))
-    compare.train_parity(BACKENDS[:1], S.chapter_spec(), size=67, batch_size=4, steps=2,
-                         root=synthetic_root)
+    monkeypatch.setattr(
+        training.Board, "draw", lambda self, history: (live.append(self.live), draw(self, history))
+    )
+    compare.train_parity(
+        BACKENDS[:1], S.chapter_spec(), size=67, batch_size=4, steps=2, root=synthetic_root
+    )
     assert live and not any(live)

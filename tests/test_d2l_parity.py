@@ -4,6 +4,7 @@ bound to the real package; nin's default `NiN(lr=0.05)` gets the same weights by
 then both must give the same logits, and the same losses and weights after 5 SGD steps, each
 trained by its own library's Trainer on the same batches.
 """
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,10 @@ pytestmark = pytest.mark.d2l
 @pytest.fixture(autouse=True)
 def _chapter_present():
     """A failure, not a skip: these tests are the proof that nin's NiN is the chapter's."""
-    assert CHAPTER.exists(), f"the chapter is not at {CHAPTER} (the shared/ folder beside the " \
-                             f"checkout, as CI lays it out)"
+    assert CHAPTER.exists(), (
+        f"the chapter is not at {CHAPTER} (the shared/ folder beside the "
+        f"checkout, as CI lays it out)"
+    )
 
 
 def _chapter_nin(backend):
@@ -45,12 +48,15 @@ def _batches(backend, seed=0):
         y = rng.integers(0, 10, BATCH)
         if backend == "torch":
             import torch
+
             out.append((torch.from_numpy(x), torch.from_numpy(y)))
         elif backend == "mxnet":
             from mxnet import np as mnp
+
             out.append((mnp.array(x), mnp.array(y, dtype="int32")))
         else:
             import tensorflow as tf
+
             out.append((tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, dtype=tf.int32)))
     return out
 
@@ -59,29 +65,37 @@ def _weights(backend, model):
     """The model's parameter arrays (by position) and a setter for them."""
     if backend == "torch":
         params = list(model.parameters())
-        return ([p.detach().numpy().copy() for p in params],
-                lambda arrays: [p.data.copy_(__import__("torch").from_numpy(a))
-                                for p, a in zip(params, arrays)])
+        return (
+            [p.detach().numpy().copy() for p in params],
+            lambda arrays: [
+                p.data.copy_(__import__("torch").from_numpy(a)) for p, a in zip(params, arrays)
+            ],
+        )
     if backend == "mxnet":
         from mxnet import np as mnp
+
         params = list(model.collect_params().values())
-        return ([p.data().asnumpy() for p in params],
-                lambda arrays: [p.set_data(mnp.array(a)) for p, a in zip(params, arrays)])
+        return (
+            [p.data().asnumpy() for p in params],
+            lambda arrays: [p.set_data(mnp.array(a)) for p, a in zip(params, arrays)],
+        )
     variables = [w for layer in model.net.layers for w in layer.weights]
-    return [v.numpy() for v in variables], lambda arrays: [v.assign(a) for v, a in
-                                                           zip(variables, arrays)]
+    return [v.numpy() for v in variables], lambda arrays: [
+        v.assign(a) for v, a in zip(variables, arrays)
+    ]
 
 
 def _logits(backend, model, X):
     if backend == "torch":
         import torch
+
         model.eval()
         with torch.no_grad():
             out = model(X).numpy()
         model.train()
         return out
     if backend == "mxnet":
-        return model(X).asnumpy()            # outside autograd.record: inference mode
+        return model(X).asnumpy()  # outside autograd.record: inference mode
     return model(X, training=False).numpy()
 
 
@@ -93,7 +107,7 @@ def _built_pair(backend):
     ours = B.NiN(lr=0.05)
     theirs = ChapterNiN(lr=0.05)
     X = _batches(backend)[0][0]
-    if backend == "torch":       # the chapter's training cell materializes and initializes so
+    if backend == "torch":  # the chapter's training cell materializes and initializes so
         theirs.apply_init([X], real.init_cnn)
     else:
         theirs(X)
@@ -135,6 +149,7 @@ def _without_dropout(model):
     """Dropout off in nin's net, to match d2l 1.0.3's TensorFlow tab, whose dropout never runs
     (Keras hands `training=None` to its Module, which stores it over the Trainer's True)."""
     import tensorflow as tf
+
     for layer in model.net.layers:
         if isinstance(layer, tf.keras.layers.Dropout):
             layer.rate = 0.0
@@ -159,6 +174,7 @@ def test_chapter_training_matches_d2l(backend):
         loss = step(batch)
         their_losses.append(float(loss.detach() if hasattr(loss, "detach") else loss))
         return loss
+
     theirs.training_step = recorded
     theirs.board.display = False
     B.set_seed(1)

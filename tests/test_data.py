@@ -1,4 +1,5 @@
 """Fashion-MNIST: IDX reading and its errors, the verified download, one pipeline for all."""
+
 import gzip
 import hashlib
 import http.server
@@ -80,6 +81,7 @@ def test_root_precedence(tmp_path, monkeypatch):
 
 # --- download, against a local server: one mirror down, one with bad bytes, one good ------
 
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -93,10 +95,11 @@ def mirrors(tmp_path):
     bad.mkdir()
     for f in good.iterdir():
         raw = bytearray(f.read_bytes())
-        raw[len(raw) // 2] ^= 0xFF               # one corrupted byte
+        raw[len(raw) // 2] ^= 0xFF  # one corrupted byte
         (bad / f.name).write_bytes(bytes(raw))
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_Quiet, directory=str(tmp_path / "srv")))
+        ("127.0.0.1", 0), partial(_Quiet, directory=str(tmp_path / "srv"))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -108,9 +111,14 @@ def mirrors(tmp_path):
 def test_download_falls_back_to_next_mirror(tmp_path, mirrors):
     base, sums = mirrors
     root = tmp_path / "cache"
-    down = "http://127.0.0.1:9/"     # nothing listens on the discard port
-    D.download(root, mirrors=[down, base + "/bad/", base + "/good/"], checksums=sums,
-               timeout=5, progress=None)
+    down = "http://127.0.0.1:9/"  # nothing listens on the discard port
+    D.download(
+        root,
+        mirrors=[down, base + "/bad/", base + "/good/"],
+        checksums=sums,
+        timeout=5,
+        progress=None,
+    )
     assert sorted(p.name for p in root.iterdir()) == sorted(sums)
     x, y, xt, yt = D.load_fashion_mnist(root, download_missing=False)
     assert x.shape == (40, 28, 28) and yt.shape == (10,)
@@ -121,7 +129,7 @@ def test_checksum_mismatch_leaves_no_file(tmp_path, mirrors):
     root = tmp_path / "cache"
     with pytest.raises(D.DataUnavailableError, match="checksum mismatch") as err:
         D.download(root, mirrors=[base + "/bad/"], checksums=sums, timeout=5, progress=None)
-    assert list(root.iterdir()) == []      # no file, no leftover .part
+    assert list(root.iterdir()) == []  # no file, no leftover .part
     assert "NIN_DATA_DIR" in str(err.value)
 
 
@@ -131,10 +139,11 @@ def test_offline_message_names_files_and_folder(tmp_path):
         D.load_fashion_mnist(root, mirrors=["http://127.0.0.1:9/"], timeout=2, progress=None)
     message = str(err.value)
     assert str(root) in message and "train-images-idx3-ubyte.gz" in message
-    assert "--data-dir" in message and "NIN_DATA_DIR" in message
+    assert "`root=<folder>`" in message and "NIN_DATA_DIR" in message
 
 
 # --- one pipeline ----------------------------------------------------------------------------
+
 
 def test_same_seed_same_batches_new_order_each_epoch(folder):
     x, y, _, _ = D.load_fashion_mnist(folder, download_missing=False)
@@ -150,8 +159,9 @@ def test_resize_matrix_matches_torch_bilinear():
     for size in (28, 67, 96, 224):
         R = D.resize_matrix(28, size)
         ours = R @ img @ R.T
-        ref = torch.nn.functional.interpolate(torch.from_numpy(img)[:, None], size=(size, size),
-                                              mode="bilinear", align_corners=False)[:, 0]
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(img)[:, None], size=(size, size), mode="bilinear", align_corners=False
+        )[:, 0]
         # torch interpolates with another order of fp32 operations: agreement to rounding
         np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
 
@@ -177,8 +187,9 @@ def test_backends_agree_on_batches(other, folder):
     """The same seed gives the same labels, and the same resized pixels to 1e-6, in any two."""
     _, dm_a, Xa, ya = _first_batch("torch", folder, 96)
     _, dm_b, Xb, yb = _first_batch(other, folder, 96)
-    np.testing.assert_array_equal(np.asarray(get_backend("torch").to_numpy(ya)),
-                                  get_backend(other).to_numpy(yb))
+    np.testing.assert_array_equal(
+        np.asarray(get_backend("torch").to_numpy(ya)), get_backend(other).to_numpy(yb)
+    )
     np.testing.assert_allclose(dm_a.to_numpy(Xa), dm_b.to_numpy(Xb), atol=1e-6)
 
 
@@ -196,8 +207,10 @@ def test_subset_option(backend, folder):
 
 
 NIN_DATA_DIR = os.environ.get("NIN_DATA_DIR")
-real_data = pytest.mark.skipif(not NIN_DATA_DIR, reason="NIN_DATA_DIR is not set: no offline "
-                               "copy of Fashion-MNIST to read (CI sets it)")
+real_data = pytest.mark.skipif(
+    not NIN_DATA_DIR,
+    reason="NIN_DATA_DIR is not set: no offline copy of Fashion-MNIST to read (CI sets it)",
+)
 
 
 @real_data

@@ -1,6 +1,7 @@
 """What users read, checked against golden files (tests/golden/*.out): the chapter's layer
 table per backend, `nin shapes`, `nin resources` and the layout of `nin compare`'s table.
 `pytest tests/test_golden.py --overwrite` rewrites them; review the diff before committing."""
+
 import contextlib
 import io
 import re
@@ -27,6 +28,7 @@ def test_chapter_layer_table(backend, golden):
 
 def test_shapes_command(backend, golden, capsys):
     from nin.cli import main
+
     assert main(["shapes", "--backend", backend]) == 0
     golden(f"shapes-{backend}", capsys.readouterr().out)
 
@@ -34,6 +36,7 @@ def test_shapes_command(backend, golden, capsys):
 @pytest.mark.parametrize("variant", ["nin", "nin-1x1-1", "dense-head", "nin-vgg11"])
 def test_resources_command(variant, golden, capsys):
     from nin.cli import main
+
     assert main(["resources", "--variant", variant]) == 0
     golden(f"resources-{variant}", capsys.readouterr().out)
 
@@ -43,10 +46,12 @@ def test_compare_table_layout(golden, synthetic_root, capsys):
     """The table's layout, columns and rows; the measured differences (which depend on the
     machine's kernels) are masked, as are the logits."""
     from nin.cli import main
-    assert main(["compare", "--size", "96", "--batch-size", "2", "--data-dir",
-                 str(synthetic_root)]) == 0
+
+    assert (
+        main(["compare", "--size", "96", "--batch-size", "2", "--data-dir", str(synthetic_root)])
+        == 0
+    )
     text = re.sub(r"[-+]?\d\.\d+e[-+]\d+", "#.#e-##", capsys.readouterr().out)
     text = re.sub(r"[-+]\d+\.\d{4}", "+#.####", text)
-    text = re.sub(r"(?m)^(  (?:torch|mxnet|tensorflow) +)[a-z].*$", r"\1<predicted classes>",
-                  text)
+    text = re.sub(r"(?m)^(  (?:torch|mxnet|tensorflow) +)[a-z].*$", r"\1<predicted classes>", text)
     golden("compare-layout", text)

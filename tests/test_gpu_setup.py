@@ -1,5 +1,6 @@
 """The GPU set-up resolves, and the install extras fit the machines users have (no GPU needed:
 pip resolves the CUDA builds from PyPI without installing them)."""
+
 import json
 import subprocess
 import sys
@@ -28,13 +29,30 @@ def test_gpu_requirements_resolve(tmp_path):
     local CPU wheels are not consulted) for Python 3.11 on Linux x86-64."""
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--quiet",
-         "--ignore-installed", "--no-cache-dir", "--report", str(report), *EXTRAS["gpu"]],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--dry-run",
+            "--quiet",
+            "--ignore-installed",
+            "--no-cache-dir",
+            "--report",
+            str(report),
+            *EXTRAS["gpu"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    found = {item["metadata"]["name"].lower(): item["metadata"]["version"]
-             for item in json.loads(report.read_text())["install"]}
-    assert found["torch"] == "2.13.0"                       # PyPI's CUDA build, not +cpu
+    found = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert found["torch"] == "2.13.0"  # PyPI's CUDA build, not +cpu
     assert any(name.startswith("nvidia-cudnn") for name in found)
     assert found["tensorflow"] == "2.15.1" and found["nvidia-cudnn-cu12"].startswith("8.9")
     assert found["mxnet-cu112"] == "1.9.1" and "mxnet" not in found

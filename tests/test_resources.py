@@ -1,4 +1,5 @@
 """Resources and variants: analytic counts against every framework, errors, the CLI."""
+
 import json
 
 import pytest
@@ -16,7 +17,7 @@ def test_variant_params_match_every_backend(backend, name):
     size = 96
     B = get_backend(backend)
     net = B.build(spec)
-    rows = B.layer_shapes(net, size)            # builds lazy layers (dense heads)
+    rows = B.layer_shapes(net, size)  # builds lazy layers (dense heads)
     assert len(rows) == len(spec.layers)
     assert B.count_params(net) == num_params(spec, size)
 
@@ -25,6 +26,7 @@ def test_variant_params_match_every_backend(backend, name):
 def test_macs_match_torch_flop_counter(name):
     torch = pytest.importorskip("torch")
     from torch.utils.flop_counter import FlopCounterMode
+
     B = get_backend("torch")
     spec = variant(name)
     net = B.build(spec)
@@ -79,9 +81,27 @@ def test_class_block_is_the_one_before_gap():
 
 
 def test_experiment_command_writes_table_and_plot(synthetic_root, tmp_path, capsys):
-    assert main(["experiment", "--variants", "nin,nin-1x1-0", "--resize", "67",
-                 "--batch-size", "16", "--limit-train-batches", "2", "--data-dir",
-                 str(synthetic_root), "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--variants",
+                "nin,nin-1x1-0",
+                "--resize",
+                "67",
+                "--batch-size",
+                "16",
+                "--limit-train-batches",
+                "2",
+                "--data-dir",
+                str(synthetic_root),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [r["variant"] for r in rows] == ["nin", "nin-1x1-0"]
     assert rows[1]["params"] < rows[0]["params"]

@@ -6,8 +6,18 @@ import pytest
 from nin import spec as S
 from nin.resources import conv_macs, num_params
 
-CHAPTER_224 = [(96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12),
-               (384, 5, 5), (384, 5, 5), (10, 5, 5), (10, 1, 1), (10,)]
+CHAPTER_224 = [
+    (96, 54, 54),
+    (96, 26, 26),
+    (256, 26, 26),
+    (256, 12, 12),
+    (384, 12, 12),
+    (384, 5, 5),
+    (384, 5, 5),
+    (10, 5, 5),
+    (10, 1, 1),
+    (10,),
+]
 
 
 def test_chapter_shapes_at_224():
@@ -25,6 +35,7 @@ def test_five_classes_change_only_the_last_block():
 
     def block4(k):  # a 3x3 conv from 384 channels to k, then two 1x1 convs k -> k, with biases
         return (384 * 9 * k + k) + 2 * (k * k + k)
+
     assert num_params(S.chapter_spec(5)) == 1_992_166 - block4(10) + block4(5)
 
 
@@ -50,8 +61,9 @@ def test_spec_round_trips_through_dict():
     assert S.spec_from_dict(S.spec_to_dict(spec)) == spec
 
 
-@pytest.mark.parametrize("relu, expected", [("all", [True] * 3), ("hidden", [True, True, False]),
-                                            ("none", [False] * 3)])
+@pytest.mark.parametrize(
+    "relu, expected", [("all", [True] * 3), ("hidden", [True, True, False]), ("none", [False] * 3)]
+)
 def test_class_block_relu_touches_only_the_last_block(relu, expected):
     spec = S.with_class_block_relu(S.chapter_spec(), relu)
     assert [c.relu for c in spec.layers[7].convs] == expected
@@ -65,13 +77,17 @@ def test_bad_relu_mode():
 
 def test_spec_imports_no_framework():
     from conftest import run_python
-    out = run_python("import sys, nin.spec, nin.resources, nin.data, nin.training; "
-                     "print(sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))")
+
+    out = run_python(
+        "import sys, nin.spec, nin.resources, nin.data, nin.training; "
+        "print(sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 # --- one table: each layer kind declares everything; one walk and one build use it --------
+
 
 @pytest.mark.parametrize("kind", sorted(S._KINDS))
 def test_every_layer_kind_declares_shape_cost_weights_and_build(kind):
@@ -93,6 +109,7 @@ class _Recorder:
         def primitive(*args):
             self.calls.append((name, *args))
             return [name] if name == "conv" else name
+
         return primitive
 
 
@@ -101,12 +118,21 @@ def test_one_build_asks_the_backend_for_the_chapters_layers():
     S.build(S.chapter_spec(), ops)
     convs = [c[1:] for c in ops.calls if c[0] == "conv"]
     # (out, kernel, stride, padding, relu, in_channels): the chapter's twelve convs, chained
-    assert convs[:3] == [(96, 11, 4, 0, True, 1), (96, 1, 1, 0, True, 96),
-                         (96, 1, 1, 0, True, 96)]
+    assert convs[:3] == [(96, 11, 4, 0, True, 1), (96, 1, 1, 0, True, 96), (96, 1, 1, 0, True, 96)]
     assert [c[-1] for c in convs] == [1, 96, 96, 96, 256, 256, 256, 384, 384, 384, 10, 10]
     assert [c[0] for c in ops.calls if c[0] != "conv"] == [
-        "sequential", "max_pool", "sequential", "max_pool", "sequential", "max_pool",
-        "dropout", "sequential", "global_avg_pool", "flatten", "sequential"]
+        "sequential",
+        "max_pool",
+        "sequential",
+        "max_pool",
+        "sequential",
+        "max_pool",
+        "dropout",
+        "sequential",
+        "global_avg_pool",
+        "flatten",
+        "sequential",
+    ]
 
 
 def test_weight_table_names_shapes_and_layouts():
@@ -115,5 +141,7 @@ def test_weight_table_names_shapes_and_layouts():
     assert table[0] == S.Weight("block1.conv1.weight", (96, 1, 11, 11), "conv")
     head = S.NetSpec((S.NiNBlock(8, 3), S.Flatten(), S.Dense(16), S.Dense(10, relu=False)))
     dense = [w for w in S.weight_table(head, 9) if w.kind == "dense"]
-    assert dense == [S.Weight("dense1.weight", (16, 8 * 7 * 7), "dense", (8, 7, 7)),
-                     S.Weight("dense2.weight", (10, 16), "dense", None)]
+    assert dense == [
+        S.Weight("dense1.weight", (16, 8 * 7 * 7), "dense", (8, 7, 7)),
+        S.Weight("dense2.weight", (10, 16), "dense", None),
+    ]

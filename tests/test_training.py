@@ -1,4 +1,5 @@
 """The shared Trainer: training works, files are written, resume, stuck and NaN detection."""
+
 import json
 
 import numpy as np
@@ -11,14 +12,29 @@ from nin.data import FILES, write_idx
 SMALL = dict(batch_size=32, resize=(67, 67))
 
 
-def _fit(backend, root, out=None, epochs=1, batches=12, recipe="nin", seed=0, num_classes=10,
-         **trainer_kwargs):
+def _fit(
+    backend,
+    root,
+    out=None,
+    epochs=1,
+    batches=12,
+    recipe="nin",
+    seed=0,
+    num_classes=10,
+    **trainer_kwargs,
+):
     B = get_backend(backend)
     B.set_seed(seed)
     data = B.FashionMNIST(root=root, seed=seed, **SMALL)
     model = B.NiN(num_classes=num_classes, recipe=recipe)
-    trainer = B.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=2,
-                        progress=False, out_dir=out, **trainer_kwargs)
+    trainer = B.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        limit_val_batches=2,
+        progress=False,
+        out_dir=out,
+        **trainer_kwargs,
+    )
     trainer.fit(model, data)
     return trainer
 
@@ -38,7 +54,7 @@ def test_history_plot_and_checkpoint_written(backend, synthetic_root, tmp_path):
     assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 2 and meta["backend"] == trainer.backend_name
-    assert not list(tmp_path.glob("*.tmp"))          # atomic writes leave nothing behind
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave nothing behind
 
 
 class _Interrupt(Exception):
@@ -49,22 +65,30 @@ def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_p
     B = get_backend(backend)
     B.set_seed(0)
     data = B.FashionMNIST(root=synthetic_root, **SMALL)
-    trainer = B.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1,
-                        progress=False, out_dir=tmp_path)
+    trainer = B.Trainer(
+        max_epochs=3, limit_train_batches=3, limit_val_batches=1, progress=False, out_dir=tmp_path
+    )
     step = trainer._train_step
 
     def interrupt_in_epoch_two(batch):
         if trainer.epoch == 1 and trainer.train_batch_idx == 4:
             raise _Interrupt
         return step(batch)
+
     trainer._train_step = interrupt_in_epoch_two
-    with pytest.raises(_Interrupt):        # Adam: optimizer state to restore
+    with pytest.raises(_Interrupt):  # Adam: optimizer state to restore
         trainer.fit(B.NiN(recipe="nin"), data)
     first = json.loads((tmp_path / "history.json").read_text())["epochs"]
     assert len(first) == 1
 
-    resumed = B.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1,
-                        progress=False, out_dir=tmp_path, resume=True)
+    resumed = B.Trainer(
+        max_epochs=3,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        progress=False,
+        out_dir=tmp_path,
+        resume=True,
+    )
     history = resumed.fit(B.NiN(recipe="nin"), B.FashionMNIST(root=synthetic_root, **SMALL))
     assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
     assert history.epochs[0] == first[0]
@@ -120,7 +144,7 @@ def test_diverging_run_is_detected(backend, synthetic_root):
     data = B.FashionMNIST(root=synthetic_root, **SMALL)
     model = B.NiN()
     step = model.training_step
-    model.training_step = lambda batch: step(batch) * float("nan")   # a loss gone NaN
+    model.training_step = lambda batch: step(batch) * float("nan")  # a loss gone NaN
     trainer = B.Trainer(max_epochs=1, limit_train_batches=3, progress=False)
     with pytest.raises(T.TrainingDivergedError, match="became nan.*diverged.*lower learning"):
         trainer.fit(model, data)
@@ -136,12 +160,13 @@ def test_no_gpu_prints_one_line(backend, synthetic_root, capsys):
 
 def test_default_is_the_chapters_model_and_nin_recipe_is_opt_in(backend):
     from nin.spec import NiNBlock, chapter_spec
+
     B = get_backend(backend)
     default = B.NiN()
-    assert default.recipe == T.RECIPES["book"] and default.lr == 0.1    # NiN(lr=0.1, ...)
+    assert default.recipe == T.RECIPES["book"] and default.lr == 0.1  # NiN(lr=0.1, ...)
     assert default.spec == chapter_spec(10)
     blocks = [layer for layer in default.spec.layers if isinstance(layer, NiNBlock)]
-    assert len(blocks) == 4 and blocks[-1].out_channels == 10        # the class block too
+    assert len(blocks) == 4 and blocks[-1].out_channels == 10  # the class block too
     assert all(c.relu for block in blocks for c in block.convs)
     nin = B.NiN(recipe="nin")
     assert [c.relu for c in nin.spec.layers[7].convs] == [False] * 3
@@ -165,16 +190,19 @@ def _eval_loss(backend, root, fast):
     B.set_seed(0)
     data = B.FashionMNIST(root=root, seed=0, **SMALL)
     trainer = B.Trainer(max_epochs=1, fast=fast, progress=False, stuck_check=0)
-    trainer.prepare(B.NiN(recipe="nin"), data)   # the book's class block can start at chance
+    trainer.prepare(B.NiN(recipe="nin"), data)  # the book's class block can start at chance
     return trainer.eval_batch(next(iter(data.val_dataloader())))["loss"]
 
 
-@pytest.mark.skipif(not T.cpu_has_bf16(), reason="this CPU has no native bf16, so the fast "
-                    "path stays in fp32 and there is no bf16 rounding to see")
+@pytest.mark.skipif(
+    not T.cpu_has_bf16(),
+    reason="this CPU has no native bf16, so the fast "
+    "path stays in fp32 and there is no bf16 rounding to see",
+)
 def test_fast_path_computes_in_bf16(backend, synthetic_root):
     plain, fast = (_eval_loss(backend, synthetic_root, f) for f in (False, True))
-    assert abs(fast - plain) / plain < 2e-2, (plain, fast)     # the same model...
-    assert abs(fast - plain) / plain > 1e-5, (plain, fast)     # ...rounded to bf16
+    assert abs(fast - plain) / plain < 2e-2, (plain, fast)  # the same model...
+    assert abs(fast - plain) / plain > 1e-5, (plain, fast)  # ...rounded to bf16
 
 
 def test_cpu_bf16_detection(tmp_path):

@@ -4,18 +4,27 @@
 it; a framework that is missing or fails to import raises `BackendUnavailableError` for that
 backend alone, and the other backends keep working.
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
 from types import ModuleType
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "get_backend", "available_backends",
-           "resolve_backends"]
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "get_backend",
+    "available_backends",
+    "resolve_backends",
+]
 
 # backend name -> (framework package, pip extra that installs it)
-BACKENDS = {"torch": ("torch", "torch"), "mxnet": ("mxnet", "mxnet"),
-            "tensorflow": ("tensorflow", "tensorflow")}
+BACKENDS = {
+    "torch": ("torch", "torch"),
+    "mxnet": ("mxnet", "mxnet"),
+    "tensorflow": ("tensorflow", "tensorflow"),
+}
 _ALIASES = {"pytorch": "torch", "tf": "tensorflow", "mx": "mxnet"}
 _loaded: dict[str, ModuleType] = {}
 
@@ -27,8 +36,10 @@ class BackendUnavailableError(ImportError):
 def _canonical(name: str) -> str:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; valid backends are "
-                         f"{', '.join(BACKENDS)} (or 'all' on the command line)")
+        raise ValueError(
+            f"unknown backend {name!r}; valid backends are "
+            f"{', '.join(BACKENDS)} (or 'all' on the command line)"
+        )
     return key
 
 
@@ -43,7 +54,8 @@ def get_backend(name: str) -> ModuleType:
             raise BackendUnavailableError(
                 f"backend {key!r} is unavailable: importing {framework} failed ({err}). "
                 f"Install it with `pip install -e .[{extra}]`, or pick another backend "
-                f"from {', '.join(BACKENDS)}.") from err
+                f"from {', '.join(BACKENDS)}."
+            ) from err
     return _loaded[key]
 
 

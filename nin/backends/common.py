@@ -1,6 +1,7 @@
 """The d2l functions that no framework changes, written once over each backend's own
 (`try_gpu` over `gpu` / `cpu` / `num_gpus`, `layer_shapes` over `layer_outputs`); each backend
 module binds them to its primitives, so `d2l.try_gpu` is a plain function of that module."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -16,6 +17,7 @@ def make_try_gpu(gpu: Callable, cpu: Callable, num_gpus: Callable) -> Callable:
     def try_gpu(i: int = 0):
         """d2l's: the i-th GPU if there is one, else the CPU."""
         return gpu(i) if num_gpus() >= i + 1 else cpu()
+
     return try_gpu
 
 
@@ -25,4 +27,5 @@ def make_layer_shapes(layer_outputs: Callable, layout: str) -> Callable:
         the backend's layout."""
         blank = input_from_nchw(np.zeros((1, in_channels, size, size), np.float32), layout)
         return [(name, tuple(a.shape)) for name, a in layer_outputs(net, blank)]
+
     return layer_shapes

@@ -1,4 +1,5 @@
 """The chapter's MXNet tab: `from nin.backends import mxnet as d2l` (NumPy mode, like d2l)."""
+
 from __future__ import annotations
 
 import functools
@@ -19,10 +20,31 @@ from nin.backends import common as _common
 
 npx.set_np()
 
-__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
-           "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
-           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
-           "set_seed", "to_numpy", "synchronize", "strict_fp32"]
+__all__ = [
+    "nin_block",
+    "build",
+    "randn",
+    "count_params",
+    "layer_shapes",
+    "layer_outputs",
+    "predict",
+    "parameter_arrays",
+    "assign_parameter_arrays",
+    "Module",
+    "Classifier",
+    "NiN",
+    "Trainer",
+    "FashionMNIST",
+    "init_cnn",
+    "try_gpu",
+    "gpu",
+    "cpu",
+    "num_gpus",
+    "set_seed",
+    "to_numpy",
+    "synchronize",
+    "strict_fp32",
+]
 
 randn = np.random.randn
 LAYOUT = "NCHW"
@@ -43,7 +65,7 @@ def synchronize() -> None:
 def strict_fp32() -> None:
     """Turn off TF32 and reduced-precision shortcuts (on GPUs), for numbers that can be
     compared across frameworks."""
-    os.environ["MXNET_CUDA_ALLOW_TENSOR_CORE"] = "0"    # read by MXNet's GPU kernels
+    os.environ["MXNET_CUDA_ALLOW_TENSOR_CORE"] = "0"  # read by MXNet's GPU kernels
 
 
 def set_seed(seed: int) -> None:
@@ -62,8 +84,16 @@ class Ops:
 
     @staticmethod
     def conv(out_channels, kernel, stride, padding, relu, in_channels):
-        return [nn.Conv2D(out_channels, kernel, stride, padding,
-                          activation="relu" if relu else None, in_channels=in_channels or 0)]
+        return [
+            nn.Conv2D(
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                activation="relu" if relu else None,
+                in_channels=in_channels or 0,
+            )
+        ]
 
     @staticmethod
     def max_pool(size, stride):
@@ -95,8 +125,7 @@ class Ops:
 OPS = Ops()
 
 
-def nin_block(num_channels, kernel_size, strides, padding, *, in_channels=0, num_1x1=2,
-              relu="all"):
+def nin_block(num_channels, kernel_size, strides, padding, *, in_channels=0, num_1x1=2, relu="all"):
     """The chapter's block: ReLU inside each Conv2D, as the chapter writes it."""
     block = _spec.NiNBlock(num_channels, kernel_size, strides, padding, num_1x1, relu)
     return block.build(OPS, (in_channels,) if in_channels else None)
@@ -179,7 +208,7 @@ def convolutions_in_bf16(net, on: bool = True) -> int:
         if on:
             conv.hybrid_forward = functools.partial(_bf16_convolution, conv)
         else:
-            vars(conv).pop("hybrid_forward", None)     # the class's fp32 forward again
+            vars(conv).pop("hybrid_forward", None)  # the class's fp32 forward again
     return len(convs)
 
 
@@ -206,7 +235,7 @@ class Module(_training.ModuleMixin, nn.Block):
         return gluon.Trainer(ordered_params(self), name, settings)
 
     _random = staticmethod(lambda shape: np.random.randn(*shape))
-    _top_layers = staticmethod(list)
+    _top_layers = staticmethod(lambda net: list(net))
 
     def apply_init(self, inputs, init=None):
         if init is not None:
@@ -234,19 +263,20 @@ class NiN(_training.NiNMixin, Classifier):
     _build = staticmethod(build)
 
     def _initialize(self, how):
-        self.net.initialize(init.Xavier() if how == "xavier"
-                            else init.MSRAPrelu(factor_type="in", slope=0.0))
+        self.net.initialize(
+            init.Xavier() if how == "xavier" else init.MSRAPrelu(factor_type="in", slope=0.0)
+        )
 
 
 class FashionMNIST(_data.FashionMNISTBase):
     """d2l's FashionMNIST: batches as float NCHW arrays in [0, 1], resized by two matmuls."""
+
     def convert_batch(self, images, labels):
         ctx = self.device or cpu()
-        rows, cols = self.resize_matrices(*images.shape[1:],
-                                          convert=lambda m: np.array(m, ctx=ctx))
+        rows, cols = self.resize_matrices(*images.shape[1:], convert=lambda m: np.array(m, ctx=ctx))
         X = np.array(images, ctx=ctx, dtype="float32") / 255
-        X = np.dot(rows, X).transpose(1, 0, 2)          # N x H x 28
-        X = np.dot(X, cols.T)                           # N x H x W, bilinear
+        X = np.dot(rows, X).transpose(1, 0, 2)  # N x H x 28
+        X = np.dot(X, cols.T)  # N x H x W, bilinear
         return np.expand_dims(X, 1), np.array(labels, ctx=ctx, dtype="int32")
 
     def to_numpy(self, images):
@@ -256,26 +286,27 @@ class FashionMNIST(_data.FashionMNISTBase):
 class Trainer(_training.TrainerBase):
     """d2l's Trainer for MXNet. Fast path (`fast=True`): convolutions in bf16 on a CPU that has
     it, and hybridize with static allocation and shapes."""
+
     backend_name = "mxnet"
     FAST_PATH = "hybridized, convolutions in bf16"
 
     def _prepare(self, model, data):
-        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]   # d2l's
+        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
         self.ctx = self.device = self.gpus[0] if self.gpus else cpu()
-        self._rng_base = int(onp.random.randint(0, 2**31 - 1))   # see _start_epoch_rng
+        self._rng_base = int(onp.random.randint(0, 2**31 - 1))  # see _start_epoch_rng
         _training.note_device(self.num_gpus, num_gpus())
         X = _training.sample_batch(data)[0]
-        model(X[:1])                                   # finish deferred initialization
+        model(X[:1])  # finish deferred initialization
         model.collect_params().reset_ctx(self.ctx)
         data.device = self.ctx
         self.bf16 = self.fast and self.ctx.device_type == "cpu" and _training.cpu_has_bf16()
         convolutions_in_bf16(model, self.bf16)  # also undoes an earlier fast trainer's
-        with warnings.catch_warnings():   # the chapter's nn.Sequential hybridizes its children
+        with warnings.catch_warnings():  # the chapter's nn.Sequential hybridizes its children
             warnings.simplefilter("ignore", UserWarning)
             if self.fast:
                 model.hybridize(static_alloc=True, static_shape=True)
             else:
-                model.hybridize(False)            # plain: eager, fp32
+                model.hybridize(False)  # plain: eager, fp32
         return model.configure_optimizers()
 
     def prepare_batch(self, batch):
@@ -284,9 +315,8 @@ class Trainer(_training.TrainerBase):
 
     def clip_gradients(self, grad_clip_val, model):
         """d2l's: scale all gradients down together when their global norm passes the value."""
-        grads = [p.grad(self.ctx) for p in model.collect_params().values()
-                 if p.grad_req != "null"]
-        norm = float(sum((g ** 2).sum() for g in grads).item()) ** 0.5   # one sync
+        grads = [p.grad(self.ctx) for p in model.collect_params().values() if p.grad_req != "null"]
+        norm = float(sum((g**2).sum() for g in grads).item()) ** 0.5  # one sync
         if norm > grad_clip_val:
             for g in grads:
                 g[:] *= grad_clip_val / norm
@@ -297,7 +327,7 @@ class Trainer(_training.TrainerBase):
         loss.backward()
         if self.gradient_clip_val > 0:
             self.clip_gradients(self.gradient_clip_val, self.model)
-        self.optim.step(1)   # the loss is already a batch mean
+        self.optim.step(1)  # the loss is already a batch mean
         return loss
 
     def _eval_step(self, batch):
@@ -328,8 +358,10 @@ class Trainer(_training.TrainerBase):
             mx.random.seed(self._rng_base + epoch, ctx="all")
 
     def _state_arrays(self):
-        arrays = {f"model/{k}": p.data().asnumpy()
-                  for k, p in self.model._collect_params_with_prefix().items()}
+        arrays = {
+            f"model/{k}": p.data().asnumpy()
+            for k, p in self.model._collect_params_with_prefix().items()
+        }
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "states")
             self.optim.save_states(path)
@@ -339,8 +371,10 @@ class Trainer(_training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         params = self.model._collect_params_with_prefix()
-        _training.check_state_fits({k: p.shape for k, p in params.items()},
-                                   {k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+        _training.check_state_fits(
+            {k: p.shape for k, p in params.items()},
+            {k[6:]: v for k, v in arrays.items() if k.startswith("model/")},
+        )
         for k, p in params.items():
             p.set_data(np.array(arrays[f"model/{k}"], ctx=self.ctx))
         with tempfile.TemporaryDirectory() as tmp:

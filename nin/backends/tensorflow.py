@@ -1,4 +1,5 @@
 """The chapter's TensorFlow tab: `from nin.backends import tensorflow as d2l` (tf.keras, NHWC)."""
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,34 @@ from nin.backends import common as _common  # noqa: E402
 for _gpu in tf.config.list_physical_devices("GPU"):
     try:
         tf.config.experimental.set_memory_growth(_gpu, True)
-    except RuntimeError:          # the GPU was already initialized by the caller: theirs
+    except RuntimeError:  # the GPU was already initialized by the caller: theirs
         pass
 
-__all__ = ["nin_block", "build", "normal", "count_params", "layer_shapes", "layer_outputs",
-           "predict", "parameter_arrays", "assign_parameter_arrays", "Module",
-           "Classifier", "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu",
-           "num_gpus", "set_seed", "to_numpy", "synchronize", "strict_fp32"]
+__all__ = [
+    "nin_block",
+    "build",
+    "normal",
+    "count_params",
+    "layer_shapes",
+    "layer_outputs",
+    "predict",
+    "parameter_arrays",
+    "assign_parameter_arrays",
+    "Module",
+    "Classifier",
+    "NiN",
+    "Trainer",
+    "FashionMNIST",
+    "init_cnn",
+    "try_gpu",
+    "gpu",
+    "cpu",
+    "num_gpus",
+    "set_seed",
+    "to_numpy",
+    "synchronize",
+    "strict_fp32",
+]
 
 normal = tf.random.normal
 LAYOUT = "NHWC"
@@ -78,7 +100,8 @@ def keras_padding(kernel: int, stride: int, padding: int) -> str:
         f"TensorFlow cannot express padding={padding} for a {kernel}x{kernel} conv with stride "
         f"{stride} the way torch and MXNet do: Keras offers 'valid' (padding 0) and 'same' "
         f"(padding (k-1)/2, stride 1, odd k). Change the spec's padding to 0 or "
-        f"{(kernel - 1) // 2} with stride 1.")
+        f"{(kernel - 1) // 2} with stride 1."
+    )
 
 
 class Ops:
@@ -86,8 +109,9 @@ class Ops:
 
     @staticmethod
     def conv(out_channels, kernel, stride, padding, relu, in_channels):
-        conv = tf.keras.layers.Conv2D(out_channels, kernel, strides=stride,
-                                      padding=keras_padding(kernel, stride, padding))
+        conv = tf.keras.layers.Conv2D(
+            out_channels, kernel, strides=stride, padding=keras_padding(kernel, stride, padding)
+        )
         return [conv, tf.keras.layers.Activation("relu")] if relu else [conv]
 
     @staticmethod
@@ -135,10 +159,12 @@ def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
 def count_params(net) -> int:
     try:
         return int(sum(np.prod(w.shape) for w in _weights(net)))
-    except ValueError:   # Keras creates weights on the first call
-        raise ValueError("the network has no weights yet: Keras builds them on the first "
-                         "call; run an input through it first, e.g. "
-                         "layer_shapes(net, 224)") from None
+    except ValueError:  # Keras creates weights on the first call
+        raise ValueError(
+            "the network has no weights yet: Keras builds them on the first "
+            "call; run an input through it first, e.g. "
+            "layer_shapes(net, 224)"
+        ) from None
 
 
 def layer_outputs(net, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -210,8 +236,9 @@ class Module(_training.ModuleMixin, tf.keras.Model):
     def _optimizer(self, name, lr, momentum=0.0, weight_decay=0.0):
         if name == "adam":
             return tf.keras.optimizers.Adam(float(lr), weight_decay=weight_decay or None)
-        return tf.keras.optimizers.SGD(float(lr), momentum=momentum,
-                                       weight_decay=weight_decay or None)
+        return tf.keras.optimizers.SGD(
+            float(lr), momentum=momentum, weight_decay=weight_decay or None
+        )
 
     _random = staticmethod(tf.random.normal)
     _top_layers = staticmethod(lambda net: net.layers)
@@ -229,7 +256,8 @@ class Classifier(_training.ClassifierMixin, Module):
     def loss(self, Y_hat, Y, averaged=True):
         Y_hat = tf.cast(tf.reshape(Y_hat, (-1, Y_hat.shape[-1])), tf.float32)  # fp32 under bf16
         fn = tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="sum_over_batch_size" if averaged else "none")
+            from_logits=True, reduction="sum_over_batch_size" if averaged else "none"
+        )
         return fn(tf.reshape(Y, (-1,)), Y_hat)
 
 
@@ -254,11 +282,12 @@ def _leaf_layers(layer):
 
 class FashionMNIST(_data.FashionMNISTBase):
     """d2l's FashionMNIST: batches as float NHWC tensors in [0, 1], resized by two matmuls."""
+
     def convert_batch(self, images, labels):
         with tf.device(self.device or "/CPU:0"):
             rows, cols = self.resize_matrices(*images.shape[1:], convert=tf.constant)
             X = tf.cast(tf.constant(images), tf.float32) / 255
-            X = tf.einsum("hi,nij,wj->nhw", rows, X, cols)   # bilinear, N x H x W
+            X = tf.einsum("hi,nij,wj->nhw", rows, X, cols)  # bilinear, N x H x W
             return X[..., None], tf.constant(labels, dtype=tf.int32)
 
     def to_numpy(self, images):
@@ -268,6 +297,7 @@ class FashionMNIST(_data.FashionMNISTBase):
 def _scope_device() -> str:
     """The device of the caller's `with tf.device(...)` scope ('' outside any scope)."""
     from tensorflow.python.eager import context
+
     return context.context().device_name or ""
 
 
@@ -282,29 +312,28 @@ def training_device(requested_gpus: int, available_gpus: int, scope: str = "") -
 class Trainer(_training.TrainerBase):
     """d2l's Trainer for Keras. Fast path (`fast=True`): `tf.function` steps and a mixed bf16
     policy (on a GPU, or a CPU with native bf16). The device: see `training_device`."""
+
     backend_name = "tensorflow"
     FAST_PATH = "tf.function steps, mixed bf16 policy"
 
     def _prepare(self, model, data):
-        self.gpus = [f"/GPU:{i}" for i in range(min(self.num_gpus, num_gpus()))]   # d2l's
+        self.gpus = [f"/GPU:{i}" for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
         self.device = training_device(self.num_gpus, num_gpus(), _scope_device())
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
         on_gpu = "GPU" in self.device.upper()
         self.bf16 = self.fast and (on_gpu or _training.cpu_has_bf16())
         if self.bf16 and not model.built:
-            for layer in _leaf_layers(model.net):   # compute in bf16, keep fp32 variables
+            for layer in _leaf_layers(model.net):  # compute in bf16, keep fp32 variables
                 layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
         X = _training.sample_batch(data)[0]
         with tf.device(self.device):
-            model(X[:1], training=False)          # build the variables
-            self._dropout_generators()            # and the dropout generators' state, eagerly
+            model(X[:1], training=False)  # build the variables
+            self._dropout_generators()  # and the dropout generators' state, eagerly
         optim = model.configure_optimizers()
         optim.build(model.trainable_variables)
-        self._step_fn = tf.function(self._step, reduce_retracing=True) if self.fast \
-            else self._step
-        self._eval_fn = tf.function(self._eval, reduce_retracing=True) if self.fast \
-            else self._eval
+        self._step_fn = tf.function(self._step, reduce_retracing=True) if self.fast else self._step
+        self._eval_fn = tf.function(self._eval, reduce_retracing=True) if self.fast else self._eval
         return optim
 
     def clip_gradients(self, grad_clip_val, grads):
@@ -334,8 +363,8 @@ class Trainer(_training.TrainerBase):
     def _eval_step(self, batch):
         with tf.device(self.device):
             if not self.fast or _training.overrides_validation_step(self.model):
-                return self.model.validation_step(batch)   # the user's, as written
-            loss, acc = self._eval_fn(*batch)   # compiled: metrics come back as values
+                return self.model.validation_step(batch)  # the user's, as written
+            loss, acc = self._eval_fn(*batch)  # compiled: metrics come back as values
         self.model.plot("loss", loss, train=False)
         self.model.plot("acc", acc, train=False)
 
@@ -361,8 +390,7 @@ class Trainer(_training.TrainerBase):
         return generators
 
     def _rng_arrays(self):
-        return {f"tf_dropout{i}": g.state.numpy()
-                for i, g in enumerate(self._dropout_generators())}
+        return {f"tf_dropout{i}": g.state.numpy() for i, g in enumerate(self._dropout_generators())}
 
     def _load_rng_arrays(self, arrays):
         for i, g in enumerate(self._dropout_generators()):
@@ -377,10 +405,14 @@ class Trainer(_training.TrainerBase):
     def _load_state_arrays(self, arrays):
         groups = (("model", self.model.variables), ("optim", self.optim.variables))
         _training.check_state_fits(
-            {f"{g} variable {i} ({v.name})": v.shape for g, vs in groups
-             for i, v in enumerate(vs)},
-            {f"{g} variable {i} ({v.name})": arrays[f"{g}/{i}"] for g, vs in groups
-             for i, v in enumerate(vs) if f"{g}/{i}" in arrays})
+            {f"{g} variable {i} ({v.name})": v.shape for g, vs in groups for i, v in enumerate(vs)},
+            {
+                f"{g} variable {i} ({v.name})": arrays[f"{g}/{i}"]
+                for g, vs in groups
+                for i, v in enumerate(vs)
+                if f"{g}/{i}" in arrays
+            },
+        )
         for group, variables in groups:
             for i, v in enumerate(variables):
                 v.assign(arrays[f"{group}/{i}"])

@@ -1,4 +1,5 @@
 """The chapter's PyTorch tab: `from nin.backends import torch as d2l`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,10 +12,31 @@ from nin import spec as _spec
 from nin import training as _training
 from nin.backends import common as _common
 
-__all__ = ["nin_block", "build", "randn", "count_params", "layer_shapes", "layer_outputs",
-           "predict", "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier",
-           "NiN", "Trainer", "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus",
-           "set_seed", "to_numpy", "synchronize", "strict_fp32"]
+__all__ = [
+    "nin_block",
+    "build",
+    "randn",
+    "count_params",
+    "layer_shapes",
+    "layer_outputs",
+    "predict",
+    "parameter_arrays",
+    "assign_parameter_arrays",
+    "Module",
+    "Classifier",
+    "NiN",
+    "Trainer",
+    "FashionMNIST",
+    "init_cnn",
+    "try_gpu",
+    "gpu",
+    "cpu",
+    "num_gpus",
+    "set_seed",
+    "to_numpy",
+    "synchronize",
+    "strict_fp32",
+]
 
 randn = torch.randn
 LAYOUT = "NCHW"
@@ -60,8 +82,11 @@ class Ops:
 
     @staticmethod
     def conv(out_channels, kernel, stride, padding, relu, in_channels):
-        conv = (nn.LazyConv2d(out_channels, kernel, stride, padding) if in_channels is None
-                else nn.Conv2d(in_channels, out_channels, kernel, stride, padding))
+        conv = (
+            nn.LazyConv2d(out_channels, kernel, stride, padding)
+            if in_channels is None
+            else nn.Conv2d(in_channels, out_channels, kernel, stride, padding)
+        )
         return [conv, nn.ReLU()] if relu else [conv]
 
     @staticmethod
@@ -93,8 +118,9 @@ class Ops:
 OPS = Ops()
 
 
-def nin_block(out_channels, kernel_size, strides, padding, *, in_channels=None, num_1x1=2,
-              relu="all"):
+def nin_block(
+    out_channels, kernel_size, strides, padding, *, in_channels=None, num_1x1=2, relu="all"
+):
     """The chapter's block; lazy convs like the chapter unless `in_channels` is given."""
     block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, relu)
     return block.build(OPS, None if in_channels is None else (in_channels,))
@@ -169,11 +195,12 @@ class Module(_training.ModuleMixin, nn.Module):
     def _optimizer(self, name, lr, momentum=0.0, weight_decay=0.0):
         if name == "adam":
             return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
-        return torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum,
-                               weight_decay=weight_decay)
+        return torch.optim.SGD(
+            self.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
 
     _random = staticmethod(lambda shape: torch.randn(*shape))
-    _top_layers = staticmethod(list)
+    _top_layers = staticmethod(lambda net: list(net))
 
     def apply_init(self, inputs, init=None):
         self.forward(*inputs)
@@ -206,7 +233,7 @@ def _to_device(a: np.ndarray, device):
     """A NumPy batch on `device`: uint8 images and int64 labels cross as they are (a quarter of
     float32's bytes), from pinned memory and without blocking on a GPU, so that the step that
     follows is not held up by a host round trip."""
-    t = torch.from_numpy(a if a.flags.writeable else a.copy())   # a read-only view: copied
+    t = torch.from_numpy(a if a.flags.writeable else a.copy())  # a read-only view: copied
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
@@ -214,13 +241,15 @@ def _to_device(a: np.ndarray, device):
 
 class FashionMNIST(_data.FashionMNISTBase):
     """d2l's FashionMNIST: batches as float NCHW tensors in [0, 1], resized by two matmuls."""
+
     def convert_batch(self, images, labels):
         device = self.device or cpu()
-        rows, cols = self.resize_matrices(*images.shape[1:],
-                                          convert=lambda m: torch.from_numpy(m).to(device))
+        rows, cols = self.resize_matrices(
+            *images.shape[1:], convert=lambda m: torch.from_numpy(m).to(device)
+        )
         X, y = (_to_device(a, device) for a in (images, labels))
         X = X.float().div_(255)
-        X = rows @ X @ cols.T          # N x 28 x 28 -> N x H x W, bilinear, on the device
+        X = rows @ X @ cols.T  # N x 28 x 28 -> N x H x W, bilinear, on the device
         return X.unsqueeze(1), y
 
     def to_numpy(self, images):
@@ -229,11 +258,12 @@ class FashionMNIST(_data.FashionMNISTBase):
 
 class Trainer(_training.TrainerBase):
     """d2l's Trainer for PyTorch. Fast path (`fast=True`): channels-last and bf16 autocast."""
+
     backend_name = "torch"
     FAST_PATH = "channels-last, bf16 autocast"
 
     def _prepare(self, model, data):
-        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]   # d2l's
+        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
         self.device = self.gpus[0] if self.gpus else cpu()
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
@@ -241,16 +271,19 @@ class Trainer(_training.TrainerBase):
         model.to(self.device)
         self._autocast, self.bf16 = None, False
         if self.fast:
-            if self.device.type == "cuda":        # fixed shapes: let cuDNN pick its kernels
+            if self.device.type == "cuda":  # fixed shapes: let cuDNN pick its kernels
                 torch.backends.cudnn.benchmark = True
             model.to(memory_format=torch.channels_last)
-            bf16 = (torch.cuda.is_bf16_supported() if self.device.type == "cuda"
-                    else torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            bf16 = (
+                torch.cuda.is_bf16_supported()
+                if self.device.type == "cuda"
+                else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            )
             self.bf16 = bool(bf16)
             if bf16:
                 self._autocast = self.device.type
         else:
-            model.to(memory_format=torch.contiguous_format)   # undo an earlier fast trainer's
+            model.to(memory_format=torch.contiguous_format)  # undo an earlier fast trainer's
         return model.configure_optimizers()
 
     def _materialize(self, model, data):
@@ -264,12 +297,12 @@ class Trainer(_training.TrainerBase):
         if self._autocast:
             return torch.autocast(self._autocast, dtype=torch.bfloat16)
         import contextlib
+
         return contextlib.nullcontext()
 
     def prepare_batch(self, batch):
         """d2l's: the batch on the training device (channels-last on the fast path)."""
-        batch = [a.to(self.device, non_blocking=True) if torch.is_tensor(a) else a
-                 for a in batch]
+        batch = [a.to(self.device, non_blocking=True) if torch.is_tensor(a) else a for a in batch]
         if self.fast and batch[0].dim() == 4:
             batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
         return batch
@@ -277,7 +310,7 @@ class Trainer(_training.TrainerBase):
     def clip_gradients(self, grad_clip_val, model):
         """d2l's: scale all gradients down together when their global norm passes the value."""
         params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
-        norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
+        norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in params))
         if norm > grad_clip_val:
             for param in params:
                 param.grad[:] *= grad_clip_val / norm
@@ -322,14 +355,19 @@ class Trainer(_training.TrainerBase):
     def _load_rng_arrays(self, arrays):
         if "torch_cpu" in arrays:
             torch.set_rng_state(torch.from_numpy(arrays["torch_cpu"]))
-        cuda = [arrays[f"torch_cuda{i}"] for i in range(torch.cuda.device_count())
-                if f"torch_cuda{i}" in arrays]
+        cuda = [
+            arrays[f"torch_cuda{i}"]
+            for i in range(torch.cuda.device_count())
+            if f"torch_cuda{i}" in arrays
+        ]
         if cuda:
             torch.cuda.set_rng_state_all([torch.from_numpy(a) for a in cuda])
 
     def _state_arrays(self):
-        arrays = {f"model/{k}": to_numpy(v) if v.is_floating_point() else v.cpu().numpy()
-                  for k, v in self.model.state_dict().items()}
+        arrays = {
+            f"model/{k}": to_numpy(v) if v.is_floating_point() else v.cpu().numpy()
+            for k, v in self.model.state_dict().items()
+        }
         for i, state in self.optim.state_dict()["state"].items():
             for k, v in state.items():
                 arrays[f"optim/{i}/{k}"] = to_numpy(v) if torch.is_tensor(v) else np.asarray(v)
@@ -337,8 +375,9 @@ class Trainer(_training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
-        _training.check_state_fits({k: v.shape for k, v in self.model.state_dict().items()},
-                                   model_state)
+        _training.check_state_fits(
+            {k: v.shape for k, v in self.model.state_dict().items()}, model_state
+        )
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in model_state.items()})
         state = self.optim.state_dict()
         for key, value in arrays.items():
@@ -346,4 +385,3 @@ class Trainer(_training.TrainerBase):
                 _, i, name = key.split("/")
                 state["state"].setdefault(int(i), {})[name] = torch.from_numpy(value)
         self.optim.load_state_dict(state)
-
