@@ -370,31 +370,24 @@ def _as_is(text: str) -> str:
     return text
 
 
-def default_callbacks(
-    progress=True,
-    out_dir=None,
-    resume=False,
-    overwrite=False,
-    stuck_check=150,
-    on_stuck="warn",
-    wording=None,
-) -> list[Callback]:
-    """What every Trainer runs, in this order (the NaN check before anything records a loss;
-    the checkpoint after the history and the board it saves)."""
-    wording = wording or _as_is
+def default_callbacks(trainer, wording=None) -> list[Callback]:
+    """What every Trainer runs, as its arguments (`progress`, `out_dir`, `resume`,
+    `overwrite`, `stuck_check`, `on_stuck`) say, in this order: the NaN check before anything
+    records a loss; the checkpoint after the history and the board it saves."""
+    t, wording = trainer, wording or _as_is
     found: list[Callback] = [
         TerminateOnNaN(),
         RecordHistory(),
-        StuckCheck(stuck_check, on_stuck, wording),
+        StuckCheck(t.stuck_check, t.on_stuck, wording),
     ]
     from nin.quick import active
 
     quick = active()
     if quick is not None:
         found.insert(0, QuickCaps(quick.epochs, quick.train_batches, quick.val_batches))
-    if progress:
+    if t.progress:
         found.append(ProgressBar(wording))
     found.append(LiveBoard())
-    if out_dir:
-        found.append(Checkpoint(out_dir, resume, overwrite, progress, wording))
+    if t.out_dir:
+        found.append(Checkpoint(t.out_dir, t.resume, t.overwrite, t.progress, wording))
     return found

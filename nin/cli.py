@@ -302,17 +302,16 @@ def cmd_compare(args) -> int:
     reference = resolve_backends(args.reference)[0]
     _spec.check_input_size(spec, args.size)
     check_fits_in_memory(spec, args.size, args.batch_size, training=bool(args.train_steps))
+    common = dict(
+        size=args.size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        root=args.data_dir,
+        reference=reference,
+    )
     if args.train_steps:
         result = compare.train_parity(
-            backends,
-            spec,
-            size=args.size,
-            batch_size=args.batch_size,
-            steps=args.train_steps,
-            seed=args.seed,
-            root=args.data_dir,
-            reference=reference,
-            num_gpus=args.num_gpus,
+            backends, spec, steps=args.train_steps, num_gpus=args.num_gpus, **common
         )
         compare.plot_parity(result, plot)
         if args.json:
@@ -333,16 +332,7 @@ def cmd_compare(args) -> int:
             )
         print(f"plot: {plot}")
         return 0
-    result = compare.compare_layers(
-        backends,
-        spec,
-        size=args.size,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        weights_path=args.weights,
-        reference=reference,
-        root=args.data_dir,
-    )
+    result = compare.compare_layers(backends, spec, weights_path=args.weights, **common)
     print(json.dumps(result) if args.json else compare.format_layers(result))
     return 0
 

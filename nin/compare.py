@@ -25,7 +25,7 @@ from nin import spec as _spec
 from nin import weights as _weights
 from nin.backends import get_backend
 from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
-from nin.training import Board, Recipe, finish_figure
+from nin.training import RECIPES, Board, finish_figure
 
 __all__ = [
     "strict_fp32",
@@ -37,15 +37,7 @@ __all__ = [
 ]
 
 # the book's plain SGD with a linear class block, so that no ReLU can freeze all the scores
-PARITY_RECIPE = Recipe(
-    "parity",
-    init="xavier",
-    class_block_relu="none",
-    normalize=False,
-    optimizer="sgd",
-    schedule="constant",
-    lr=0.05,
-)
+PARITY_RECIPE = replace(RECIPES["book"], name="parity", class_block_relu="none", lr=0.05)
 
 
 def strict_fp32(backend: str) -> None:

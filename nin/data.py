@@ -19,22 +19,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 __all__ = [
-    "FILES",
-    "MD5",
-    "MIRRORS",
-    "TEXT_LABELS",
-    "DataFileError",
-    "DataUnavailableError",
-    "default_root",
-    "read_idx",
-    "write_idx",
-    "download",
-    "load_fashion_mnist",
-    "resize_matrix",
-    "BatchSource",
-    "Loader",
-    "FashionMNISTBase",
-]
+    "FILES", "MD5", "MIRRORS", "TEXT_LABELS", "DataFileError", "DataUnavailableError",
+    "default_root", "read_idx", "write_idx", "download", "load_fashion_mnist",
+    "resize_matrix", "BatchSource", "Loader", "FashionMNISTBase",
+]  # fmt: skip
 
 # split -> (images file, labels file), as the official mirrors name them
 FILES = {

@@ -102,22 +102,10 @@ def plot_results(rows, path=None):
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for r in rows:
-        axes[0].scatter(r["macs"] / 1e6, r["final_val_acc"], s=30)
-        axes[0].annotate(
-            r["variant"],
-            (r["macs"] / 1e6, r["final_val_acc"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-        axes[1].scatter(r["params"] / 1e6, r["final_val_acc"], s=30)
-        axes[1].annotate(
-            r["variant"],
-            (r["params"] / 1e6, r["final_val_acc"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
+        for ax, key in zip(axes, ("macs", "params")):
+            point = (r[key] / 1e6, r["final_val_acc"])
+            ax.scatter(*point, s=30)
+            ax.annotate(r["variant"], point, fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes[0].set_xlabel("MACs per image (millions)")
     axes[1].set_xlabel("parameters (millions)")
     axes[1].set_xscale("log")

@@ -64,3 +64,30 @@ def check_writable_folder(path, what: str = "`out_dir`") -> Path:
             f"folder you can write to"
         ) from None
     return path
+
+
+def save_npz(path, arrays: dict, key: str, meta: dict) -> None:
+    """Named arrays plus a JSON `meta` as the entry `key`, in one .npz written atomically."""
+    import io
+    import json
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **{key: np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}, **arrays)
+    atomic_write(Path(path), buf.getvalue())
+
+
+def load_npz(path) -> dict:
+    """Every entry of an .npz, read into memory (raises what NumPy raises on a bad file)."""
+    import numpy as np
+
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def json_entry(arrays: dict, key: str) -> dict:
+    """The JSON entry `key` that `save_npz` wrote, taken out of `arrays`."""
+    import json
+
+    return json.loads(arrays.pop(key).tobytes().decode())

@@ -7,13 +7,11 @@ A folder holds one run (`RUN_FILES`); it is never replaced unless the caller ask
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 
-from nin.files import atomic_write, check_writable_folder, remove_orphans
+from nin.files import check_writable_folder, json_entry, load_npz, remove_orphans, save_npz
 
 __all__ = [
     "CheckpointError",
@@ -79,18 +77,14 @@ CHECKPOINT_FORMAT = "nin-checkpoint/1"
 
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """One .npz: the backend's named arrays plus a JSON `meta` entry; written atomically."""
-    buf = io.BytesIO()
-    meta = dict(meta, format=CHECKPOINT_FORMAT)
-    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    atomic_write(Path(path), buf.getvalue())
+    save_npz(path, arrays, "__meta__", dict(meta, format=CHECKPOINT_FORMAT))
 
 
 def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     try:
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+        arrays = load_npz(path)
+        meta = json_entry(arrays, "__meta__")
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip, missing entry, bad JSON

@@ -63,6 +63,7 @@ __all__ = [
     "Flatten",
     "Dense",
     "Layer",
+    "LayerKind",
     "NetSpec",
     "LayerShape",
     "InputTooSmallError",
@@ -87,6 +88,24 @@ __all__ = [
 ]
 
 
+class LayerKind:
+    """What every layer kind declares (each dataclass below overrides these): its output shape
+    for an input shape, its cost per image, its parameters in the canonical format, and how a
+    backend builds it from primitives. A kind without parameters keeps `weights` as it is."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        raise NotImplementedError
+
+    def cost(self, shape: Shape) -> Cost:
+        raise NotImplementedError
+
+    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
+        return []
+
+    def build(self, ops, shape: Shape | None):
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Conv:
     """One convolution followed by ReLU: `out_channels` filters of `kernel` x `kernel`."""
@@ -99,7 +118,7 @@ class Conv:
 
 
 @dataclass(frozen=True)
-class NiNBlock:
+class NiNBlock(LayerKind):
     """The chapter's `nin_block`: a k x k conv, then `num_1x1` 1x1 convs, each with ReLU.
 
     `relu` says which convs get one: 'all' (the chapter), 'hidden' (all but the last) or
@@ -177,7 +196,7 @@ class NiNBlock:
 
 
 @dataclass(frozen=True)
-class MaxPool:
+class MaxPool(LayerKind):
     """Max pooling over `size` x `size` windows, no padding (the chapter's 3, stride 2)."""
 
     size: int = 3
@@ -195,15 +214,12 @@ class MaxPool:
         out = prod(self.output_shape(shape))
         return Cost(pool_ops=out * (self.size**2 - 1), op_outputs=(out,), kept=out)
 
-    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
-        return []
-
     def build(self, ops, shape: Shape | None):
         return ops.max_pool(self.size, self.stride)
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(LayerKind):
     rate: float = 0.5
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -212,15 +228,12 @@ class Dropout:
     def cost(self, shape: Shape) -> Cost:
         return Cost(op_outputs=(prod(shape),), kept=prod(shape))  # the mask
 
-    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
-        return []
-
     def build(self, ops, shape: Shape | None):
         return ops.dropout(self.rate)
 
 
 @dataclass(frozen=True)
-class GlobalAvgPool:
+class GlobalAvgPool(LayerKind):
     """Mean over all spatial positions: C x H x W -> C x 1 x 1."""
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -230,15 +243,12 @@ class GlobalAvgPool:
     def cost(self, shape: Shape) -> Cost:
         return Cost(pool_ops=prod(shape), op_outputs=(shape[0],))
 
-    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
-        return []
-
     def build(self, ops, shape: Shape | None):
         return ops.global_avg_pool()
 
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(LayerKind):
     """C x H x W -> C*H*W. After global average pooling this gives the logits."""
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -247,15 +257,12 @@ class Flatten:
     def cost(self, shape: Shape) -> Cost:
         return Cost()  # a view: no op, nothing kept
 
-    def weights(self, name: str, shape: Shape, before: Shape | None = None) -> list[Weight]:
-        return []
-
     def build(self, ops, shape: Shape | None):
         return ops.flatten()
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(LayerKind):
     """A fully connected layer, for the dense heads of exercise 2; ReLU unless it is the last."""
 
     units: int

@@ -428,22 +428,9 @@ class Board:
             ax.plot(x, y, label="train_loss", color="C0")
         if history.epochs:
             ep = [e["epoch"] for e in history.epochs]
-            ax.plot(
-                ep,
-                [e["val_loss"] for e in history.epochs],
-                "--o",
-                label="val_loss",
-                color="C1",
-                markersize=4,
-            )
-            ax.plot(
-                ep,
-                [e["val_acc"] for e in history.epochs],
-                "-.s",
-                label="val_acc",
-                color="C2",
-                markersize=4,
-            )
+            for key, style, color in (("val_loss", "--o", "C1"), ("val_acc", "-.s", "C2")):
+                values = [e[key] for e in history.epochs]
+                ax.plot(ep, values, style, label=key, color=color, markersize=4)
         ax.set_xlabel(self.xlabel)
         if self.xlim:
             ax.set_xlim(self.xlim)
@@ -559,6 +546,8 @@ class TrainerBase(HyperParameters):
     progress: bool
     resume: bool
     overwrite: bool
+    stuck_check: int
+    on_stuck: str
 
     def __init__(
         self,
@@ -585,9 +574,7 @@ class TrainerBase(HyperParameters):
             raise ValueError("`resume=True` needs `out_dir`: the folder of the run to continue")
         self.save_hyperparameters(ignore=("board", "callbacks", "wording"))
         self.out_dir = Path(out_dir).expanduser() if out_dir else None
-        self.callbacks = default_callbacks(
-            progress, self.out_dir, resume, overwrite, stuck_check, on_stuck, wording
-        ) + list(callbacks)
+        self.callbacks = default_callbacks(self, wording) + list(callbacks)
         self._board_arg = board
         self.board = board
         self.history = History()

@@ -9,14 +9,12 @@ Backends hand over their parameters in their own layout and in spec order
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 
 from nin import spec as _spec
-from nin.files import atomic_write
+from nin.files import json_entry, load_npz, save_npz
 
 __all__ = [
     "WeightFileError",
@@ -115,9 +113,7 @@ def input_from_nchw(x: np.ndarray, layout: str) -> np.ndarray:
 def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | None = None):
     """Write canonical arrays with their spec (and the input size a dense head needs)."""
     meta = {"spec": _spec.spec_to_dict(spec), "size": size}
-    buf = io.BytesIO()
-    np.savez(buf, __spec__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **named)
-    atomic_write(path, buf.getvalue())  # temporary file, then rename
+    save_npz(path, named, "__spec__", meta)  # temporary file, then rename
 
 
 def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
@@ -128,22 +124,22 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
             f"no weight file at {path}: give the weights.npz a run wrote "
             f"(runs/<run>/weights.npz) or one nin.weights.export made"
         )
+    unreadable = (
+        f"{path} is not a readable nin weight file ({{}}); export it again with nin.weights.export"
+    )
     try:
-        with np.load(path) as f:
-            named = {k: f[k] for k in f.files}
-        if "__meta__" in named and "__spec__" not in named:
-            raise WeightFileError(
-                f"{path} is a training checkpoint, not a weight file: use the weights.npz beside it"
-            ) from None
-        meta = json.loads(named.pop("__spec__").tobytes().decode())
-        spec = _spec.spec_from_dict(meta["spec"])
-    except WeightFileError:
-        raise
-    except Exception as err:  # truncated zip, missing entry, bad JSON
+        named = load_npz(path)
+    except Exception as err:  # not a zip, truncated
+        raise WeightFileError(unreadable.format(err)) from None
+    if "__meta__" in named and "__spec__" not in named:
         raise WeightFileError(
-            f"{path} is not a readable nin weight file ({err}); export it "
-            f"again with nin.weights.export"
-        ) from None
+            f"{path} is a training checkpoint, not a weight file: use the weights.npz beside it"
+        )
+    try:
+        meta = json_entry(named, "__spec__")
+        spec = _spec.spec_from_dict(meta["spec"])
+    except Exception as err:  # a missing entry, bad JSON, a spec nin does not know
+        raise WeightFileError(unreadable.format(err)) from None
     return named, spec, meta.get("size")
 
 

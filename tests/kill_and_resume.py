@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from nin import callbacks, cli, training, weights
+from nin import callbacks, cli, files, training
 from nin.backends import get_backend
 
 
@@ -41,7 +41,7 @@ def arm(point: str, backend: str) -> None:
         Trainer._train_step = train_step
     elif kind == "save":
         (epoch,) = numbers
-        save, write = callbacks.Checkpoint.save, weights.atomic_write
+        save, write = callbacks.Checkpoint.save, files.atomic_write
         state = {}
 
         def saving(self, trainer):
@@ -55,7 +55,7 @@ def arm(point: str, backend: str) -> None:
                 die()
             return write(path, data)
 
-        callbacks.Checkpoint.save, weights.atomic_write = saving, half_written
+        callbacks.Checkpoint.save, files.atomic_write = saving, half_written
     elif kind == "between":
         (epoch,) = numbers
         fit_epoch = training.TrainerBase.fit_epoch

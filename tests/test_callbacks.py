@@ -73,8 +73,17 @@ def test_a_callback_sees_the_loop_in_order(backend, synthetic_root):
     assert ev[-1] == ("fit_end", 2)
 
 
+def _settings(**changes):
+    from types import SimpleNamespace
+
+    given = dict(
+        progress=True, out_dir=None, resume=False, overwrite=False, stuck_check=150, on_stuck="warn"
+    )
+    return SimpleNamespace(**{**given, **changes})
+
+
 def test_the_default_callbacks_and_their_order(tmp_path):
-    names = [type(c).__name__ for c in C.default_callbacks(out_dir=tmp_path)]
+    names = [type(c).__name__ for c in C.default_callbacks(_settings(out_dir=tmp_path))]
     assert names == [
         "TerminateOnNaN",
         "RecordHistory",
@@ -83,7 +92,8 @@ def test_the_default_callbacks_and_their_order(tmp_path):
         "LiveBoard",
         "Checkpoint",
     ]
-    assert "ProgressBar" not in [type(c).__name__ for c in C.default_callbacks(progress=False)]
+    quiet = C.default_callbacks(_settings(progress=False))
+    assert "ProgressBar" not in [type(c).__name__ for c in quiet]
 
 
 def test_a_callback_can_stop_the_run(backend, synthetic_root):

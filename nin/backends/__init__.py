@@ -11,13 +11,8 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-__all__ = [
-    "BACKENDS",
-    "BackendUnavailableError",
-    "get_backend",
-    "available_backends",
-    "resolve_backends",
-]
+__all__ = ["BACKENDS", "BackendUnavailableError", "get_backend", "available_backends",
+           "resolve_backends"]  # fmt: skip
 
 # backend name -> (framework package, pip extra that installs it)
 BACKENDS = {

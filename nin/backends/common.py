@@ -10,7 +10,16 @@ import numpy as np
 
 from nin.weights import input_from_nchw
 
-__all__ = ["make_try_gpu", "make_layer_shapes"]
+__all__ = ["SURFACE", "make_try_gpu", "make_layer_shapes"]
+
+# what every backend module offers (its __all__): d2l's names the chapter's cells use, and the
+# ones nin adds; each backend adds its random-tensor function (randn, or Keras' normal)
+SURFACE = (
+    "nin_block", "build", "count_params", "layer_shapes", "layer_outputs", "predict",
+    "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier", "NiN", "Trainer",
+    "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed", "to_numpy",
+    "synchronize", "strict_fp32",
+)  # fmt: skip
 
 
 def make_try_gpu(gpu: Callable, cpu: Callable, num_gpus: Callable) -> Callable:

@@ -20,31 +20,7 @@ from nin.backends import common as _common
 
 npx.set_np()
 
-__all__ = [
-    "nin_block",
-    "build",
-    "randn",
-    "count_params",
-    "layer_shapes",
-    "layer_outputs",
-    "predict",
-    "parameter_arrays",
-    "assign_parameter_arrays",
-    "Module",
-    "Classifier",
-    "NiN",
-    "Trainer",
-    "FashionMNIST",
-    "init_cnn",
-    "try_gpu",
-    "gpu",
-    "cpu",
-    "num_gpus",
-    "set_seed",
-    "to_numpy",
-    "synchronize",
-    "strict_fp32",
-]
+__all__ = [*_common.SURFACE, "randn"]
 
 randn = np.random.randn
 LAYOUT = "NCHW"

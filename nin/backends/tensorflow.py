@@ -22,31 +22,7 @@ for _gpu in tf.config.list_physical_devices("GPU"):
     except RuntimeError:  # the GPU was already initialized by the caller: theirs
         pass
 
-__all__ = [
-    "nin_block",
-    "build",
-    "normal",
-    "count_params",
-    "layer_shapes",
-    "layer_outputs",
-    "predict",
-    "parameter_arrays",
-    "assign_parameter_arrays",
-    "Module",
-    "Classifier",
-    "NiN",
-    "Trainer",
-    "FashionMNIST",
-    "init_cnn",
-    "try_gpu",
-    "gpu",
-    "cpu",
-    "num_gpus",
-    "set_seed",
-    "to_numpy",
-    "synchronize",
-    "strict_fp32",
-]
+__all__ = [*_common.SURFACE, "normal"]
 
 normal = tf.random.normal
 LAYOUT = "NHWC"

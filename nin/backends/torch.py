@@ -12,31 +12,7 @@ from nin import spec as _spec
 from nin import training as _training
 from nin.backends import common as _common
 
-__all__ = [
-    "nin_block",
-    "build",
-    "randn",
-    "count_params",
-    "layer_shapes",
-    "layer_outputs",
-    "predict",
-    "parameter_arrays",
-    "assign_parameter_arrays",
-    "Module",
-    "Classifier",
-    "NiN",
-    "Trainer",
-    "FashionMNIST",
-    "init_cnn",
-    "try_gpu",
-    "gpu",
-    "cpu",
-    "num_gpus",
-    "set_seed",
-    "to_numpy",
-    "synchronize",
-    "strict_fp32",
-]
+__all__ = [*_common.SURFACE, "randn"]
 
 randn = torch.randn
 LAYOUT = "NCHW"
