@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all,test,d2l,notebook]"
+	$(PY) -m pip install -q -e ".[all,test,d2l,notebook,export]"
 	# the real d2l package, for the parity tests; --no-deps keeps this stack's pins
 	$(PY) -m pip install -q --no-deps d2l==1.0.3
 	touch $@
@@ -23,7 +23,7 @@ setup-gpu:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	-$(PY) -m pip uninstall -q -y mxnet
-	$(PY) -m pip install -q -e ".[gpu,test,d2l,notebook]"
+	$(PY) -m pip install -q -e ".[gpu,test,d2l,notebook,export]"
 	$(PY) -m pip install -q --no-deps d2l==1.0.3
 	touch $(VENV)/.installed
 

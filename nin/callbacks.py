@@ -373,7 +373,8 @@ def _as_is(text: str) -> str:
 def default_callbacks(trainer, wording=None) -> list[Callback]:
     """What every Trainer runs, as its arguments (`progress`, `out_dir`, `resume`,
     `overwrite`, `stuck_check`, `on_stuck`) say, in this order: the NaN check before anything
-    records a loss; the checkpoint after the history and the board it saves."""
+    records a loss; the checkpoint after the history it saves, and before the progress bar, so
+    that a resume (or its refusal) comes before the start line."""
     t, wording = trainer, wording or _as_is
     found: list[Callback] = [
         TerminateOnNaN(),
@@ -385,9 +386,9 @@ def default_callbacks(trainer, wording=None) -> list[Callback]:
     quick = active()
     if quick is not None:
         found.insert(0, QuickCaps(quick.epochs, quick.train_batches, quick.val_batches))
+    if t.out_dir:  # resumes before the start line; saves before the epoch's line is printed
+        found.append(Checkpoint(t.out_dir, t.resume, t.overwrite, t.progress, wording))
     if t.progress:
         found.append(ProgressBar(wording))
     found.append(LiveBoard())
-    if t.out_dir:
-        found.append(Checkpoint(t.out_dir, t.resume, t.overwrite, t.progress, wording))
     return found

@@ -108,7 +108,8 @@ def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
     namespace = {"__name__": "__chapter__", "tab": Tab(tab)}
     outputs = []
     before = quick.active()
-    quick.enable_from_env(announce=echo)
+    if quick.quick_settings() is not None:  # else what the caller enabled, if anything
+        quick.enable_from_env(announce=echo)
     with _d2l_bound(), _restored(quick, before):
         for cell in cells(text, tab):
             buf = io.StringIO()

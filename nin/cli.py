@@ -81,6 +81,7 @@ _FLAG_WORDING = (
     (r"`batch_size`", "--batch-size"),
     (r"`(resize|size)=(\d+)`", r"--\1 \2"),
     (r"`backend`", "--backend"),
+    (r"`normalize`", "--normalize"),
 )
 
 
@@ -111,7 +112,7 @@ def _apply_quick(args, argv) -> None:
         "limit_val_batches": capped(getattr(args, "limit_val_batches", None), quick.val_batches),
     }
     try:
-        _spec.check_input_size(_spec.chapter_spec(), wanted["resize"])
+        _spec.check_input_size(_spec.chapter_spec(), wanted["resize"], name="resize")
     except _spec.InputTooSmallError as err:
         raise ValueError(
             f"{ENV_VAR}={os.environ[ENV_VAR]!r}: resize={wanted['resize']}: {err}"
@@ -298,7 +299,15 @@ def cmd_compare(args) -> int:
         from nin import weights as _weights
 
         spec = _weights.read(args.weights)[1]
-    backends = resolve_backends(args.backends)
+    names = [b.strip().lower() for b in args.backends.split(",") if b.strip()]
+    with_ort = compare.ONNXRUNTIME in names
+    if with_ort and args.train_steps:
+        raise ValueError(
+            "onnxruntime runs the exported graph for inference only; drop it "
+            "from --backends for --train-steps"
+        )
+    backends = resolve_backends([b for b in names if b != compare.ONNXRUNTIME])
+    backends += [compare.ONNXRUNTIME] if with_ort else []
     reference = resolve_backends(args.reference)[0]
     _spec.check_input_size(spec, args.size)
     check_fits_in_memory(spec, args.size, args.batch_size, training=bool(args.train_steps))
@@ -333,7 +342,7 @@ def cmd_compare(args) -> int:
         print(f"plot: {plot}")
         return 0
     result = compare.compare_layers(backends, spec, weights_path=args.weights, **common)
-    print(json.dumps(result) if args.json else compare.format_layers(result))
+    print(json.dumps(result) if args.json else cli_wording(compare.format_layers(result)))
     return 0
 
 
@@ -422,6 +431,7 @@ def cmd_experiment(args) -> int:
         fast=not args.no_fast,
         out_dir=out,
         num_gpus=args.num_gpus,
+        wording=cli_wording,
     )
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")
@@ -461,6 +471,14 @@ def _add_recipe_flags(p) -> None:
             p.add_argument(
                 flag, type=float, default=None, help=help_text + " (default: the recipe's)"
             )
+
+
+def cmd_export(args) -> int:
+    from nin import export
+
+    out = export.export_file(args.weights, args.format, args.out, args.normalize)
+    print(f"nin: wrote {out} ({args.format}, {out.stat().st_size:,} bytes) from {args.weights}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -519,10 +537,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_experiment)
 
+    p = sub.add_parser("export", allow_abbrev=False, help="a weight file as ONNX or safetensors")
+    p.add_argument("--weights", required=True, help="a weights.npz a run wrote (or .safetensors)")
+    p.add_argument("--format", required=True, choices=["onnx", "safetensors"])
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="ONNX: standardize the input in the graph, as the nin recipe's model does",
+    )
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser(
         "compare", allow_abbrev=False, help="the same weights in every backend, layer by layer"
     )
-    p.add_argument("--backends", default="torch,mxnet,tensorflow")
+    p.add_argument(
+        "--backends",
+        default="torch,mxnet,tensorflow",
+        help="comma-separated backends; add onnxruntime for the exported ONNX graph (inference)",
+    )
     p.add_argument("--reference", default="torch")
     p.add_argument("--size", type=positive_int, default=224)
     p.add_argument("--batch-size", type=positive_int, default=4)
@@ -600,9 +633,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from nin import quick
+
+    before = quick.active()
     try:
         if args.command in ("train", "experiment"):
             _apply_quick(args, argv)
+            if quick.quick_settings() is not None:  # the caps the flags cannot carry, too
+                quick.enable(quick.quick_settings())
         return args.func(args)
     except (
         ValueError,
@@ -626,3 +664,5 @@ def main(argv=None) -> int:
             )
         print(f"\nnin: interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        quick.enable(before) if before is not None else quick.disable()

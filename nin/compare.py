@@ -40,6 +40,9 @@ __all__ = [
 PARITY_RECIPE = replace(RECIPES["book"], name="parity", class_block_relu="none", lr=0.05)
 
 
+ONNXRUNTIME = "onnxruntime"  # a fourth column of `compare_layers`: inference only
+
+
 def strict_fp32(backend: str) -> None:
     """Turn off TF32 and reduced-precision shortcuts, for numbers that can be compared."""
     get_backend(backend).strict_fp32()
@@ -83,12 +86,19 @@ def input_batch(size: int, batch_size: int, seed: int, root=None):
 def compare_layers(
     backends, spec, size=224, batch_size=4, seed=0, weights_path=None, reference="torch", root=None
 ) -> dict:
-    """Per top-level layer: shapes per backend and differences against `reference`."""
+    """Per top-level layer: shapes per backend and differences against `reference`; the
+    backend 'onnxruntime' runs the weights exported to ONNX (`nin.export`)."""
     backends = [reference] + [b for b in backends if b != reference]
     named = reference_weights(reference, spec, seed, weights_path)
     x, labels = input_batch(size, batch_size, seed, root)
     outputs, shapes = {}, {}
     for backend in backends:
+        if backend == ONNXRUNTIME:  # the exported graph, run by ONNX Runtime (nin.export)
+            from nin.export import onnx_layer_outputs
+
+            outputs[backend] = onnx_layer_outputs(named, spec, x, size)
+            shapes[backend] = [list(a.shape) for a in outputs[backend]]
+            continue
         B = get_backend(backend)
         strict_fp32(backend)
         net = B.build(spec)
@@ -215,13 +225,14 @@ def format_layers(result: dict) -> str:
         lines.append(line)
     lines.append("")
     lines.append("logits of the first image:")
+    w = max(11, 1 + max(len(b) for b in result["logits"]))  # a column as wide as its names
     for b, logits in result["logits"].items():
-        lines.append(f"  {b:<11}" + " ".join(f"{v:+.4f}" for v in logits[0]))
+        lines.append(f"  {b:<{w}}" + " ".join(f"{v:+.4f}" for v in logits[0]))
     lines.append("predicted classes:")
     for b, pred in result["predicted"].items():
-        lines.append(f"  {b:<11}" + ", ".join(TEXT_LABELS[p] for p in pred))
+        lines.append(f"  {b:<{w}}" + ", ".join(TEXT_LABELS[p] for p in pred))
     if result["labels"] is not None:
-        lines.append(f"  {'true':<11}" + ", ".join(TEXT_LABELS[p] for p in result["labels"]))
+        lines.append(f"  {'true':<{w}}" + ", ".join(TEXT_LABELS[p] for p in result["labels"]))
     else:
         lines.append(
             "  (the input was random pixels: no Fashion-MNIST copy was found; pass "

@@ -73,8 +73,8 @@ class DataUnavailableError(FileNotFoundError):
 
 
 def default_root(root=None) -> Path:
-    """root= argument, else $NIN_DATA_DIR, else the user's cache folder (pooch's `os_cache`:
-    ~/.cache/nin/fashion-mnist on Linux); refused if it names a file."""
+    """root= argument, else $NIN_DATA_DIR, else ~/.cache/nin/fashion-mnist; refused if it
+    names a file."""
     source = "root"
     if root is None:
         source = "NIN_DATA_DIR" if os.environ.get("NIN_DATA_DIR") else "the default folder"
@@ -88,10 +88,14 @@ def default_root(root=None) -> Path:
     return root
 
 
-def _cache_folder() -> Path:
-    import pooch
+def _request_errors() -> tuple:
+    import requests  # pooch's HTTP client; some of its errors are ValueErrors
 
-    return Path(pooch.os_cache("nin")) / "fashion-mnist"
+    return (requests.RequestException,)
+
+
+def _cache_folder() -> Path:
+    return Path.home() / ".cache" / "nin" / "fashion-mnist"
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -155,14 +159,19 @@ def _fetch(url: str, target: Path, md5: str | None, timeout: float) -> None:
     when the MD5 matches (a mismatch raises ValueError and leaves nothing)."""
     import pooch
 
-    pooch.get_logger().setLevel("WARNING")  # nin prints its own line per file
-    pooch.retrieve(
-        url,
-        known_hash=f"md5:{md5}" if md5 else None,
-        fname=target.name,
-        path=target.parent,
-        downloader=pooch.HTTPDownloader(timeout=timeout),
-    )
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # nin prints its own line per file
+    try:
+        pooch.retrieve(
+            url,
+            known_hash=f"md5:{md5}" if md5 else None,
+            fname=target.name,
+            path=target.parent,
+            downloader=pooch.HTTPDownloader(timeout=timeout),
+        )
+    finally:
+        logger.setLevel(level)
 
 
 def download(
@@ -189,6 +198,8 @@ def download(
                     progress(f"downloading {url}")
                 _fetch(url, target, checksums.get(name), timeout)
                 break
+            except _request_errors() as err:  # refused, timed out, a bad URL, HTTP errors
+                errors.append(f"{url}: {type(err).__name__}: {err}")
             except ValueError as err:  # pooch: the hash does not match
                 errors.append(f"{url}: checksum mismatch ({err})")
             except OSError as err:  # refused, timed out, HTTP errors

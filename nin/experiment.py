@@ -34,9 +34,10 @@ def run_experiment(
     fast=True,
     out_dir=None,
     num_gpus=1,
+    wording=None,
 ) -> list[dict]:
     """`recipe` is a name or a Recipe; `fast` and `num_gpus` as the Trainer's (the first GPU
-    by default, when there is one).
+    by default, when there is one); `wording` as the Trainer's (the CLI names its flags).
     Every variant name and the input size are checked before the first one trains; with
     `out_dir`, the results are saved after each variant, so a later failure loses none."""
     B = get_backend(backend)
@@ -58,6 +59,7 @@ def run_experiment(
             stuck_check=0,
             fast=fast,
             num_gpus=num_gpus,
+            wording=wording,
         )
         if progress:
             print(f"--- {name}: {num_params(spec, resize):,} parameters", flush=True)

@@ -9,6 +9,7 @@ Backends hand over their parameters in their own layout and in spec order
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,8 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
     unreadable = (
         f"{path} is not a readable nin weight file ({{}}); export it again with nin.weights.export"
     )
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, unreadable)
     try:
         named = load_npz(path)
     except Exception as err:  # not a zip, truncated
@@ -141,6 +144,27 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
     except Exception as err:  # a missing entry, bad JSON, a spec nin does not know
         raise WeightFileError(unreadable.format(err)) from None
     return named, spec, meta.get("size")
+
+
+def _read_safetensors(path: Path, unreadable: str):
+    """What `nin export --format safetensors` wrote: the arrays, and the spec and input size
+    in the file's metadata."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            named = {k: f.get_tensor(k) for k in f.keys()}
+        spec = _spec.spec_from_dict(json.loads(meta["nin_spec"]))
+        size = json.loads(meta.get("nin_size", "null"))
+    except ImportError:
+        raise WeightFileError(
+            f"{path} is a safetensors file: install safetensors (pip install safetensors, or "
+            f"the project's export extra) to read it"
+        ) from None
+    except Exception as err:  # not safetensors, or no nin_spec in its metadata
+        raise WeightFileError(unreadable.format(err)) from None
+    return named, spec, size
 
 
 def check(

@@ -88,9 +88,9 @@ def test_the_default_callbacks_and_their_order(tmp_path):
         "TerminateOnNaN",
         "RecordHistory",
         "StuckCheck",
+        "Checkpoint",
         "ProgressBar",
         "LiveBoard",
-        "Checkpoint",
     ]
     quiet = C.default_callbacks(_settings(progress=False))
     assert "ProgressBar" not in [type(c).__name__ for c in quiet]

@@ -146,3 +146,16 @@ def test_weight_table_names_shapes_and_layouts():
         S.Weight("dense1.weight", (16, 8 * 7 * 7), "dense", (8, 7, 7)),
         S.Weight("dense2.weight", (10, 16), "dense", None),
     ]
+
+
+def test_each_layers_weights_hold_what_its_cost_counts():
+    """A kind with parameters that forgot `weights` would export nothing: caught here, over
+    every variant of the exercises."""
+    from nin.variants import variant, variant_names
+
+    for name in variant_names():
+        spec = variant(name)
+        size = max(96, S.min_input_size(spec))
+        for step in S.walk(spec, size):
+            held = sum(int(np.prod(w.shape)) for w in step.layer.weights(step.name, step.in_shape))
+            assert held == step.layer.cost(step.in_shape).params, (name, step.name)

@@ -85,9 +85,9 @@ class Ops:
 
     @staticmethod
     def conv(out_channels, kernel, stride, padding, relu, in_channels):
-        conv = tf.keras.layers.Conv2D(
-            out_channels, kernel, strides=stride, padding=keras_padding(kernel, stride, padding)
-        )
+        if not isinstance(padding, str):  # the spec's integers; a string is Keras' own
+            padding = keras_padding(kernel, stride, padding)
+        conv = tf.keras.layers.Conv2D(out_channels, kernel, strides=stride, padding=padding)
         return [conv, tf.keras.layers.Activation("relu")] if relu else [conv]
 
     @staticmethod
@@ -120,11 +120,18 @@ OPS = Ops()
 
 
 def nin_block(out_channels, kernel_size, strides, padding, *, num_1x1=2, relu="all"):
-    """The chapter's block; `padding` is 'valid'/'same' as in the chapter, or an integer."""
-    if isinstance(padding, str):
-        padding = {"valid": 0, "same": (kernel_size - 1) // 2}[padding]
-    block = _spec.NiNBlock(out_channels, kernel_size, strides, padding, num_1x1, relu)
-    return block.build(OPS, None)
+    """The chapter's block; `padding` is Keras' 'valid' / 'same', as the chapter writes it
+    (passed to Keras as given), or an integer, as in the spec."""
+    keras = isinstance(padding, str)
+    block = _spec.NiNBlock(out_channels, kernel_size, strides, 0 if keras else padding, num_1x1,
+                           relu)  # fmt: skip
+    if not keras:
+        return block.build(OPS, None)
+    layers = []
+    for i, conv in enumerate(block.convs):
+        first = padding if i == 0 else conv.padding
+        layers += OPS.conv(conv.out_channels, conv.kernel, conv.stride, first, conv.relu, None)
+    return OPS.sequential(layers)
 
 
 def build(spec: _spec.NetSpec) -> tf.keras.Sequential:
