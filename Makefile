@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export NIN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/train-labels-idx1-ubyte.gz),$(SHARED_DATA),)
 
-.PHONY: setup setup-gpu train test lint test-numpy2 shapes bench gpu-check
+.PHONY: setup setup-gpu train test lint docs test-numpy2 shapes bench gpu-check
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all,test,d2l,notebook,export]"
+	$(PY) -m pip install -q -e ".[all,test,d2l,notebook,export,docs]"
 	# the real d2l package, for the parity tests; --no-deps keeps this stack's pins
 	$(PY) -m pip install -q --no-deps d2l==1.0.3
 	touch $@
@@ -23,7 +23,7 @@ setup-gpu:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	-$(PY) -m pip uninstall -q -y mxnet
-	$(PY) -m pip install -q -e ".[gpu,test,d2l,notebook,export]"
+	$(PY) -m pip install -q -e ".[gpu,test,d2l,notebook,export,docs]"
 	$(PY) -m pip install -q --no-deps d2l==1.0.3
 	touch $(VENV)/.installed
 
@@ -39,6 +39,13 @@ lint: setup
 	$(PY) -m ruff check nin tests benchmarks
 	$(PY) -m ruff format --check nin tests benchmarks
 	$(PY) -m mypy
+
+# The docs site, into site/: README, docs/*.md, the five notebooks executed (quick mode for
+# the training cells), the API from the docstrings; strict, so a broken link fails it
+docs: setup
+	$(PY) scripts/assemble_docs.py build/docs
+	NIN_QUICK=1 MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONPATH=$(CURDIR) \
+	  $(PY) -m mkdocs build --strict
 
 # PyTorch alone on numpy 2, the stack GPU machines run: the core and PyTorch tests (CI runs
 # this after `make test`)

@@ -32,8 +32,20 @@ def test_onnx_runs_in_onnx_runtime_as_pytorch_does(weight_file, tmp_path, capsys
     import onnxruntime as ort
 
     path, model = weight_file
-    assert main(["export", "--weights", str(path), "--format", "onnx", "--out",
-                 str(tmp_path / "nin.onnx")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(path),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "nin.onnx"),
+            ]
+        )
+        == 0
+    )
     assert "wrote" in capsys.readouterr().out
     proto = onnx.load(str(tmp_path / "nin.onnx"))
     onnx.checker.check_model(proto)
@@ -66,8 +78,9 @@ def test_onnx_can_standardize_its_input_as_the_nin_recipe_does(weight_file, tmp_
 
 
 def test_onnx_of_a_dense_head_keeps_the_flatten_order(tmp_path):
-    spec = S.NetSpec((S.NiNBlock(8, 3), S.MaxPool(3, 2), S.Flatten(), S.Dense(16),
-                      S.Dense(10, relu=False)))  # fmt: skip
+    spec = S.NetSpec(
+        (S.NiNBlock(8, 3), S.MaxPool(3, 2), S.Flatten(), S.Dense(16), S.Dense(10, relu=False))
+    )
     B = get_backend("torch")
     B.set_seed(0)
     net = B.build(spec)
@@ -92,15 +105,31 @@ def test_safetensors_round_trip(weight_file, tmp_path):
     assert all(np.array_equal(named[k], original[k]) for k in original)
     other = get_backend("torch").NiN(recipe="nin")
     W.load("torch", other.net, other.spec, out)
-    assert all(np.array_equal(a, b) for a, b in zip(
-        get_backend("torch").parameter_arrays(other.net),
-        get_backend("torch").parameter_arrays(model.net)))  # fmt: skip
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            get_backend("torch").parameter_arrays(other.net),
+            get_backend("torch").parameter_arrays(model.net),
+        )
+    )
 
 
 def test_export_refuses_what_it_cannot_write(weight_file, tmp_path, capsys):
     path, _ = weight_file
-    assert main(["export", "--weights", str(tmp_path / "nope.npz"), "--format", "onnx",
-                 "--out", str(tmp_path / "x.onnx")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(tmp_path / "nope.npz"),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "x.onnx"),
+            ]
+        )
+        == 2
+    )
     assert "no weight file" in capsys.readouterr().err
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not safetensors")
@@ -111,9 +140,25 @@ def test_export_refuses_what_it_cannot_write(weight_file, tmp_path, capsys):
 @needs("torch", "tensorflow")
 def test_compare_shows_onnx_runtime_beside_the_frameworks(weight_file, synthetic_root, capsys):
     path, _ = weight_file
-    assert main(["compare", "--backends", "torch,tensorflow,onnxruntime", "--size", "67",
-                 "--batch-size", "2", "--weights", str(path), "--data-dir", str(synthetic_root),
-                 "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                "--backends",
+                "torch,tensorflow,onnxruntime",
+                "--size",
+                "67",
+                "--batch-size",
+                "2",
+                "--weights",
+                str(path),
+                "--data-dir",
+                str(synthetic_root),
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert list(result["logits"]) == ["torch", "tensorflow", "onnxruntime"]
     assert all(row["max_rel_diff"]["onnxruntime"] < 1e-5 for row in result["layers"])

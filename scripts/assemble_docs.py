@@ -1,0 +1,44 @@
+"""Gather the docs site's pages into build/docs for `make docs` (mkdocs.yml reads them there):
+the README as the home page, docs/*.md and their images, the five notebooks (executed at
+build time by mkdocs-jupyter), and one API page per module, generated from the docstrings
+by mkdocstrings."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# API pages: the d2l surface (one backend shown; the other two have the same names), and the
+# modules a reader calls directly
+API = {
+    "d2l-surface": ("The d2l surface (PyTorch tab)", ["nin.backends.torch"]),
+    "training": ("Recipes, the loop, history, board", ["nin.training"]),
+    "callbacks": ("Callbacks", ["nin.callbacks"]),
+    "spec": ("The spec", ["nin.spec"]),
+    "weights": ("Weights", ["nin.weights"]),
+    "compare": ("Comparing the frameworks", ["nin.compare"]),
+    "resources": ("Resources", ["nin.resources"]),
+    "export": ("Export", ["nin.export"]),
+}
+
+
+def assemble(out: Path) -> None:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "index.md").write_text((ROOT / "README.md").read_text())
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        shutil.copy(page, out / page.name)
+    shutil.copytree(ROOT / "docs" / "img", out / "img")
+    shutil.copytree(
+        ROOT / "notebooks", out / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
+    )
+    (out / "api").mkdir()
+    for name, (title, modules) in API.items():
+        body = "\n\n".join(f"::: {m}" for m in modules)
+        (out / "api" / f"{name}.md").write_text(f"# {title}\n\n{body}\n")
+
+
+if __name__ == "__main__":
+    assemble(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build" / "docs")
