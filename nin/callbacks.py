@@ -50,6 +50,7 @@ __all__ = [
     "StuckCheck",
     "ProgressBar",
     "LiveBoard",
+    "TimeLimit",
     "Checkpoint",
     "QuickCaps",
     "default_callbacks",
@@ -340,6 +341,25 @@ class Checkpoint(Callback):
                 ),
                 flush=True,
             )
+
+
+class TimeLimit(Callback):
+    """Stop training once `seconds` of it have passed (checked after each step; the epoch
+    then ends with its validation, as any epoch does). `stopped` says whether it did."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.stopped = seconds, False
+
+    def on_fit_start(self, trainer):
+        import time
+
+        self.start, self.stopped = time.perf_counter(), False
+
+    def on_batch_end(self, trainer):
+        import time
+
+        if time.perf_counter() - self.start >= self.seconds:
+            trainer.stop_training = self.stopped = True
 
 
 class QuickCaps(Callback):

@@ -41,6 +41,8 @@ __all__ = [
     "RECIPES",
     "CHOICES",
     "RECIPE_FLAGS",
+    "Plan",
+    "PLANS",
     "get_recipe",
     "resolve_recipe",
     "overrides_validation_step",
@@ -304,6 +306,26 @@ RECIPES = {
         lr=0.1,
     ),
     "nin": Recipe("nin"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long, at what size and batch a recipe trains, for runs that compare recipes
+    (benchmarks/time_to_accuracy.py): its one place, recorded with each run."""
+
+    recipe: str
+    lr: float | None  # None: the recipe's own
+    epochs: int
+    resize: int
+    batch_size: int
+
+
+PLANS = {
+    # the chapter's training cell: NiN(lr=0.05), 10 epochs at 224 x 224, batch 128
+    "book": Plan("book", 0.05, epochs=10, resize=224, batch_size=128),
+    # `make train`
+    "nin": Plan("nin", None, epochs=3, resize=96, batch_size=128),
 }
 # Fashion-MNIST's pixel mean and standard deviation over the training set, in [0, 1] units
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
@@ -578,6 +600,7 @@ class TrainerBase(HyperParameters):
         self._board_arg = board
         self.board = board
         self.history = History()
+        self.stop_training = False  # set by a callback (TimeLimit): `fit` ends after that step
         self.bf16 = False  # whether the fast path computes in bf16; `prepare_model` sets it
         self.device = None  # where the step runs; `prepare_model` sets it
 
@@ -662,13 +685,14 @@ class TrainerBase(HyperParameters):
         self._emit("before_fit")  # before any work: a run is never overwritten by accident
         self.prepare(model, data)
         self.epoch, self.history, self.val_batch_idx = 0, History(), 0
+        self.stop_training = False  # a callback may set it: the loop ends after that step
         self.history.config = self.config()
         self._emit("on_fit_start")  # a resume sets the epoch and the history here
         if hasattr(self.train_dataloader, "set_epoch"):  # the shuffles of an unbroken run
             self.train_dataloader.set_epoch(self.epoch)
         self.train_batch_idx = self.epoch * self.num_train_batches
         self._total_steps = self.max_epochs * self.num_train_batches
-        while self.epoch < self.max_epochs:
+        while self.epoch < self.max_epochs and not self.stop_training:
             self._start_epoch_rng(self.epoch)
             self.fit_epoch()
         self._emit("on_fit_end")
@@ -677,6 +701,14 @@ class TrainerBase(HyperParameters):
     def fit_epoch(self):
         """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
         start, seen, pending, losses = time.perf_counter(), 0, [], []
+
+        def sync():  # the pending steps' losses as floats, to the callbacks
+            synced = [self._to_float(v) for v in pending]
+            pending.clear()
+            losses.extend(synced)
+            self.images_per_s = seen / (time.perf_counter() - start)
+            self._emit("on_losses", synced)
+
         self._train_mode(True)
         self._emit("on_epoch_start")
         for i, batch in enumerate(self.train_dataloader):
@@ -690,11 +722,12 @@ class TrainerBase(HyperParameters):
             seen += len(batch[-1])
             self.train_batch_idx += 1
             if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
-                synced, pending = [self._to_float(v) for v in pending], []
-                losses += synced
-                self.images_per_s = seen / (time.perf_counter() - start)
-                self._emit("on_losses", synced)
+                sync()
             self._emit("on_batch_end")
+            if self.stop_training:  # a callback ended the run: its last losses recorded too
+                if pending:
+                    sync()
+                break
         train_seconds = time.perf_counter() - start
         metrics = self._validate()
         record = {

@@ -144,3 +144,51 @@ def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
         ]
         epoch = records[-1]
         assert epoch["seconds"] > 0 and 0 <= epoch["test_acc"] <= 1
+
+
+def test_time_to_accuracy_records(synthetic_root, capsys):
+    """One tiny run per recipe, each in its own process: the record's schema, the whole test
+    split evaluated once, set-up apart from training (no timing compared)."""
+    from benchmarks import time_to_accuracy as tta
+
+    tta.main(
+        [
+            "--backend",
+            "torch",
+            "--recipe",
+            "nin,book",
+            "--epochs",
+            "1",
+            "--resize",
+            "67",
+            "--batch-size",
+            "8",
+            "--limit-train-batches",
+            "2",
+            "--data-dir",
+            str(synthetic_root),
+            "--no-peak",
+            "--json",
+            "--target",
+            "0.5",
+        ]
+    )
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    schema = {
+        "backend": str,
+        "recipe": str,
+        "seed": int,
+        "target": float,
+        "train_seconds": float,
+        "setup_seconds": float,
+        "process_seconds": float,
+        "test_acc": float,
+        "reached": bool,
+        "images_per_s": float,
+    }
+    assert [r["recipe"] for r in records] == ["nin", "book"]
+    for r in records:
+        assert {k: type(r[k]) for k in schema} == schema, r
+        assert r["test_images"] == 100 and r["capped"] is False and r["epochs"] == 1
+        assert 0 < r["train_seconds"] and 0 < r["setup_seconds"] < r["process_seconds"]
+        assert r["reached"] == (r["test_acc"] >= 0.5)

@@ -140,3 +140,12 @@ def test_library_messages_name_arguments_and_the_cli_names_its_flags(tmp_path):
         cli_wording("(e.g. `resize=67`), `recipe='nin'`, `max_epochs=4`")
         == "(e.g. --resize 67), --recipe nin, --epochs 4"
     )
+
+
+def test_time_limit_stops_training_after_the_step_that_passes_it(synthetic_root):
+    B, data, trainer = _trainer(
+        "torch", synthetic_root, epochs=3, batches=12, callbacks=[C.TimeLimit(0)]
+    )
+    history = trainer.fit(B.NiN(recipe="nin"), data)
+    assert trainer.callbacks[-1].stopped and trainer.stop_training
+    assert len(history.steps) == 1 and len(history.epochs) == 1  # the epoch still validates
