@@ -94,16 +94,17 @@ def cli_wording(text: str) -> str:
     return text
 
 
-def _apply_quick(args, argv) -> None:
+def _apply_quick(args, argv):
     """NIN_QUICK on the command line: say what it changes, and refuse when it contradicts a
-    flag the user gave; the args then hold the values that will run."""
+    flag the user gave; the args then hold the values that will run. Returns the settings
+    (None when NIN_QUICK is unset)."""
     import os
 
     from nin.quick import ENV_VAR, capped, quick_settings
 
     quick = quick_settings()
     if quick is None:
-        return
+        return None
     wanted = {
         "epochs": min(args.epochs, quick.epochs),
         "batch_size": min(args.batch_size, quick.batch_size),
@@ -139,6 +140,7 @@ def _apply_quick(args, argv) -> None:
         f"{args.resize}x{args.resize} (unset {ENV_VAR} for a full run)",
         flush=True,
     )
+    return quick
 
 
 def _shape_rows(backend: str, spec: _spec.NetSpec, size: int) -> dict:
@@ -638,9 +640,9 @@ def main(argv=None) -> int:
     before = quick.active()
     try:
         if args.command in ("train", "experiment"):
-            _apply_quick(args, argv)
-            if quick.quick_settings() is not None:  # the caps the flags cannot carry, too
-                quick.enable(quick.quick_settings())
+            settings = _apply_quick(args, argv)
+            if settings is not None:  # the caps the flags cannot carry, too
+                quick.enable(settings)
         return args.func(args)
     except (
         ValueError,
