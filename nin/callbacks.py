@@ -58,7 +58,11 @@ __all__ = [
 
 
 class Callback:
-    """Does nothing at every point of the loop; subclasses pick the points they need."""
+    """Does nothing at every point of the loop; subclasses pick the points they need.
+    `writer_only`: in a data-parallel run, only the first process runs it (it prints,
+    draws or writes); every process runs the others, on the same reduced losses."""
+
+    writer_only = False
 
     def before_fit(self, trainer) -> None:
         pass
@@ -150,6 +154,8 @@ class StuckCheck(Callback):
             )
             if self.on_stuck == "stop":
                 raise TrainingStuckError(message)
+            if not trainer.is_writer:
+                return
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             print("nin: " + self.wording(message), flush=True)
 
@@ -157,6 +163,8 @@ class StuckCheck(Callback):
 class ProgressBar(Callback):
     """The start line, a tqdm bar per epoch (loss and images/s), and one line per epoch;
     `wording` rewrites what is printed (the CLI names its flags)."""
+
+    writer_only = True
 
     def __init__(self, wording=None):
         self.wording = wording or _as_is
@@ -198,6 +206,8 @@ class LiveBoard(Callback):
     """Redraw the trainer's board in a notebook: as often as it has points during an epoch,
     and at each epoch's end (the board itself does nothing outside a notebook)."""
 
+    writer_only = True
+
     def on_epoch_start(self, trainer):
         self.every = max(1, trainer.num_train_batches // (trainer.board.points_per_epoch or 10))
         self.next = self.every
@@ -215,7 +225,8 @@ class LiveBoard(Callback):
 class Checkpoint(Callback):
     """A run folder: claimed before any work (never replaced unless `overwrite`); after each
     epoch weights.npz, history.json, board.png and, last, checkpoint.npz (the commit point);
-    `resume` continues from the checkpoint, which must fit this run field by field."""
+    `resume` continues from the checkpoint, which must fit this run field by field. In a
+    data-parallel run the first process claims the folder and writes; every process resumes."""
 
     def __init__(
         self,
@@ -230,14 +241,16 @@ class Checkpoint(Callback):
         self.wording = wording or _as_is
 
     def before_fit(self, trainer):
-        runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
+        if trainer.is_writer:
+            runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
 
     def on_fit_start(self, trainer):
         if self.resume:
             self.load(trainer)
 
     def on_epoch_end(self, trainer, record):
-        self.save(trainer)
+        if trainer.is_writer:
+            self.save(trainer)
 
     def identity(self, trainer) -> dict:
         """What a checkpoint must match to be resumed: the model, the data and the run."""
@@ -326,6 +339,8 @@ class Checkpoint(Callback):
         trainer.epoch = int(meta["epoch"])
         trainer.history = History.from_dict(meta["history"])
         trainer.history.config = trainer.config()
+        if not trainer.is_writer:
+            return
         self.export(trainer)  # anything older than the checkpoint, written again
         if self.progress:
             left = trainer.max_epochs - trainer.epoch

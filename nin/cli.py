@@ -26,6 +26,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _dropout_rate(text: str) -> float:
+    """argparse type: a dropout rate, >= 0 and < 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate >= 0 and < 1, got {text!r}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:
@@ -223,22 +234,89 @@ def _optimizer_slots(recipe) -> str:
     return "adam" if recipe.optimizer == "adam" else "momentum" if recipe.momentum else "sgd"
 
 
+def _parallel(args) -> bool:
+    return args.devices > 1 or args.nnodes > 1
+
+
+def _launch_torch(args, recipe) -> int:
+    """`--devices`/`--nnodes` in PyTorch: torchrun starts one worker process per device, each
+    running this same command (with --worker); the first machine claims the run folder."""
+    import subprocess
+
+    from nin.distributed import torchrun_command
+    from nin.training import claim_out_dir
+
+    argv = _without_flag(args.argv, "--master")  # torchrun has it (and would take it for its
+    # --master-addr / --master-port); the workers find the group through torchrun
+    if args.node_rank == 0:
+        if args.out is not None:
+            claim_out_dir(args.out, args.resume, args.overwrite)
+        else:
+            argv += ["--out", str(_claim_out(args, args.backend, recipe.name))]
+    cmd = torchrun_command(
+        ["nin", *argv, "--worker"], args.devices, args.nnodes, args.node_rank, args.master
+    )
+    print(f"nin: starting {args.devices} PyTorch worker(s) on this machine: {' '.join(cmd)}")
+    return subprocess.call(cmd)
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    """`argv` less `flag VALUE` and `flag=VALUE`."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def _start_engine(args, B):
+    """This process's part in a data-parallel run (nothing for one device): the Trainer's
+    `devices` and `engine`, and whether this process is the one that prints and writes."""
+    if not _parallel(args):
+        return {}, True
+    if args.backend == "torch":  # a worker torchrun started: join the group it set up
+        import torch
+        from torch import distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return {"devices": args.devices}, dist.get_rank() == 0
+    raise NotImplementedError(args.backend)
+
+
 def cmd_train(args) -> int:
     from nin.resources import check_fits_in_memory
     from nin.training import resolve_recipe
 
-    B = get_backend(args.backend)
     recipe = _recipe_from_args(args)
+    if _parallel(args) and not args.worker:
+        from nin.distributed import check_layout
+
+        check_layout(args.devices, args.nnodes, args.node_rank, args.master)
+        if args.backend == "torch":
+            return _launch_torch(args, recipe)
+    B = get_backend(args.backend)
     from nin.training import claim_out_dir
 
-    spec = _spec.chapter_spec(10)
+    spec = _spec.with_class_block_relu(_spec.chapter_spec(10), recipe.class_block_relu)
+    if args.dropout is not None:
+        spec = _spec.with_dropout(spec, args.dropout)
     _spec.check_input_size(spec, args.resize, name="resize")
     if not B.num_gpus():  # on a GPU the host's memory is not what limits the batch
         check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
-    if args.out is not None:  # before the data is read: the folder, resume, overwrite
+    engine, writer = _start_engine(args, B)
+    if writer and args.out is not None:  # before the data is read: folder, resume, overwrite
         claim_out_dir(args.out, args.resume, args.overwrite)
-    out = _claim_out(args, args.backend, recipe.name)
+    out = _claim_out(args, args.backend, recipe.name) if writer or args.out else None
+    if not writer:  # a worker that neither prints nor writes
+        _train(args, B, recipe, spec, engine, out)
+        return 0
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
+    if args.dropout is not None and args.dropout != 0.5:
+        changes.append(f"dropout {args.dropout} (the chapter's: 0.5)")
     print(
         f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
         + (
@@ -250,6 +328,16 @@ def cmd_train(args) -> int:
         f"writing to {out}",
         flush=True,
     )
+    history = _train(args, B, recipe, spec, engine, out)
+    best = max(e["val_acc"] for e in history.epochs)
+    print(
+        f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
+        f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
+    )
+    return 0
+
+
+def _train(args, B, recipe, spec, engine, out):
     B.set_seed(args.seed)
     data = B.FashionMNIST(
         batch_size=args.batch_size,
@@ -257,7 +345,7 @@ def cmd_train(args) -> int:
         root=args.data_dir,
         seed=args.seed,
     )
-    model = B.NiN(num_classes=10, recipe=recipe)
+    model = B.NiN(num_classes=10, recipe=recipe, spec=spec)
     trainer = B.Trainer(
         max_epochs=args.epochs,
         num_gpus=1,
@@ -269,14 +357,9 @@ def cmd_train(args) -> int:
         overwrite=args.overwrite,
         on_stuck=args.on_stuck,
         wording=cli_wording,
+        **engine,
     )
-    history = trainer.fit(model, data)
-    best = max(e["val_acc"] for e in history.epochs)
-    print(
-        f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
-        f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
-    )
-    return 0
+    return trainer.fit(model, data)
 
 
 def cmd_compare(args) -> int:
@@ -289,6 +372,12 @@ def cmd_compare(args) -> int:
             f"{ENV_VAR} is set, and compare measures at the size and batch you "
             f"give: unset {ENV_VAR} (`unset {ENV_VAR}`) to compare"
         )
+    if args.data_parallel:
+        return _compare_data_parallel(args)
+    if args.machines:
+        raise ValueError("--machines goes with --data-parallel N")
+    args.size = 224 if args.size is None else args.size
+    args.batch_size = 4 if args.batch_size is None else args.batch_size
     plot = Path(args.plot).expanduser()
     if args.train_steps:
         if plot.suffix.lower() != ".png":
@@ -345,6 +434,58 @@ def cmd_compare(args) -> int:
         return 0
     result = compare.compare_layers(backends, spec, weights_path=args.weights, **common)
     print(json.dumps(result) if args.json else cli_wording(compare.format_layers(result)))
+    return 0
+
+
+def _compare_data_parallel(args) -> int:
+    from nin import compare
+
+    if args.data_parallel < 2:
+        raise ValueError("--data-parallel N compares N replicas with one device: N >= 2")
+    if args.weights or ("onnxruntime" in args.backends):
+        raise ValueError(
+            "--data-parallel trains from each backend's seeded weights: drop "
+            "--weights and onnxruntime"
+        )
+    backends = resolve_backends([b.strip() for b in args.backends.split(",") if b.strip()])
+    size = 67 if args.size is None else args.size
+    batch = 16 if args.batch_size is None else args.batch_size
+    steps = args.train_steps or 10
+    _spec.check_input_size(_spec.chapter_spec(10), size)
+    if batch < args.data_parallel:
+        raise ValueError(
+            f"--batch-size {batch} cannot be split across {args.data_parallel} replicas: "
+            f"give at least {args.data_parallel}"
+        )
+    if not args.json:
+        print(
+            f"nin: {steps} SGD steps, {size}x{size}, global batch {batch}, fp32, dropout "
+            f"off, one CPU thread a process: one device against {args.data_parallel} "
+            f"replicas{' as machines on 127.0.0.1' if args.machines else ''}",
+            flush=True,
+        )
+    records = []
+    for backend in backends:
+        for record in compare.data_parallel(
+            [backend],
+            workers=args.data_parallel,
+            steps=steps,
+            size=size,
+            batch_size=batch,
+            seed=args.seed,
+            root=args.data_dir,
+            machines=args.machines,
+        ):
+            records.append(record)
+            if args.json:
+                print(json.dumps(record), flush=True)
+            else:
+                print(
+                    f"{record['backend']:<11} {record['engine']}: max loss difference "
+                    f"{record['max_loss_diff']:.2e}, final weights max relative difference "
+                    f"{record['max_weight_rel_diff']:.2e}",
+                    flush=True,
+                )
     return 0
 
 
@@ -559,8 +700,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated backends; add onnxruntime for the exported ONNX graph (inference)",
     )
     p.add_argument("--reference", default="torch")
-    p.add_argument("--size", type=positive_int, default=224)
-    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument(
+        "--size", type=positive_int, default=None, help="input size (224; 67 with --data-parallel)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="batch (4; the global batch, 16, with --data-parallel)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--weights", default=None, help="a canonical weight file (.npz) to load")
@@ -582,6 +730,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot",
         default="runs/compare/parity.png",
         help="with --train-steps: where the loss curves go",
+    )
+    p.add_argument(
+        "--data-parallel",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="instead: train --train-steps steps (10 by default) on one device and on N "
+        "replicas with each framework's engine, and compare (docs/distributed.md)",
+    )
+    p.add_argument(
+        "--machines",
+        action="store_true",
+        help="with --data-parallel: the N replicas as N machines on 127.0.0.1 (--nnodes)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
@@ -628,6 +789,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["stop", "warn"],
         help="what to do when the loss stays at chance (default: stop)",
     )
+    p.add_argument(
+        "--dropout",
+        type=_dropout_rate,
+        default=None,
+        help="the dropout rate (default: the chapter's 0.5; 0 turns it off)",
+    )
+    g = p.add_argument_group(
+        "several devices and machines (docs/distributed.md): the global batch (--batch-size) "
+        "is split across them, and the same model trains"
+    )
+    g.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="devices on this machine: its GPUs, or as many CPU workers on a machine "
+        "without GPUs (default: 1)",
+    )
+    g.add_argument("--nnodes", type=positive_int, default=1, help="machines (default: 1)")
+    g.add_argument(
+        "--node-rank", type=non_negative_int, default=0, help="this machine's rank, from 0"
+    )
+    g.add_argument("--master", default=None, help="HOST:PORT of the machine with --node-rank 0")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
     return parser
 
@@ -635,6 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from nin import quick
 
     before = quick.active()

@@ -149,12 +149,7 @@ def train_parity(
     """The same weights and batches, plain SGD, dropout off: per-step losses per backend
     (on the first GPU with `num_gpus=1`, TF32 off)."""
     backends = [reference] + [b for b in backends if b != reference]
-    spec = spec.replace(
-        layers=tuple(
-            replace(layer, rate=0.0) if isinstance(layer, _spec.Dropout) else layer
-            for layer in spec.layers
-        )
-    )
+    spec = _spec.with_dropout(spec, 0.0)
     spec = _spec.with_class_block_relu(spec, PARITY_RECIPE.class_block_relu)
     named = reference_weights(reference, spec, seed)
     losses, final = {}, {}
@@ -254,3 +249,120 @@ def plot_parity(result: dict, path=None):
     ax.legend()
     ax.grid(alpha=0.3)
     return finish_figure(fig, path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_all(commands: list[list[str]], env: dict, timeout: float) -> None:
+    """Start every command at once (the workers of one run), wait for all of them, and end
+    every process they started if one fails or the time runs out."""
+    import signal
+    import subprocess
+
+    procs = [
+        subprocess.Popen(
+            cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for cmd in commands
+    ]
+    outputs = [b""] * len(procs)
+    try:
+        for i, p in enumerate(procs):
+            outputs[i] = p.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"a data-parallel run did not finish in {timeout:.0f} s: {' '.join(commands[0])}"
+        ) from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    failed = [
+        (cmd, p.returncode, out) for cmd, p, out in zip(commands, procs, outputs) if p.returncode
+    ]
+    if failed:
+        cmd, rc, out = failed[0]
+        tail = out.decode(errors="replace")[-3000:]
+        raise RuntimeError(f"exit code {rc} from {' '.join(cmd)}:\n{tail}")
+
+
+def data_parallel(
+    backends,
+    workers: int = 2,
+    steps: int = 10,
+    size: int = 67,
+    batch_size: int = 16,
+    seed: int = 0,
+    root=None,
+    machines: bool = False,
+    timeout: float = 600,
+) -> list[dict]:
+    """Train `steps` steps on one device and on `workers` replicas (`python -m nin train
+    --devices N`; with `machines`, N launches as N machines on 127.0.0.1), on the same global
+    batches, in fp32, dropout off, plain SGD; one record per backend and engine: the largest
+    per-step loss difference and the largest per-array ||w - w_one|| / ||w_one|| of the final
+    weights. Every process runs one CPU thread (torchrun's setting for several workers): the
+    thread count changes the order of sums, which alone moves weights by about 1e-3 here."""
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1")
+    env.pop("NIN_QUICK", None)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="nin-dp-") as tmp:
+
+        def argv(backend, out):
+            args = [sys.executable, "-m", "nin", "train", "--backend", backend, "--epochs", "1"]
+            args += ["--resize", str(size), "--batch-size", str(batch_size), "--seed", str(seed)]
+            args += ["--limit-train-batches", str(steps), "--limit-val-batches", "1"]
+            args += ["--no-fast", "--dropout", "0", "--recipe", "book", "--lr", "0.05"]
+            args += ["--class-block-relu", "none", "--on-stuck", "warn", "--out", str(out)]
+            return args + (["--data-dir", str(root)] if root else [])
+
+        def result(out: Path):
+            history = json.loads((out / "history.json").read_text())
+            with np.load(out / "weights.npz") as f:
+                arrays = {k: f[k] for k in f.files if f[k].dtype.kind == "f"}
+            return [loss for _, loss in history["steps"]], arrays, history["config"]
+
+        for backend in backends:
+            one = Path(tmp) / f"{backend}-one"
+            _run_all([argv(backend, one) + ["--devices", "1"]], env, timeout)
+            ref_losses, ref_weights, _ = result(one)
+            out = Path(tmp) / f"{backend}-{workers}"
+            if machines:
+                master = f"127.0.0.1:{_free_port()}"
+                layout = ["--devices", "1", "--nnodes", str(workers), "--master", master]
+                commands = [
+                    argv(backend, out) + layout + ["--node-rank", str(r)] for r in range(workers)
+                ]
+            else:
+                commands = [argv(backend, out) + ["--devices", str(workers)]]
+            _run_all(commands, env, timeout)
+            losses, final, config = result(out)
+            records.append(
+                {
+                    "backend": backend,
+                    "workers": workers,
+                    "steps": steps,
+                    "engine": config.get("engine"),
+                    "max_loss_diff": float(np.max(np.abs(np.array(losses) - np.array(ref_losses)))),
+                    "max_weight_rel_diff": max(
+                        float(
+                            np.linalg.norm(final[k] - ref_weights[k])
+                            / (np.linalg.norm(ref_weights[k]) or 1.0)
+                        )
+                        for k in ref_weights
+                    ),
+                }
+            )
+    return records

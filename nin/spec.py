@@ -485,6 +485,14 @@ def with_class_block_relu(spec: NetSpec, relu: str) -> NetSpec:
     return spec.replace(layers=tuple(layers))
 
 
+def with_dropout(spec: NetSpec, rate: float) -> NetSpec:
+    """The same network with every Dropout layer at `rate` (0 turns dropout off)."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"a dropout rate is >= 0 and < 1, got {rate!r}")
+    swap = (dataclasses.replace(x, rate=rate) if isinstance(x, Dropout) else x for x in spec.layers)
+    return spec.replace(layers=tuple(swap))
+
+
 def class_block_relu(spec: NetSpec) -> str | None:
     """The `relu` of the class-score block (the NiN block feeding global average pooling);
     None for a spec without one (a dense head)."""

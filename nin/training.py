@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin.distributed import SINGLE, ShardedLoader, Shards
 from nin.files import atomic_write
 from nin.runs import (
     RUN_FILES,
@@ -554,6 +555,13 @@ class TrainerBase(HyperParameters):
     `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's),
     `callbacks` (more Callback objects, run after the defaults), `wording` (how printed
     messages name arguments: the CLI passes its flags' names).
+
+    Data parallelism (docs/distributed.md): `num_gpus=N` trains on N GPUs when there are N;
+    `devices=N` asks for N replicas on whatever there is (N CPU replicas on a machine without
+    GPUs), and `engine` hands over the framework's own engine object (a
+    `tf.distribute.Strategy`; an MXNet kvstore or its name, e.g. 'dist_sync'); PyTorch uses
+    the process group `torchrun` set up (one process per device). The global batch is split
+    across replicas, the model trained is the one device's.
     """
 
     FAST_PATH = ""  # what the backend's fast path does, in a few words (the start line)
@@ -570,6 +578,7 @@ class TrainerBase(HyperParameters):
     overwrite: bool
     stuck_check: int
     on_stuck: str
+    devices: int | None
 
     def __init__(
         self,
@@ -589,12 +598,20 @@ class TrainerBase(HyperParameters):
         board=None,
         callbacks=(),
         wording=None,
+        devices=None,
+        engine=None,
     ):
         from nin.callbacks import default_callbacks
 
         if resume and not out_dir:
             raise ValueError("`resume=True` needs `out_dir`: the folder of the run to continue")
-        self.save_hyperparameters(ignore=("board", "callbacks", "wording"))
+        if devices is not None and (
+            isinstance(devices, bool) or not isinstance(devices, int) or devices < 1
+        ):
+            raise ValueError(f"`devices` must be a whole number >= 1, got {devices!r}")
+        self.save_hyperparameters(ignore=("board", "callbacks", "wording", "engine"))
+        self.engine = engine
+        self.world = SINGLE  # where this process stands; `_prepare` sets it
         self.out_dir = Path(out_dir).expanduser() if out_dir else None
         self.callbacks = default_callbacks(self, wording) + list(callbacks)
         self._board_arg = board
@@ -642,6 +659,30 @@ class TrainerBase(HyperParameters):
     def _start_epoch_rng(self, epoch: int) -> None:
         pass
 
+    # data parallelism (nin.distributed): the backends that train on several replicas
+    def _process_rank(self) -> int:  # this process among the workers, known before `fit`
+        return 0
+
+    def _parallel_step(self, shards: Shards):  # -> this process's part of the global loss
+        raise NotImplementedError(f"{self.backend_name} has no data-parallel step")
+
+    def _all_sum(self, values: np.ndarray) -> np.ndarray:  # summed over the processes
+        if self.world.size == 1:
+            return values
+        raise NotImplementedError(f"{self.backend_name} cannot reduce across processes")
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process prints, draws and writes the run's files (the first one)."""
+        return self._process_rank() == 0
+
+    def _replicas_asked(self, available: int) -> int:
+        """How many replicas this process is asked for: `devices`, else d2l's `num_gpus`
+        as far as there are GPUs (one at least)."""
+        if self.devices is not None:
+            return self.devices
+        return max(1, min(self.num_gpus, available))
+
     def prepare_batch(self, batch):
         """d2l's hook: a batch as the step takes it (each backend moves it to the device)."""
         return batch
@@ -668,11 +709,34 @@ class TrainerBase(HyperParameters):
         self.board = self._board_arg or getattr(model, "board", None) or Board()
         self.board.xlim = [0, self.max_epochs]
         self.optim = self._prepare(model, self.data)
+        if self.world.parallel:
+            self._shard_loaders()
         recipe = getattr(model, "recipe", None)
         # the schedule scales the optimizer's own lr; without a recipe the lr stays as set
         self.schedule = recipe.schedule if isinstance(recipe, Recipe) else "constant"
         self.base_lr = self._get_lr()
         self._train_mode(True)
+
+    def _shard_loaders(self) -> None:
+        """Each process reads its parts of every global batch (nin.distributed)."""
+        for name in ("train_dataloader", "val_dataloader"):
+            loader = getattr(self, name)
+            if loader is None:
+                continue
+            if isinstance(loader, ShardedLoader):
+                loader = loader.loader  # a second `fit`: shard the plain loader again
+            if not hasattr(loader, "source"):
+                raise ValueError(
+                    "data-parallel training splits the batches of nin's data module "
+                    "(`FashionMNIST`); this data module's loaders cannot be split"
+                )
+            train = name == "train_dataloader"
+            if not train and self.world.size == 1:
+                setattr(self, name, loader)  # one process validates all of it
+                continue
+            sharded = ShardedLoader(loader, self.world, by_replica=train)
+            sharded.check_splits("training" if train else "validation")
+            setattr(self, name, sharded)
 
     def prepare(self, model, data):
         """`prepare_data` then `prepare_model`: what `fit` does before the first batch."""
@@ -701,9 +765,15 @@ class TrainerBase(HyperParameters):
     def fit_epoch(self):
         """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
         start, seen, pending, losses = time.perf_counter(), 0, [], []
+        several = self.world.size > 1  # processes that must stop on the same step
+        agreed_stop = False
 
-        def sync():  # the pending steps' losses as floats, to the callbacks
+        def sync():  # the pending steps' losses as floats (summed over processes), to callbacks
+            nonlocal agreed_stop
             synced = [self._to_float(v) for v in pending]
+            if several:  # each process holds its part of each loss, and its stop request
+                summed = self._all_sum(np.array([*synced, float(self.stop_training)]))
+                synced, agreed_stop = [float(v) for v in summed[:-1]], bool(summed[-1] > 0)
             pending.clear()
             losses.extend(synced)
             self.images_per_s = seen / (time.perf_counter() - start)
@@ -718,13 +788,21 @@ class TrainerBase(HyperParameters):
                 self._set_lr(
                     lr_at(self.train_batch_idx, self._total_steps, self.base_lr, self.schedule)
                 )
-            pending.append(self._train_step(self.prepare_batch(batch)))
-            seen += len(batch[-1])
+            if isinstance(batch, Shards):  # data-parallel: this process's parts
+                pending.append(self._parallel_step(batch))
+                seen += batch.total
+            else:
+                pending.append(self._train_step(self.prepare_batch(batch)))
+                seen += len(batch[-1])
             self.train_batch_idx += 1
             if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
                 sync()
             self._emit("on_batch_end")
-            if self.stop_training:  # a callback ended the run: its last losses recorded too
+            if several:  # processes stop together, on the step after they agreed to
+                if agreed_stop:
+                    self.stop_training = True
+                    break
+            elif self.stop_training:  # a callback ended the run: its last losses recorded too
                 if pending:
                     sync()
                 break
@@ -741,8 +819,10 @@ class TrainerBase(HyperParameters):
         self._emit("on_epoch_end", record)
 
     def _emit(self, event: str, *args) -> None:
+        writer = self.is_writer
         for callback in self.callbacks:
-            getattr(callback, event)(self, *args)
+            if writer or not getattr(callback, "writer_only", False):
+                getattr(callback, event)(self, *args)
 
     def config(self) -> dict:
         """The values this run trains with, as resolved: recorded in history.json and the
@@ -760,6 +840,8 @@ class TrainerBase(HyperParameters):
             "num_train_batches": self.num_train_batches,
             "num_val_batches": self.num_val_batches,
             "gradient_clip_val": self.gradient_clip_val,
+            "replicas": self.world.replicas,
+            "engine": self.world.engine or None,
         }
 
     def describe(self) -> str:
@@ -779,7 +861,8 @@ class TrainerBase(HyperParameters):
             )
         else:
             step = "fp32, the plain step as the chapter runs it (`fast=True` for the fast path)"
-        return f"training on {self.device}, {step}; {what}"
+        where = self.world.describe() or f"on {self.device}"
+        return f"training {where}, {step}; {what}"
 
     def train_batch(self, batch) -> float:
         """One update on one batch; returns its loss (synchronized)."""
@@ -793,8 +876,9 @@ class TrainerBase(HyperParameters):
         finally:
             self._train_mode(True)
 
-    def _evaluate(self, batches) -> dict:
-        """Validation steps over `batches`; the metrics `plot`ted, averaged per example."""
+    def _evaluate(self, batches, across_processes: bool = False) -> dict:
+        """Validation steps over `batches`; the metrics `plot`ted, averaged per example (over
+        every process's batches with `across_processes`, in a data-parallel run)."""
         self._val_sums: dict[str, float] = {}
         self._val_counts: dict[str, int] = {}
         sink, self.model._sink = self.model._sink, self._record
@@ -805,7 +889,14 @@ class TrainerBase(HyperParameters):
                 self.val_batch_idx = getattr(self, "val_batch_idx", 0) + 1
         finally:
             self.model._sink = sink
-        return {k: self._val_sums[k] / self._val_counts[k] for k in self._val_sums}
+        keys = sorted(self._val_sums)
+        if across_processes and self.world.size > 1:  # each process saw its share: sum them
+            summed = self._all_sum(
+                np.array([self._val_sums[k] for k in keys] + [self._val_counts[k] for k in keys])
+            )
+            self._val_sums = dict(zip(keys, summed[: len(keys)]))
+            self._val_counts = dict(zip(keys, summed[len(keys) :]))
+        return {k: float(self._val_sums[k] / self._val_counts[k]) for k in keys}
 
     def _record(self, key, value, train):
         """The model's `plot` calls land here: accumulate validation metrics per example."""
@@ -820,7 +911,12 @@ class TrainerBase(HyperParameters):
         mean = {"loss": float("nan"), "acc": float("nan")}
         if self.num_val_batches:
             self._train_mode(False)
-            mean.update(self._evaluate(itertools.islice(self.val_dataloader, self.num_val_batches)))
+            mean.update(
+                self._evaluate(
+                    itertools.islice(self.val_dataloader, self.num_val_batches),
+                    across_processes=True,
+                )
+            )
         return mean
 
 

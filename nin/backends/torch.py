@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
 from nin import data as _data
+from nin import distributed as _distributed
 from nin import spec as _spec
 from nin import training as _training
 from nin.backends import common as _common
@@ -232,16 +236,63 @@ class FashionMNIST(_data.FashionMNISTBase):
         return to_numpy(images)[:, 0]
 
 
+def _grouped() -> bool:
+    """Whether this process is one of several in a torch.distributed process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _TrainingStep(nn.Module):
+    """The model's own `training_step` as a module's forward, for DistributedDataParallel to
+    wrap: its gradients are then averaged across processes, whatever the step computes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, X, y):
+        return self.model.training_step((X, y))
+
+
 class Trainer(_training.TrainerBase):
-    """d2l's Trainer for PyTorch. Fast path (`fast=True`): channels-last and bf16 autocast."""
+    """d2l's Trainer for PyTorch. Fast path (`fast=True`): channels-last and bf16 autocast.
+    Several devices: one process each, in the process group `torchrun` starts (`python -m nin
+    train --devices N` launches it), trained through DistributedDataParallel."""
 
     backend_name = "torch"
     FAST_PATH = "channels-last, bf16 autocast"
 
+    def _process_rank(self):
+        return dist.get_rank() if _grouped() else 0
+
+    def _setup_world(self):
+        """The process group's world, and this process's device (its local rank's GPU)."""
+        asked = self._replicas_asked(num_gpus())
+        if not _grouped():
+            if asked > 1:
+                raise ValueError(
+                    f"PyTorch trains on {asked} devices with one process per device "
+                    f"(DistributedDataParallel): run `python -m nin train --devices {asked}`, "
+                    f"or start your script with `torchrun --nproc-per-node {asked}` and call "
+                    f"`torch.distributed.init_process_group()` before training; one process "
+                    f"trains on one device (`num_gpus=1`)"
+                )
+            self.world = _distributed.SINGLE
+            self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
+            return self.gpus[0] if self.gpus else cpu()
+        rank, size = dist.get_rank(), dist.get_world_size()
+        engine = f"DistributedDataParallel over {dist.get_backend()}"
+        self.world = _distributed.World(rank, size, 1, engine)
+        if not num_gpus():
+            self.gpus = []
+            return cpu()
+        local = int(os.environ.get("LOCAL_RANK", rank % num_gpus()))  # torchrun's contract
+        self.gpus = [gpu(local)]
+        return self.gpus[0]
+
     def _prepare(self, model, data):
-        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
-        self.device = self.gpus[0] if self.gpus else cpu()
-        _training.note_device(self.num_gpus, num_gpus())
+        self.device = self._setup_world()
+        if not self.world.parallel:
+            _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
         self._materialize(model, data)
         model.to(self.device)
@@ -260,6 +311,12 @@ class Trainer(_training.TrainerBase):
                 self._autocast = self.device.type
         else:
             model.to(memory_format=torch.contiguous_format)  # undo an earlier fast trainer's
+        self._ddp = None
+        if self.world.parallel:  # broadcasts the first process's weights to the others
+            on_gpu = self.device.type == "cuda"
+            self._ddp = nn.parallel.DistributedDataParallel(
+                _TrainingStep(model), device_ids=[self.device] if on_gpu else None
+            )
         return model.configure_optimizers()
 
     def _materialize(self, model, data):
@@ -301,6 +358,31 @@ class Trainer(_training.TrainerBase):
                 self.clip_gradients(self.gradient_clip_val, self.model)
         self.optim.step()
         return loss.detach()
+
+    def _parallel_step(self, shards):
+        """This process's part of a global batch through DistributedDataParallel, which
+        averages the gradients over the processes during `backward`: the part's mean loss is
+        weighted by its share of the global batch times the number of processes, so that the
+        update is the global batch's. Returns this process's part of the global mean loss."""
+        (part,) = shards  # one device per process
+        X, y = self.prepare_batch(part)
+        weight = shards.weights()[0] * self.world.size
+        with self._context():
+            loss = self._ddp(X, y) * weight
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.gradient_clip_val > 0:  # on the averaged gradients: the global batch's norm
+            with torch.no_grad():
+                self.clip_gradients(self.gradient_clip_val, self.model)
+        self.optim.step()
+        return loss.detach() / self.world.size
+
+    def _all_sum(self, values):
+        if self.world.size == 1:
+            return values
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64)).to(self.device)
+        dist.all_reduce(t)
+        return t.cpu().numpy()
 
     def _eval_step(self, batch):
         with torch.inference_mode(), self._context():

@@ -1,0 +1,181 @@
+"""Data parallelism on each framework's own engine: what is written once for all three.
+
+A run on several devices trains the model one device would, on the same global batches:
+
+- every global batch (the data module's `batch_size`) is cut into one contiguous part per
+  replica, in order (`parts`); a worker process converts only its own parts;
+- each replica's loss is its part's mean weighted by the part's share of the global batch
+  (`n_part / n_global`), and the engine *sums* the replicas' gradients (PyTorch's
+  DistributedDataParallel averages, so its weight is multiplied by the number of processes):
+  the update is the one the whole batch would give, the last, smaller batch included;
+- the lr and the recipe are defined on the global batch, so nothing else changes.
+
+The engines (the backends own them): PyTorch `DistributedDataParallel`, one process per device
+(`torchrun`); TensorFlow `MirroredStrategy` (one process) and `MultiWorkerMirroredStrategy`
+(one process per machine); MXNet Gluon over a list of contexts with the `device` kvstore (one
+process) and `dist_sync` (one process per machine, with a scheduler and a server).
+`World` says where this process stands; `Shards` is the batch one process steps on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["World", "Shards", "ShardedLoader", "part_slices", "SINGLE"]
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands: `rank` of `size` processes, each with `local` replicas
+    (devices); `engine` names the framework's mechanism ('' for one device)."""
+
+    rank: int = 0
+    size: int = 1
+    local: int = 1
+    engine: str = ""
+
+    @property
+    def replicas(self) -> int:
+        return self.size * self.local
+
+    @property
+    def parallel(self) -> bool:
+        return self.replicas > 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Only the first process prints, draws and writes files."""
+        return self.rank == 0
+
+    def my_parts(self, n: int) -> list[slice]:
+        """This process's parts of a global batch of `n` examples, one per local replica."""
+        every = part_slices(n, self.replicas)
+        return every[self.rank * self.local : (self.rank + 1) * self.local]
+
+    def my_share(self, n: int) -> slice:
+        """This process's contiguous share of `n` examples (all its replicas' parts)."""
+        parts = self.my_parts(n)
+        return slice(parts[0].start, parts[-1].stop)
+
+    def describe(self) -> str:
+        if not self.parallel:
+            return ""
+        procs = f"{self.size} processes" if self.size > 1 else "one process"
+        per = f", {self.local} devices each" if self.size > 1 and self.local > 1 else ""
+        return f"data-parallel on {self.replicas} replicas ({self.engine}; {procs}{per})"
+
+
+SINGLE = World()
+
+
+def part_slices(n: int, parts: int) -> list[slice]:
+    """`n` examples cut into `parts` contiguous slices, in order, sizes differing by at most
+    one (the first `n % parts` get one more)."""
+    base, extra = divmod(n, parts)
+    bounds = np.cumsum([0] + [base + (i < extra) for i in range(parts)])
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class Shards(list):
+    """One global batch as one process sees it: its replicas' parts (each a converted
+    `(X, y)` batch, in replica order) and `total`, the global batch's size."""
+
+    def __init__(self, parts, total: int):
+        super().__init__(parts)
+        self.total = total
+
+    def weights(self) -> list[float]:
+        """Each part's share of the global batch: the factor its mean loss is scaled by."""
+        return [len(part[-1]) / self.total for part in self]
+
+
+class ShardedLoader:
+    """A data module's Loader as one process of `world` reads it: the same global batches in
+    the same order (the source's seeded shuffle), of which it converts only its own parts.
+    `by_replica` (training): a `Shards` per global batch, a part per local replica; otherwise
+    (validation) the process's share as one batch."""
+
+    def __init__(self, loader, world: World, by_replica: bool):
+        self.loader, self.world, self.by_replica = loader, world, by_replica
+        self.source = loader.source
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def check_splits(self, name: str) -> None:
+        """Refuse a split whose batches leave a replica (or a process) with no example."""
+        n, b, count = len(self.source.labels), self.source.batch_size, len(self.source)
+        last = min(b, n - (count - 1) * b)
+        need = self.world.replicas if self.by_replica else self.world.size
+        for size in {min(b, n), last}:
+            if size < need:
+                raise ValueError(
+                    f"the {name} batches of {size} example(s) cannot be split across {need} "
+                    f"{'replicas' if self.by_replica else 'processes'}: every part needs at "
+                    f"least one; use a `batch_size` of at least {need} (and a data set whose "
+                    f"last batch has that many), or fewer devices"
+                )
+
+    def __iter__(self):
+        convert = self.loader.convert
+        for images, labels in self.source:
+            if self.by_replica:
+                parts = self.world.my_parts(len(labels))
+                yield Shards([convert(images[s], labels[s]) for s in parts], len(labels))
+            else:
+                s = self.world.my_share(len(labels))
+                yield convert(images[s], labels[s])
+
+
+def parse_master(master: str) -> tuple[str, int]:
+    """'HOST:PORT' (the first machine's address, which the others reach) as (host, port)."""
+    host, sep, port = master.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"--master {master!r}: give the first machine's address as HOST:PORT, "
+            f"e.g. 10.0.0.1:29500 (a port every machine can reach)"
+        )
+    return host, int(port)
+
+
+def torchrun_command(module_argv: list[str], devices: int, nnodes: int, node_rank: int, master):
+    """The `torchrun` (python -m torch.distributed.run) command line that starts `devices`
+    processes on this machine, node `node_rank` of `nnodes`, each running
+    `python -m <module_argv>`."""
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={devices}",
+        f"--nnodes={nnodes}",
+        f"--node-rank={node_rank}",
+    ]
+    if master:
+        host, port = parse_master(master)
+        cmd += [f"--master-addr={host}", f"--master-port={port}"]
+    else:
+        cmd += ["--standalone"]  # one machine: torchrun picks a free port on localhost
+    return cmd + ["-m", *module_argv]
+
+
+def check_layout(devices: int, nnodes: int, node_rank: int, master) -> None:
+    """Refuse a layout of machines that cannot start: the same errors for every backend."""
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(
+            f"--node-rank {node_rank} is not one of the {nnodes} machines' ranks "
+            f"(0 to {nnodes - 1})"
+        )
+    if nnodes > 1 and not master:
+        raise ValueError(
+            f"--nnodes {nnodes}: give --master HOST:PORT, the address of the machine with "
+            f"--node-rank 0, on every machine"
+        )
+    if master:
+        parse_master(master)
