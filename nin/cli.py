@@ -284,7 +284,26 @@ def _start_engine(args, B):
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return {"devices": args.devices}, dist.get_rank() == 0
-    raise NotImplementedError(args.backend)
+    if args.nnodes == 1:  # one process: TensorFlow's MirroredStrategy, MXNet's contexts
+        if args.backend == "tensorflow" and not B.num_gpus():
+            B.use_cpu_devices(args.devices)  # before TensorFlow starts
+        return {"devices": args.devices}, True
+    from nin.distributed import free_port, parse_master, rendezvous
+
+    if args.backend == "tensorflow":  # MultiWorkerMirroredStrategy, one process a machine
+        if args.devices > 1 and not B.num_gpus():
+            raise ValueError(
+                "TensorFlow's MultiWorkerMirroredStrategy runs one CPU replica a machine: "
+                "give --devices 1 on a machine without GPUs"
+            )
+        workers = rendezvous(args.master, args.node_rank, args.nnodes, free_port())
+        strategy = B.multi_worker_strategy(workers, args.node_rank)
+        return {"devices": args.devices, "engine": strategy}, args.node_rank == 0
+    host, port = parse_master(args.master)  # MXNet: dist_sync, its scheduler at --master
+    if args.node_rank == 0:
+        args.servers = B.start_parameter_server(host, port, args.nnodes)
+    kv = B.join_dist_sync(host, port, args.nnodes)
+    return {"devices": args.devices, "engine": kv}, kv.rank == 0
 
 
 def cmd_train(args) -> int:
@@ -292,7 +311,7 @@ def cmd_train(args) -> int:
     from nin.training import resolve_recipe
 
     recipe = _recipe_from_args(args)
-    if _parallel(args) and not args.worker:
+    if (_parallel(args) or args.master or args.node_rank) and not args.worker:
         from nin.distributed import check_layout
 
         check_layout(args.devices, args.nnodes, args.node_rank, args.master)
@@ -308,6 +327,8 @@ def cmd_train(args) -> int:
     if not B.num_gpus():  # on a GPU the host's memory is not what limits the batch
         check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
     engine, writer = _start_engine(args, B)
+    if args.backend == "mxnet" and "engine" in engine:
+        return _train_dist_sync(args, B, recipe, spec, engine, writer)
     if writer and args.out is not None:  # before the data is read: folder, resume, overwrite
         claim_out_dir(args.out, args.resume, args.overwrite)
     out = _claim_out(args, args.backend, recipe.name) if writer or args.out else None
@@ -334,6 +355,44 @@ def cmd_train(args) -> int:
         f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
         f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
     )
+    return 0
+
+
+def _train_dist_sync(args, B, recipe, spec, engine, writer) -> int:
+    """An MXNet dist_sync worker: a failure ends this process at once (a worker that returned
+    would wait forever for the others at the kvstore's exit barrier), and the kvstore is let go
+    before the interpreter ends; the first machine then waits for its scheduler and server."""
+    import gc
+    import os
+    import traceback
+
+    try:
+        from nin.training import claim_out_dir
+
+        if writer and args.out is not None:
+            claim_out_dir(args.out, args.resume, args.overwrite)
+        out = _claim_out(args, args.backend, recipe.name) if writer or args.out else None
+        history = _train(args, B, recipe, spec, engine, out)
+        if writer:
+            print(
+                f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f}; history.json, "
+                f"board.png, checkpoint.npz and weights.npz are in {out}",
+                flush=True,
+            )
+        engine.clear()
+        gc.collect()  # the kvstore's destructor: the workers' exit barrier
+    except BaseException as err:  # noqa: BLE001  (any failure: the others must not wait)
+        if not isinstance(err, (ValueError, OSError, RuntimeError)):
+            traceback.print_exc()
+        print(f"error: {cli_wording(str(err))}", file=sys.stderr, flush=True)
+        for proc in getattr(args, "servers", []):
+            proc.kill()
+        os._exit(2)
+    for proc in getattr(args, "servers", []):
+        try:
+            proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001
+            proc.kill()
     return 0
 
 
@@ -459,9 +518,9 @@ def _compare_data_parallel(args) -> int:
         )
     if not args.json:
         print(
-            f"nin: {steps} SGD steps, {size}x{size}, global batch {batch}, fp32, dropout "
-            f"off, one CPU thread a process: one device against {args.data_parallel} "
-            f"replicas{' as machines on 127.0.0.1' if args.machines else ''}",
+            f"nin: {steps} SGD steps at lr {compare.DP_LR}, {size}x{size}, global batch "
+            f"{batch}, fp32, dropout off, one CPU thread a process: one device against "
+            f"{args.data_parallel} replicas{' as machines on 127.0.0.1' if args.machines else ''}",
             flush=True,
         )
     records = []
@@ -482,8 +541,9 @@ def _compare_data_parallel(args) -> int:
             else:
                 print(
                     f"{record['backend']:<11} {record['engine']}: max loss difference "
-                    f"{record['max_loss_diff']:.2e}, final weights max relative difference "
-                    f"{record['max_weight_rel_diff']:.2e}",
+                    f"{record['max_loss_diff']:.2e}, final weights relative difference "
+                    f"{record['max_weight_rel_diff']:.2e} (the most in one array: "
+                    f"{record['worst_array_rel_diff']:.2e}, {record['worst_array']})",
                     flush=True,
                 )
     return 0

@@ -179,3 +179,61 @@ def check_layout(devices: int, nnodes: int, node_rank: int, master) -> None:
         )
     if master:
         parse_master(master)
+
+
+def rendezvous(master: str, rank: int, nnodes: int, port: int, timeout: float = 300) -> list[str]:
+    """Every machine's HOST:PORT for `port` (a port each one picked), in rank order, exchanged
+    through the first machine, which listens on `master`'s port: what TensorFlow's TF_CONFIG
+    needs, given only the first machine's address, as PyTorch and MXNet take it. Each host is
+    the address the first machine sees the connection come from (its own: `master`'s)."""
+    import json
+    import socket
+    import time
+
+    host, master_port = parse_master(master)
+    if rank == 0:
+        got, conns = {0: f"{host}:{port}"}, []
+        with socket.create_server(("", master_port)) as server:
+            server.settimeout(timeout)
+            try:
+                while len(got) < nnodes:
+                    conn, (peer, _) = server.accept()
+                    conn.settimeout(timeout)
+                    message = json.loads(conn.makefile().readline())
+                    got[int(message["rank"])] = f"{peer}:{message['port']}"
+                    conns.append(conn)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"{nnodes - len(got)} of the {nnodes} machines did not reach {master} "
+                    f"within {timeout:.0f} s: start every machine with the same --nnodes and "
+                    f"--master, each with its own --node-rank"
+                ) from None
+            every = [got[r] for r in range(nnodes)]
+            for conn in conns:
+                with conn:
+                    conn.sendall((json.dumps(every) + "\n").encode())
+        return every
+    deadline = time.monotonic() + timeout
+    while True:  # the first machine may not be listening yet
+        try:
+            conn = socket.create_connection((host, master_port), timeout=10)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"could not reach the first machine at {master} within {timeout:.0f} s"
+                ) from None
+            time.sleep(0.2)
+    with conn:
+        conn.settimeout(timeout)
+        conn.sendall((json.dumps({"rank": rank, "port": port}) + "\n").encode())
+        return json.loads(conn.makefile().readline())
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]

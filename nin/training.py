@@ -683,6 +683,32 @@ class TrainerBase(HyperParameters):
             return self.devices
         return max(1, min(self.num_gpus, available))
 
+    def _local_devices(self, available: int) -> tuple[int, bool]:
+        """(how many devices this process trains on, whether they are GPUs): `devices` GPUs
+        when there are that many, else as many CPU replicas on a machine without GPUs; without
+        `devices`, d2l's `num_gpus` GPUs as far as there are (the CPU when none)."""
+        if self.devices is None:
+            count = self._replicas_asked(available)
+            return count, bool(available and self.num_gpus)
+        if available >= self.devices:
+            return self.devices, True
+        if available:
+            raise ValueError(
+                f"`devices={self.devices}` asks for {self.devices} GPUs and this machine has "
+                f"{available}; ask for {available} or fewer"
+            )
+        return self.devices, False
+
+    def _refuse_clipping_across_replicas(self) -> None:
+        """Clipping by the global norm needs the summed gradients, which these engines only
+        form inside their update step."""
+        if self.gradient_clip_val > 0 and self.world.parallel:
+            raise ValueError(
+                f"{self.backend_name} sums the replicas' gradients inside its update, so "
+                f"`gradient_clip_val` cannot clip the global batch's gradient there; train "
+                f"without clipping, or on one device (PyTorch clips data-parallel runs)"
+            )
+
     def prepare_batch(self, batch):
         """d2l's hook: a batch as the step takes it (each backend moves it to the device)."""
         return batch

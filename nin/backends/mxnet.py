@@ -14,6 +14,7 @@ from mxnet.contrib.amp.amp import bfloat16
 from mxnet.gluon import nn
 
 from nin import data as _data
+from nin import distributed as _distributed
 from nin import spec as _spec
 from nin import training as _training
 from nin.backends import common as _common
@@ -114,7 +115,7 @@ def build(spec: _spec.NetSpec) -> nn.HybridSequential:
 
 def count_params(net) -> int:
     _ensure_initialized(net)
-    return sum(p.data().size for p in net.collect_params().values())
+    return sum(p.list_data()[0].size for p in net.collect_params().values())
 
 
 def layer_outputs(net, x: onp.ndarray) -> list[tuple[str, onp.ndarray]]:
@@ -139,7 +140,7 @@ def predict(model, x: onp.ndarray) -> onp.ndarray:
 def parameter_arrays(net) -> list[onp.ndarray]:
     """Every parameter in spec order, Gluon layout (conv OIHW, dense out x in)."""
     _ensure_initialized(net)
-    return [p.data().asnumpy() for p in net.collect_params().values()]
+    return [p.list_data()[0].asnumpy() for p in net.collect_params().values()]
 
 
 def assign_parameter_arrays(net, arrays) -> None:
@@ -259,6 +260,42 @@ class FashionMNIST(_data.FashionMNISTBase):
         return to_numpy(images)[:, 0]
 
 
+_METRIC_KEY, _METRIC_SLOTS = 1_000_000, 64  # the kvstore key losses and metrics are summed on
+
+
+def start_parameter_server(host: str, port: int, workers: int) -> list:
+    """MXNet's dist_sync scheduler and one server, as processes on this machine (the first
+    one): each runs its loop on `import mxnet` and exits when the workers are done."""
+    import subprocess
+    import sys
+
+    procs = []
+    for role in ("scheduler", "server"):
+        env = dict(os.environ, **_dist_env(host, port, workers), DMLC_ROLE=role)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", "import mxnet"], env=env, start_new_session=True
+            )
+        )
+    return procs
+
+
+def _dist_env(host: str, port: int, workers: int) -> dict:
+    return {
+        "DMLC_PS_ROOT_URI": host,
+        "DMLC_PS_ROOT_PORT": str(port),
+        "DMLC_NUM_SERVER": "1",
+        "DMLC_NUM_WORKER": str(workers),
+    }
+
+
+def join_dist_sync(host: str, port: int, workers: int):
+    """This process as one worker of a dist_sync kvstore whose scheduler listens at
+    host:port; its rank (`kv.rank`) is the scheduler's choice."""
+    os.environ.update(_dist_env(host, port, workers), DMLC_ROLE="worker")
+    return mx.kv.create("dist_sync")
+
+
 class Trainer(_training.TrainerBase):
     """d2l's Trainer for MXNet. Fast path (`fast=True`): convolutions in bf16 on a CPU that has
     it, and hybridize with static allocation and shapes."""
@@ -266,14 +303,38 @@ class Trainer(_training.TrainerBase):
     backend_name = "mxnet"
     FAST_PATH = "hybridized, convolutions in bf16"
 
+    def _process_rank(self):
+        kv = self.engine
+        return kv.rank if isinstance(kv, mx.kvstore.KVStore) else 0
+
+    def _setup_world(self):
+        """The contexts this process trains on and its world: several contexts share one
+        kvstore ('device' by default; `engine` may give 'dist_sync' or a KVStore for several
+        machines, one process each)."""
+        count, on_gpu = self._local_devices(num_gpus())
+        self.ctxs = [(gpu if on_gpu else cpu)(i) for i in range(count)]
+        self.gpus = self.ctxs if on_gpu else []
+        kv = self.engine
+        if isinstance(kv, str):
+            kv = self.engine = mx.kv.create(kv)
+        processes = kv.num_workers if isinstance(kv, mx.kvstore.KVStore) else 1
+        if count * processes == 1:
+            self.world = _distributed.SINGLE
+        else:
+            name = kv.type if kv is not None else "device"
+            self.world = _distributed.World(
+                self._process_rank(), processes, count, f"Gluon, kvstore {name}"
+            )
+        return self.ctxs[0]
+
     def _prepare(self, model, data):
-        self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
-        self.ctx = self.device = self.gpus[0] if self.gpus else cpu()
+        self.ctx = self.device = self._setup_world()
         self._rng_base = int(onp.random.randint(0, 2**31 - 1))  # see _start_epoch_rng
-        _training.note_device(self.num_gpus, num_gpus())
+        if not self.world.parallel:
+            _training.note_device(self.num_gpus, num_gpus())
         X = _training.sample_batch(data)[0]
         model(X[:1])  # finish deferred initialization
-        model.collect_params().reset_ctx(self.ctx)
+        model.collect_params().reset_ctx(self.ctxs if self.world.parallel else self.ctx)
         data.device = self.ctx
         self.bf16 = self.fast and self.ctx.device_type == "cpu" and _training.cpu_has_bf16()
         convolutions_in_bf16(model, self.bf16)  # also undoes an earlier fast trainer's
@@ -283,7 +344,26 @@ class Trainer(_training.TrainerBase):
                 model.hybridize(static_alloc=True, static_shape=True)
             else:
                 model.hybridize(False)  # plain: eager, fp32
-        return model.configure_optimizers()
+        optim = model.configure_optimizers()
+        if self.world.parallel:
+            optim = self._parallel_optimizer(model, optim._optimizer)
+        return optim
+
+    def _parallel_optimizer(self, model, optimizer):
+        """The model's optimizer over a kvstore that only sums gradients (each context, and
+        each process, applies the same update itself: the lr schedule and the checkpoint's
+        optimizer state stay where the Trainer can reach them)."""
+        self._refuse_clipping_across_replicas()
+        kv = self.engine or "device"
+        optim = gluon.Trainer(ordered_params(model), optimizer, kvstore=kv, update_on_kvstore=False)
+        if self.world.size > 1:  # every worker holds the first one's weights before step 1
+            optim._init_kvstore()
+            optim._init_params()
+            npx.waitall()
+            optim._kvstore._barrier()
+            self._metric_buffer = mx.nd.zeros(_METRIC_SLOTS, dtype="float64")
+            optim._kvstore.init(_METRIC_KEY, self._metric_buffer)  # collective
+        return optim
 
     def prepare_batch(self, batch):
         """d2l's: the batch on the training context."""
@@ -305,6 +385,31 @@ class Trainer(_training.TrainerBase):
             self.clip_gradients(self.gradient_clip_val, self.model)
         self.optim.step(1)  # the loss is already a batch mean
         return loss
+
+    def _parallel_step(self, shards):
+        """Each context steps on its part, its mean loss weighted by the part's share of the
+        global batch; the kvstore sums the contexts' (and processes') gradients in
+        `step(1)`, so the update is the global batch's."""
+        parts = [[a.as_in_ctx(c) for a in part] for part, c in zip(shards, self.ctxs)]
+        with autograd.record():
+            losses = [self.model.training_step(p) * w for p, w in zip(parts, shards.weights())]
+        autograd.backward(losses)
+        self.optim.step(1)
+        return sum(loss.as_in_ctx(self.ctx) for loss in losses)
+
+    def _all_sum(self, values):
+        if self.world.size == 1:
+            return values
+        values = onp.asarray(values, dtype=onp.float64)
+        out = onp.empty_like(values)
+        for i in range(0, len(values), _METRIC_SLOTS):  # a fixed-size key: chunks of it
+            chunk = values[i : i + _METRIC_SLOTS]
+            buf = onp.zeros(_METRIC_SLOTS)
+            buf[: len(chunk)] = chunk
+            self._metric_buffer[:] = buf
+            self.optim._kvstore.pushpull(_METRIC_KEY, self._metric_buffer, out=self._metric_buffer)
+            out[i : i + len(chunk)] = self._metric_buffer.asnumpy()[: len(chunk)]
+        return out
 
     def _eval_step(self, batch):
         self.model.validation_step(batch)
@@ -335,7 +440,7 @@ class Trainer(_training.TrainerBase):
 
     def _state_arrays(self):
         arrays = {
-            f"model/{k}": p.data().asnumpy()
+            f"model/{k}": p.list_data()[0].asnumpy()
             for k, p in self.model._collect_params_with_prefix().items()
         }
         with tempfile.TemporaryDirectory() as tmp:

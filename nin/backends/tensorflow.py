@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import tensorflow as tf  # noqa: E402
 
 from nin import data as _data  # noqa: E402
+from nin import distributed as _distributed  # noqa: E402
 from nin import spec as _spec  # noqa: E402
 from nin import training as _training  # noqa: E402
 from nin.backends import common as _common  # noqa: E402
@@ -238,10 +239,12 @@ class Classifier(_training.ClassifierMixin, Module):
 
     def loss(self, Y_hat, Y, averaged=True):
         Y_hat = tf.cast(tf.reshape(Y_hat, (-1, Y_hat.shape[-1])), tf.float32)  # fp32 under bf16
-        fn = tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="sum_over_batch_size" if averaged else "none"
-        )
-        return fn(tf.reshape(Y, (-1,)), Y_hat)
+        fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+        losses = fn(tf.reshape(Y, (-1,)), Y_hat)
+        if not averaged:
+            return losses
+        # Keras' sum_over_batch_size, written out: tf.distribute refuses that reduction
+        return tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32))
 
 
 class NiN(_training.NiNMixin, Classifier):
@@ -292,14 +295,89 @@ def training_device(requested_gpus: int, available_gpus: int, scope: str = "") -
     return scope or "/CPU:0"
 
 
+def use_cpu_devices(count: int) -> None:
+    """Split the CPU into `count` logical devices, for MirroredStrategy on a machine without
+    GPUs; TensorFlow allows it only before it has run anything (the CLI does it first)."""
+    cpu_device = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu_device) or ()) >= count:
+        return  # (listing the logical devices would start TensorFlow)
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu_device, [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    except RuntimeError:
+        raise RuntimeError(
+            f"TensorFlow has already started, and can no longer split the CPU into {count} "
+            f"devices for MirroredStrategy: call `use_cpu_devices({count})` (from "
+            f"nin.backends.tensorflow) before TensorFlow runs anything, e.g. in the first cell"
+        ) from None
+
+
+def multi_worker_strategy(workers: list[str], rank: int, timeout: float = 600):
+    """A MultiWorkerMirroredStrategy over `workers` (each HOST:PORT, in rank order), this
+    process being worker `rank`: from an explicit cluster, not the TF_CONFIG variable."""
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": workers}), task_type="worker", task_id=rank
+    )
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver, communication_options=options
+    )
+
+
+def _strategy_world(strategy) -> "_distributed.World":
+    """Where this process stands in `strategy`: a MultiWorkerMirroredStrategy's task among
+    its workers, each with its share of the replicas."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    workers, rank = 1, 0
+    if resolver is not None and resolver.task_type:
+        workers = max(1, len(resolver.cluster_spec().as_dict().get("worker", [])))
+        rank = int(resolver.task_id or 0)
+    local = max(1, strategy.num_replicas_in_sync // workers)
+    name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # (its class is CollectiveAllReduceStrategy)
+    return _distributed.World(rank, workers, local, name)
+
+
 class Trainer(_training.TrainerBase):
     """d2l's Trainer for Keras. Fast path (`fast=True`): `tf.function` steps and a mixed bf16
-    policy (on a GPU, or a CPU with native bf16). The device: see `training_device`."""
+    policy (on a GPU, or a CPU with native bf16). The device: see `training_device`.
+    Several devices: `tf.distribute.MirroredStrategy` over them (logical CPU devices on a
+    machine without GPUs), or the strategy given as `engine` (MultiWorkerMirroredStrategy
+    for several machines)."""
 
     backend_name = "tensorflow"
     FAST_PATH = "tf.function steps, mixed bf16 policy"
 
+    def _process_rank(self):
+        return _strategy_world(self.engine).rank if self.engine is not None else 0
+
+    def _setup_world(self):
+        """The strategy (None for one device) and this process's world."""
+        count, on_gpu = self._local_devices(num_gpus())
+        strategy = self.engine
+        if strategy is None and count > 1:
+            if not on_gpu:
+                use_cpu_devices(count)
+                found = len(tf.config.list_logical_devices("CPU"))
+                if found < count:  # MirroredStrategy would put two replicas on one device
+                    raise RuntimeError(  # and wait forever at the first sum
+                        f"TensorFlow started with {found} CPU device(s), fewer than the "
+                        f"{count} asked for: call `use_cpu_devices({count})` (from "
+                        f"nin.backends.tensorflow) before TensorFlow runs anything"
+                    )
+            kind = "GPU" if on_gpu else "CPU"
+            strategy = tf.distribute.MirroredStrategy([f"/{kind}:{i}" for i in range(count)])
+        self.strategy = strategy
+        self.world = _distributed.SINGLE if strategy is None else _strategy_world(strategy)
+        if not self.world.parallel:
+            self.strategy = None
+
     def _prepare(self, model, data):
+        self._setup_world()
+        if self.strategy is not None:
+            return self._prepare_parallel(model, data)
         self.gpus = [f"/GPU:{i}" for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
         self.device = training_device(self.num_gpus, num_gpus(), _scope_device())
         _training.note_device(self.num_gpus, num_gpus())
@@ -318,6 +396,74 @@ class Trainer(_training.TrainerBase):
         self._step_fn = tf.function(self._step, reduce_retracing=True) if self.fast else self._step
         self._eval_fn = tf.function(self._eval, reduce_retracing=True) if self.fast else self._eval
         return optim
+
+    def _prepare_parallel(self, model, data):
+        """Variables and optimizer made in the strategy's scope (mirrored on every replica,
+        the first replica's values everywhere), then one step function over the replicas."""
+        if model.built:
+            raise ValueError(
+                "the model's variables already exist, outside the strategy's scope: a "
+                "data-parallel Trainer must build the model itself; fit a model that has not "
+                "been called yet (a new `NiN()`)"
+            )
+        self._refuse_clipping_across_replicas()
+        devices = self.strategy.extended.worker_devices
+        self.device = devices[0]
+        self.gpus = [d for d in devices if "GPU" in d.upper()]
+        data.device = "/CPU:0"  # the batches are cut and placed by the strategy
+        self.bf16 = self.fast and (bool(self.gpus) or _training.cpu_has_bf16())
+        if self.bf16:
+            for layer in _leaf_layers(model.net):
+                layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
+        X = _training.sample_batch(data)[0]
+        with self.strategy.scope():
+            model(X[:1], training=False)
+            self._dropout_generators()
+            optim = model.configure_optimizers()
+            optim.build(model.trainable_variables)
+        step = self._distributed_step
+        self._step_fn = tf.function(step, reduce_retracing=True) if self.fast else step
+        self._eval_fn = tf.function(self._eval, reduce_retracing=True) if self.fast else self._eval
+        return optim
+
+    def _replica_step(self, X, y, weight):
+        with tf.GradientTape() as tape:
+            loss = self.model.training_step((X, y)) * weight
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optim.apply_gradients(zip(grads, variables))  # sums over the replicas
+        return loss
+
+    def _distributed_step(self, Xs, ys, ws):
+        local = self.world.local
+
+        def spread(values):
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda ctx: values[ctx.replica_id_in_sync_group % local]
+            )
+
+        args = (spread(Xs), spread(ys), spread(ws))
+        per_replica = self.strategy.run(self._replica_step, args=args)
+        return tf.add_n(list(self.strategy.experimental_local_results(per_replica)))
+
+    def _parallel_step(self, shards):
+        """Each replica steps on its part, its mean loss weighted by the part's share of the
+        global batch; the optimizer sums the replicas' gradients (over the workers too), so
+        the update is the global batch's. Returns this process's part of the global loss."""
+        Xs = [part[0] for part in shards]
+        ys = [part[1] for part in shards]
+        ws = [tf.constant(w, tf.float32) for w in shards.weights()]
+        return self._step_fn(Xs, ys, ws)
+
+    def _all_sum(self, values):
+        if self.world.size == 1:
+            return values
+        local, v = self.world.local, tf.constant(np.asarray(values, np.float64))
+        per_replica = self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: v if ctx.replica_id_in_sync_group % local == 0 else tf.zeros_like(v)
+        )
+        summed = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return np.asarray(summed)
 
     def clip_gradients(self, grad_clip_val, grads):
         """d2l's: the gradients scaled down together when their global norm passes the value."""

@@ -1,0 +1,260 @@
+"""Data parallelism (nin.distributed, docs/distributed.md): the split of the global batch,
+each framework's engine against one device, one writer, resume, and the errors."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import BACKENDS, ROOT, needs
+from nin import compare
+from nin.data import BatchSource, Loader
+from nin.distributed import (
+    ShardedLoader,
+    Shards,
+    World,
+    check_layout,
+    free_port,
+    parse_master,
+    part_slices,
+    rendezvous,
+)
+
+# the issue's tolerances: losses to 1e-4, final weights to 1e-4 relative
+LOSS_TOL, WEIGHT_TOL = 1e-4, 1e-4
+
+
+def test_a_global_batch_is_cut_in_order_into_near_equal_parts():
+    assert part_slices(10, 3) == [slice(0, 4), slice(4, 7), slice(7, 10)]
+    assert part_slices(4, 4) == [slice(i, i + 1) for i in range(4)]
+    world = World(rank=1, size=2, local=2)  # replicas 2 and 3 of 4
+    assert world.my_parts(16) == [slice(8, 12), slice(12, 16)]
+    assert world.my_share(16) == slice(8, 16)
+    assert World(rank=0, size=3).my_share(7) == slice(0, 3)
+    assert not World().parallel and World(size=2).parallel and World(local=2).parallel
+    assert World(rank=0, size=2).is_writer and not World(rank=1, size=2).is_writer
+
+
+def test_each_process_reads_its_parts_of_the_same_global_batches():
+    images = np.arange(20 * 2 * 2, dtype=np.uint8).reshape(20, 2, 2)
+    labels = np.arange(20)
+
+    def loader():
+        return Loader(BatchSource(images, labels, 8, shuffle=True, seed=3), lambda x, y: (x, y))
+
+    whole = [y for _, y in loader()]
+    seen = []
+    for rank in range(2):
+        world = World(rank=rank, size=2, local=2)
+        batches = list(ShardedLoader(loader(), world, by_replica=True))
+        assert all(isinstance(b, Shards) and len(b) == 2 for b in batches)
+        assert [b.total for b in batches] == [8, 8, 4]
+        assert batches[0].weights() == [0.25, 0.25]
+        seen.append([np.concatenate([y for _, y in b]) for b in batches])
+        val = list(ShardedLoader(loader(), world, by_replica=False))  # a share, one batch
+        assert [len(y) for _, y in val] == [4, 4, 2]
+    for i, batch in enumerate(whole):  # the processes' parts, in rank order, are the batch
+        np.testing.assert_array_equal(np.concatenate([seen[0][i], seen[1][i]]), batch)
+
+
+def test_a_batch_too_small_for_the_replicas_is_refused_by_name():
+    source = BatchSource(np.zeros((9, 2, 2), np.uint8), np.zeros(9), 4, shuffle=False)
+    sharded = ShardedLoader(Loader(source, None), World(size=2, local=2), by_replica=True)
+    with pytest.raises(ValueError, match=r"batches of 1 example\(s\) cannot be split across 4"):
+        sharded.check_splits("training")
+
+
+def test_the_layout_of_machines_is_checked_before_anything_starts():
+    with pytest.raises(ValueError, match="--node-rank 2 is not one of the 2 machines"):
+        check_layout(1, 2, 2, "h:1")
+    with pytest.raises(ValueError, match="give --master HOST:PORT"):
+        check_layout(1, 2, 1, None)
+    for bad in ("host", "host:", ":80", "host:port", "host:70000"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_master(bad)
+    assert parse_master("10.0.0.1:29500") == ("10.0.0.1", 29500)
+
+
+def test_the_machines_learn_each_others_addresses_from_the_first():
+    master, got = f"127.0.0.1:{free_port()}", {}
+
+    def node(rank):
+        got[rank] = rendezvous(master, rank, 3, 1000 + rank, timeout=30)
+
+    threads = [threading.Thread(target=node, args=(r,)) for r in (2, 1, 0)]  # any order
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    expected = ["127.0.0.1:1000", "127.0.0.1:1001", "127.0.0.1:1002"]
+    assert got == {0: expected, 1: expected, 2: expected}
+
+
+def test_a_machine_that_never_comes_is_named_after_the_wait():
+    with pytest.raises(RuntimeError, match="1 of the 2 machines did not reach"):
+        rendezvous(f"127.0.0.1:{free_port()}", 0, 2, 1000, timeout=0.5)
+
+
+def _records(args, root):
+    """`python -m nin compare --data-parallel 2 ... --json`: one JSON record a line."""
+    cmd = [sys.executable, "-m", "nin", "compare", "--data-parallel", "2", "--json"]
+    cmd += ["--data-dir", str(root), *args]
+    env = dict(os.environ)
+    env.pop("NIN_QUICK", None)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+ENGINES = {
+    "torch": "DistributedDataParallel over gloo",
+    "mxnet": "Gluon, kvstore device",
+    "tensorflow": "MirroredStrategy",
+}
+MACHINE_ENGINES = {
+    "torch": "DistributedDataParallel over gloo",
+    "mxnet": "Gluon, kvstore dist_sync",
+    "tensorflow": "MultiWorkerMirroredStrategy",
+}
+
+
+@pytest.mark.parametrize("machines", [False, True], ids=["one-machine", "two-machines"])
+def test_two_replicas_train_what_one_device_trains(machines, synthetic_root):
+    """Each framework's engine (two processes for PyTorch, two CPU devices in one process for
+    TensorFlow's MirroredStrategy and MXNet's contexts; as two machines on 127.0.0.1:
+    torchrun's node ranks, MultiWorkerMirroredStrategy, MXNet's dist_sync with its scheduler
+    and server) against one device, 10 steps on the same global batches."""
+    args = ["--backends", ",".join(BACKENDS), "--train-steps", "10"]
+    records = _records(args + (["--machines"] if machines else []), synthetic_root)
+    expected = MACHINE_ENGINES if machines else ENGINES
+    assert [r["backend"] for r in records] == BACKENDS
+    for r in records:
+        assert set(r) == {
+            "backend",
+            "workers",
+            "steps",
+            "engine",
+            "max_loss_diff",
+            "max_weight_rel_diff",
+            "worst_array",
+            "worst_array_rel_diff",
+        }
+        assert (r["workers"], r["steps"], r["engine"]) == (2, 10, expected[r["backend"]])
+        assert r["max_loss_diff"] < LOSS_TOL, r
+        assert r["max_weight_rel_diff"] < WEIGHT_TOL, r
+
+
+def test_the_check_would_see_a_model_that_is_not_the_global_batch_s(synthetic_root, tmp_path):
+    """The comparison is not blind: two runs on different batches (another seed) are far
+    apart by the same measures."""
+    out = {}
+    for seed in (0, 1):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "nin", "train", "--backend", "torch", "--epochs", "1"]
+        cmd += ["--resize", "67", "--batch-size", "16", "--limit-train-batches", "10"]
+        cmd += ["--limit-val-batches", "1", "--no-fast", "--dropout", "0", "--recipe", "book"]
+        cmd += ["--lr", str(compare.DP_LR), "--class-block-relu", "none", "--seed", str(seed)]
+        cmd += ["--data-dir", str(synthetic_root), "--out", str(tmp_path / str(seed))]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with np.load(tmp_path / str(seed) / "weights.npz") as f:
+            out[seed] = {k: f[k] for k in f.files if f[k].dtype.kind == "f"}
+    diff = max(np.linalg.norm(out[0][k] - out[1][k]) / np.linalg.norm(out[0][k]) for k in out[0])
+    assert diff > 100 * WEIGHT_TOL
+
+
+def _train(args, out, root, timeout=600):
+    cmd = [sys.executable, "-m", "nin", "train", "--epochs", "1", "--resize", "67"]
+    cmd += ["--batch-size", "16", "--limit-train-batches", "4", "--limit-val-batches", "2"]
+    cmd += ["--data-dir", str(root), "--out", str(out), *args]
+    env = dict(os.environ)
+    env.pop("NIN_QUICK", None)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+@needs("torch")
+def test_train_devices_2_writes_one_run_and_resumes_on_another_count(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    constant = ["--schedule", "constant"]  # so that the run can go on for another epoch
+    done = _train(["--backend", "torch", "--devices", "2", *constant], out, synthetic_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["board.png", "checkpoint.npz", "history.json", "weights.npz"]
+    )
+    assert done.stdout.count("epoch 1: train_loss") == 1  # one writer prints
+    assert done.stdout.count("nin: done.") == 1
+    history = json.loads((out / "history.json").read_text())
+    assert history["config"]["replicas"] == 2
+    assert history["config"]["engine"] == "DistributedDataParallel over gloo"
+    assert len(history["steps"]) == 4  # each step once, its loss summed over the workers
+    # the same run, one more epoch, on one device: the global batch is what counts
+    more = _train(
+        ["--backend", "torch", "--epochs", "2", "--resume", *constant], out, synthetic_root
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "resumed from" in more.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert history["config"]["replicas"] == 1
+
+
+@needs("torch")
+def test_a_failing_worker_ends_the_run_with_its_error(synthetic_root, tmp_path):
+    """A bad setting fails in every worker, and the launcher returns the failure (no hang)."""
+    done = _train(
+        ["--backend", "torch", "--devices", "2", "--batch-size", "1"],
+        tmp_path / "run",
+        synthetic_root,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "cannot be split across 2 replicas" in done.stdout + done.stderr
+
+
+@needs("torch")
+def test_pytorch_in_one_process_says_how_to_use_several_devices():
+    from nin.backends import torch as B
+
+    trainer = B.Trainer(max_epochs=1, devices=2, progress=False)
+    with pytest.raises(ValueError, match="one process per device.*--devices 2.*torchrun"):
+        trainer._setup_world()
+
+
+@needs("tensorflow")
+def test_tensorflow_refuses_a_model_built_outside_the_strategy(synthetic_root):
+    code = (
+        "from nin.backends import tensorflow as B\n"
+        "B.use_cpu_devices(2)\n"
+        f"data = B.FashionMNIST(batch_size=8, resize=(67, 67), root={str(synthetic_root)!r})\n"
+        "model = B.NiN()\n"
+        "model(B.tf.random.normal((1, 67, 67, 1)))\n"
+        "try:\n"
+        "    B.Trainer(max_epochs=1, devices=2, progress=False).fit(model, data)\n"
+        "except ValueError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert "refused: the model's variables already exist" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--nnodes", "2"], "give --master HOST:PORT"),
+        (["--nnodes", "2", "--node-rank", "3", "--master", "h:1"], "--node-rank 3 is not"),
+        (["--node-rank", "1"], "--node-rank 1 is not one of the 1 machines"),
+        (["--master", "nowhere"], "HOST:PORT"),
+    ],
+)
+def test_the_cli_names_a_bad_layout_before_any_work(argv, message, tmp_path, capsys):
+    from nin.cli import main
+
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path / "r"), *argv])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
