@@ -12,6 +12,10 @@ Per backend (records appended to DIR/bench-gpu.jsonl, one JSON object a line):
   time_to_0.90    the sprint recipe's time to 0.90, once the project has one (else skipped)
   chapter_epoch   one epoch of the chapter's recipe (NiN(lr=0.05), plain SGD, fp32) at
                   224x224, its seconds and test accuracy
+  scaling         data-parallel training (`python -m nin train --devices K`, each framework's
+                  engine) on K = 1, 2, ... every GPU there is, 128 images a GPU: images/s and
+                  the efficiency against K times the one-GPU rate; on one GPU the one-GPU line
+                  alone, saying so (`--quick` on a CPU: 1 and 2 CPU workers, tiny)
   error           a backend whose process crashed or ran out of its budget
 `--device cpu --quick` runs the same path small on a CPU (the tests do);
 `--crash BACKEND` makes that backend's process abort after its probe, to show that the
@@ -141,13 +145,14 @@ def one_backend(backend: str, args) -> None:
     start = time.perf_counter()
     history = trainer.fit(B.NiN(lr=0.05), data)
     epoch = history.epochs[-1]
+    chapter_seconds = time.perf_counter() - start
     append(
         out,
         {
             "backend": backend,
             "kind": "chapter_epoch",
             "size": resize,
-            "seconds": time.perf_counter() - start,
+            "seconds": chapter_seconds,
             "test_acc": epoch["val_acc"],
             "train_loss": epoch["train_loss"],
             "images_per_s": epoch["images_per_s"],
@@ -155,6 +160,54 @@ def one_backend(backend: str, args) -> None:
             "quick": bool(args.quick),
         },
     )
+    scaling(backend, B.num_gpus() if gpu else 2, args, out)
+
+
+def scaling(backend: str, devices: int, args, out: Path) -> None:
+    """Images/s of `python -m nin train --devices K` for K = 1 .. `devices` (the same
+    per-device batch, so the global batch grows with K), from each run's history."""
+    import tempfile
+
+    size, per_device, steps = (67, 4, 2) if args.quick else (224, 128, 30)
+    rates: dict[int, float] = {}
+    for k in range(1, devices + 1):
+        with tempfile.TemporaryDirectory(prefix="nin-scaling-") as tmp:
+            cmd = [sys.executable, "-m", "nin", "train", "--backend", backend]
+            cmd += ["--devices", str(k), "--epochs", "1", "--resize", str(size)]
+            cmd += ["--batch-size", str(per_device * k), "--limit-train-batches", str(steps)]
+            cmd += ["--limit-val-batches", "1", "--recipe", "nin", "--out", tmp]
+            cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                append(
+                    out,
+                    {
+                        "backend": backend,
+                        "kind": "scaling",
+                        "devices": k,
+                        "problem": done.stderr.strip()[-1500:],
+                    },
+                )
+                return
+            history = json.loads((Path(tmp) / "history.json").read_text())
+        rates[k] = history["epochs"][-1]["images_per_s"]
+        append(
+            out,
+            {
+                "backend": backend,
+                "kind": "scaling",
+                "devices": k,
+                "engine": history["config"]["engine"],
+                "global_batch": per_device * k,
+                "images_per_s": rates[k],
+                "efficiency": rates[k] / (k * rates[1]),
+                "note": (
+                    "one GPU here: the scaling line needs a machine with several"
+                    if devices == 1
+                    else f"{steps} steps, the first (warm-up) included"
+                ),
+            },
+        )
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,7 @@ API = {
     "compare": ("Comparing the frameworks", ["nin.compare"]),
     "resources": ("Resources", ["nin.resources"]),
     "export": ("Export", ["nin.export"]),
+    "distributed": ("Data parallelism", ["nin.distributed"]),
 }
 
 

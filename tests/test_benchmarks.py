@@ -141,9 +141,15 @@ def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
             "speed",
             "time_to_0.90",
             "chapter_epoch",
+            "scaling",
+            "scaling",
         ]
-        epoch = records[-1]
+        epoch = next(r for r in records if r["kind"] == "chapter_epoch")
         assert epoch["seconds"] > 0 and 0 <= epoch["test_acc"] <= 1
+        one, two = [r for r in records if r["kind"] == "scaling"]
+        assert (one["devices"], one["efficiency"], one["engine"]) == (1, 1.0, None)
+        assert two["devices"] == 2 and two["global_batch"] == 2 * one["global_batch"]
+        assert two["images_per_s"] > 0 and two["engine"]
 
 
 def test_time_to_accuracy_records(synthetic_root, capsys):
