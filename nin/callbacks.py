@@ -26,6 +26,10 @@ checkpoint), then the caller's `callbacks=[...]`, in order. A callback of your o
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -53,6 +57,7 @@ __all__ = [
     "TimeLimit",
     "Checkpoint",
     "QuickCaps",
+    "StallWatchdog",
     "default_callbacks",
 ]
 
@@ -356,6 +361,39 @@ class Checkpoint(Callback):
                 ),
                 flush=True,
             )
+
+
+class StallWatchdog(Callback):
+    """End this process (exit code 3, with a message) when the loop has made no progress (no
+    synced losses, no batch or epoch end) for `seconds`: in a run of several processes, a
+    peer that failed can leave the others waiting for ever in a sum it never joins."""
+
+    def __init__(self, seconds: float = 600):
+        self.seconds, self.last, self.done = seconds, time.monotonic(), threading.Event()
+
+    def before_fit(self, trainer):
+        self._beat()
+        self.done.clear()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _beat(self, *_):
+        self.last = time.monotonic()
+
+    on_fit_start = on_epoch_start = on_losses = on_batch_end = on_epoch_end = _beat
+
+    def on_fit_end(self, trainer):
+        self.done.set()
+
+    def _watch(self):
+        while not self.done.wait(min(5.0, self.seconds / 4)):
+            if time.monotonic() - self.last > self.seconds:
+                print(
+                    f"error: no training progress for {self.seconds:.0f} s: another worker "
+                    f"probably failed (see its output); ending this one",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(3)
 
 
 class TimeLimit(Callback):

@@ -93,6 +93,7 @@ _FLAG_WORDING = (
     (r"`(resize|size)=(\d+)`", r"--\1 \2"),
     (r"`backend`", "--backend"),
     (r"`normalize`", "--normalize"),
+    (r"`devices=(\d+)`", r"--devices \1"),
 )
 
 
@@ -243,9 +244,16 @@ def _launch_torch(args, recipe) -> int:
     running this same command (with --worker); the first machine claims the run folder."""
     import subprocess
 
+    import torch
+
     from nin.distributed import torchrun_command
     from nin.training import claim_out_dir
 
+    if 0 < torch.cuda.device_count() < args.devices:
+        raise ValueError(
+            f"--devices {args.devices} asks for {args.devices} GPUs and this machine has "
+            f"{torch.cuda.device_count()}; ask for {torch.cuda.device_count()} or fewer"
+        )
     argv = _without_flag(args.argv, "--master")  # torchrun has it (and would take it for its
     # --master-addr / --master-port); the workers find the group through torchrun
     if args.node_rank == 0:
@@ -273,48 +281,90 @@ def _without_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
-def _start_engine(args, B):
-    """This process's part in a data-parallel run (nothing for one device): the Trainer's
-    `devices` and `engine`, and whether this process is the one that prints and writes."""
-    if not _parallel(args):
-        return {}, True
-    if args.backend == "torch":  # a worker torchrun started: join the group it set up
-        import torch
-        from torch import distributed as dist
+def _join_torch_group() -> bool:
+    """A worker torchrun started joins the process group it set up; True on rank 0."""
+    import torch
+    from torch import distributed as dist
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return {"devices": args.devices}, dist.get_rank() == 0
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank() == 0
+
+
+def _start_engine(args, B) -> dict:
+    """This process's part in a data-parallel run (nothing for one device): the Trainer's
+    `devices`, `engine` and `rank`. Called once the run's folder is claimed, so that a refusal
+    comes before any peer waits for this process."""
+    if not _parallel(args):
+        return {}
+    from nin.callbacks import StallWatchdog
+
+    if args.backend == "torch":  # several processes: none waits for ever on a failed one
+        return {"devices": args.devices, "callbacks": [StallWatchdog()]}
     if args.nnodes == 1:  # one process: TensorFlow's MirroredStrategy, MXNet's contexts
         if args.backend == "tensorflow" and not B.num_gpus():
             B.use_cpu_devices(args.devices)  # before TensorFlow starts
-        return {"devices": args.devices}, True
+        return {"devices": args.devices}
     from nin.distributed import free_port, parse_master, rendezvous
 
     if args.backend == "tensorflow":  # MultiWorkerMirroredStrategy, one process a machine
-        if args.devices > 1 and not B.num_gpus():
-            raise ValueError(
-                "TensorFlow's MultiWorkerMirroredStrategy runs one CPU replica a machine: "
-                "give --devices 1 on a machine without GPUs"
-            )
         workers = rendezvous(args.master, args.node_rank, args.nnodes, free_port())
-        strategy = B.multi_worker_strategy(workers, args.node_rank)
-        return {"devices": args.devices, "engine": strategy}, args.node_rank == 0
+        strategy = B.multi_worker_strategy(
+            workers, args.node_rank, gpus=B.num_gpus() and args.devices
+        )
+        return {"devices": args.devices, "engine": strategy, "callbacks": [StallWatchdog()]}
     host, port = parse_master(args.master)  # MXNet: dist_sync, its scheduler at --master
     if args.node_rank == 0:
         args.servers = B.start_parameter_server(host, port, args.nnodes)
-    kv = B.join_dist_sync(host, port, args.nnodes)
-    return {"devices": args.devices, "engine": kv}, kv.rank == 0
+    kv = _within(
+        600, "join MXNet's dist_sync job at --master", B.join_dist_sync, host, port, args.nnodes
+    )
+    # the scheduler numbers the workers as it likes: the first machine writes, and the data's
+    # parts follow the machines' ranks
+    return {
+        "devices": args.devices,
+        "engine": kv,
+        "rank": args.node_rank,
+        "callbacks": [StallWatchdog()],
+    }
+
+
+def _within(seconds: float, what: str, fn, *fn_args):
+    """`fn(*fn_args)`, or this process ended (exit code 3) with a message when it has not
+    returned after `seconds`: a machine that never came leaves the others waiting for ever."""
+    import os
+    import threading
+
+    def give_up():
+        print(
+            f"error: could not {what} within {seconds:.0f} s: start every machine with the "
+            f"same --nnodes and --master, each with its own --node-rank",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(3)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(*fn_args)
+    finally:
+        timer.cancel()
 
 
 def cmd_train(args) -> int:
     from nin.resources import check_fits_in_memory
-    from nin.training import resolve_recipe
 
     recipe = _recipe_from_args(args)
     if (_parallel(args) or args.master or args.node_rank) and not args.worker:
         from nin.distributed import check_layout
 
         check_layout(args.devices, args.nnodes, args.node_rank, args.master)
+        if args.master and args.nnodes == 1 and args.backend != "torch":
+            raise ValueError(
+                f"--master is the first machine's address, for --nnodes 2 or more; "
+                f"{args.backend} trains one machine's devices in one process: drop --master"
+            )
         if args.backend == "torch":
             return _launch_torch(args, recipe)
     B = get_backend(args.backend)
@@ -326,15 +376,34 @@ def cmd_train(args) -> int:
     _spec.check_input_size(spec, args.resize, name="resize")
     if not B.num_gpus():  # on a GPU the host's memory is not what limits the batch
         check_fits_in_memory(spec, args.resize, args.batch_size, _optimizer_slots(recipe))
-    engine, writer = _start_engine(args, B)
-    if args.backend == "mxnet" and "engine" in engine:
-        return _train_dist_sync(args, B, recipe, spec, engine, writer)
+    multi_cpu = args.backend == "tensorflow" and args.nnodes > 1 and not B.num_gpus()
+    if multi_cpu and args.devices > 1:
+        raise ValueError(
+            "TensorFlow's MultiWorkerMirroredStrategy runs one CPU replica a machine: "
+            "give --devices 1 on a machine without GPUs"
+        )
+    writer = _join_torch_group() if args.worker else args.node_rank == 0
     if writer and args.out is not None:  # before the data is read: folder, resume, overwrite
         claim_out_dir(args.out, args.resume, args.overwrite)
     out = _claim_out(args, args.backend, recipe.name) if writer or args.out else None
-    if not writer:  # a worker that neither prints nor writes
-        _train(args, B, recipe, spec, engine, out)
-        return 0
+    if writer:
+        _say_start(args, recipe, out)
+    if args.backend == "mxnet" and args.nnodes > 1:
+        return _train_dist_sync(args, B, recipe, spec, out, writer)
+    engine = _start_engine(args, B)
+    history = _train(args, B, recipe, spec, engine, out)
+    if writer:
+        best = max(e["val_acc"] for e in history.epochs)
+        print(
+            f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
+            f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
+        )
+    return 0
+
+
+def _say_start(args, recipe, out) -> None:
+    from nin.training import resolve_recipe
+
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
     if args.dropout is not None and args.dropout != 0.5:
         changes.append(f"dropout {args.dropout} (the chapter's: 0.5)")
@@ -349,29 +418,20 @@ def cmd_train(args) -> int:
         f"writing to {out}",
         flush=True,
     )
-    history = _train(args, B, recipe, spec, engine, out)
-    best = max(e["val_acc"] for e in history.epochs)
-    print(
-        f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
-        f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
-    )
-    return 0
 
 
-def _train_dist_sync(args, B, recipe, spec, engine, writer) -> int:
+def _train_dist_sync(args, B, recipe, spec, out, writer) -> int:
     """An MXNet dist_sync worker: a failure ends this process at once (a worker that returned
-    would wait forever for the others at the kvstore's exit barrier), and the kvstore is let go
-    before the interpreter ends; the first machine then waits for its scheduler and server."""
+    would wait forever for the others at the kvstore's exit barrier), a run that stops making
+    progress ends too (a peer that failed leaves the others waiting in a sum that never
+    completes; `StallWatchdog`), and the kvstore is let go before the interpreter ends; the
+    first machine then waits for its scheduler and server."""
     import gc
     import os
     import traceback
 
     try:
-        from nin.training import claim_out_dir
-
-        if writer and args.out is not None:
-            claim_out_dir(args.out, args.resume, args.overwrite)
-        out = _claim_out(args, args.backend, recipe.name) if writer or args.out else None
+        engine = _start_engine(args, B)
         history = _train(args, B, recipe, spec, engine, out)
         if writer:
             print(
@@ -734,7 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
     p.add_argument(
         "--num-gpus",
-        type=non_negative_int,
+        type=int,
+        choices=[0, 1],
         default=1,
         help="the first GPU when there is one (1, the default), or 0 for the CPU",
     )
@@ -781,7 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--num-gpus",
-        type=non_negative_int,
+        type=int,
+        choices=[0, 1],
         default=0,
         help="with --train-steps: train on the first GPU (1) or the CPU (0, the "
         "default); the layer comparison runs in fp32 on the CPU",

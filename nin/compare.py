@@ -359,7 +359,7 @@ def data_parallel(
         def argv(backend, out):
             args = [sys.executable, "-m", "nin", "train", "--backend", backend, "--epochs", "1"]
             args += ["--resize", str(size), "--batch-size", str(batch_size), "--seed", str(seed)]
-            args += ["--limit-train-batches", str(steps), "--limit-val-batches", "1"]
+            args += ["--limit-train-batches", str(steps), "--limit-val-batches", "2"]
             args += ["--no-fast", "--dropout", "0", "--recipe", "book", "--lr", str(DP_LR)]
             args += ["--class-block-relu", "none", "--on-stuck", "warn", "--out", str(out)]
             return args + (["--data-dir", str(root)] if root else [])
@@ -368,12 +368,12 @@ def data_parallel(
             history = json.loads((out / "history.json").read_text())
             with np.load(out / "weights.npz") as f:
                 arrays = {k: f[k] for k in f.files if f[k].dtype.kind == "f"}
-            return [loss for _, loss in history["steps"]], arrays, history["config"]
+            return [loss for _, loss in history["steps"]], arrays, history
 
         for backend in backends:
             one = Path(tmp) / f"{backend}-one"
             _run_all([argv(backend, one) + ["--devices", "1"]], env, timeout)
-            ref_losses, ref_weights, _ = result(one)
+            ref_losses, ref_weights, ref_history = result(one)
             out = Path(tmp) / f"{backend}-{workers}"
             if machines:
                 master = f"127.0.0.1:{_free_port()}"
@@ -384,15 +384,17 @@ def data_parallel(
             else:
                 commands = [argv(backend, out) + ["--devices", str(workers)]]
             _run_all(commands, env, timeout)
-            losses, final, config = result(out)
+            losses, final, history = result(out)
+            val = [h["epochs"][-1]["val_loss"] for h in (history, ref_history)]
             records.append(
                 {
                     "backend": backend,
-                    "workers": workers,
+                    "workers": history["config"]["replicas"],  # what ran, not what was asked
                     "steps": steps,
-                    "engine": config.get("engine"),
+                    "engine": history["config"]["engine"],
                     "max_loss_diff": float(np.max(np.abs(np.array(losses) - np.array(ref_losses)))),
                     **_weight_differences(final, ref_weights),
+                    "val_loss_diff": float(abs(val[0] - val[1])),
                 }
             )
     return records

@@ -560,8 +560,10 @@ class TrainerBase(HyperParameters):
     `devices=N` asks for N replicas on whatever there is (N CPU replicas on a machine without
     GPUs), and `engine` hands over the framework's own engine object (a
     `tf.distribute.Strategy`; an MXNet kvstore or its name, e.g. 'dist_sync'); PyTorch uses
-    the process group `torchrun` set up (one process per device). The global batch is split
-    across replicas, the model trained is the one device's.
+    the process group `torchrun` set up (one process per device). `rank` names this process
+    among the workers, where the engine's own numbering should not decide which one writes
+    (MXNet's scheduler numbers the workers as it likes). The global batch is split across
+    replicas, the model trained is the one device's.
     """
 
     FAST_PATH = ""  # what the backend's fast path does, in a few words (the start line)
@@ -600,6 +602,7 @@ class TrainerBase(HyperParameters):
         wording=None,
         devices=None,
         engine=None,
+        rank=None,
     ):
         from nin.callbacks import default_callbacks
 
@@ -609,8 +612,8 @@ class TrainerBase(HyperParameters):
             isinstance(devices, bool) or not isinstance(devices, int) or devices < 1
         ):
             raise ValueError(f"`devices` must be a whole number >= 1, got {devices!r}")
-        self.save_hyperparameters(ignore=("board", "callbacks", "wording", "engine"))
-        self.engine = engine
+        self.save_hyperparameters(ignore=("board", "callbacks", "wording", "engine", "rank"))
+        self.engine, self.rank = engine, rank
         self.world = SINGLE  # where this process stands; `_prepare` sets it
         self.out_dir = Path(out_dir).expanduser() if out_dir else None
         self.callbacks = default_callbacks(self, wording) + list(callbacks)
@@ -661,7 +664,7 @@ class TrainerBase(HyperParameters):
 
     # data parallelism (nin.distributed): the backends that train on several replicas
     def _process_rank(self) -> int:  # this process among the workers, known before `fit`
-        return 0
+        return 0 if self.rank is None else self.rank
 
     def _parallel_step(self, shards: Shards):  # -> this process's part of the global loss
         raise NotImplementedError(f"{self.backend_name} has no data-parallel step")
@@ -785,6 +788,8 @@ class TrainerBase(HyperParameters):
         while self.epoch < self.max_epochs and not self.stop_training:
             self._start_epoch_rng(self.epoch)
             self.fit_epoch()
+            if self.world.size > 1:  # a stop asked for after the epoch's last sync, agreed on
+                self.stop_training = bool(self._all_sum(np.array([float(self.stop_training)]))[0])
         self._emit("on_fit_end")
         return self.history
 
@@ -892,6 +897,11 @@ class TrainerBase(HyperParameters):
 
     def train_batch(self, batch) -> float:
         """One update on one batch; returns its loss (synchronized)."""
+        if self.world.parallel:
+            raise ValueError(
+                "`train_batch` steps one process alone; a data-parallel Trainer steps all of "
+                "them together in `fit`"
+            )
         return self._to_float(self._train_step(self.prepare_batch(batch)))
 
     def eval_batch(self, batch) -> dict:
@@ -915,7 +925,7 @@ class TrainerBase(HyperParameters):
                 self.val_batch_idx = getattr(self, "val_batch_idx", 0) + 1
         finally:
             self.model._sink = sink
-        keys = sorted(self._val_sums)
+        keys = list(self._val_sums)  # the order the model plots them, alike in every process
         if across_processes and self.world.size > 1:  # each process saw its share: sum them
             summed = self._all_sum(
                 np.array([self._val_sums[k] for k in keys] + [self._val_counts[k] for k in keys])

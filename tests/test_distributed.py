@@ -142,10 +142,12 @@ def test_two_replicas_train_what_one_device_trains(machines, synthetic_root):
             "max_weight_rel_diff",
             "worst_array",
             "worst_array_rel_diff",
+            "val_loss_diff",
         }
         assert (r["workers"], r["steps"], r["engine"]) == (2, 10, expected[r["backend"]])
         assert r["max_loss_diff"] < LOSS_TOL, r
         assert r["max_weight_rel_diff"] < WEIGHT_TOL, r
+        assert r["val_loss_diff"] < LOSS_TOL, r  # validation split and summed alike
 
 
 def test_the_check_would_see_a_model_that_is_not_the_global_batch_s(synthetic_root, tmp_path):
@@ -258,3 +260,57 @@ def test_the_cli_names_a_bad_layout_before_any_work(argv, message, tmp_path, cap
     rc = main(["train", "--backend", "torch", "--out", str(tmp_path / "r"), *argv])
     assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+STOP_SCRIPT = """
+import sys
+from torch import distributed as dist
+from nin.backends import torch as B
+from nin.callbacks import Callback
+
+class StopOnOneRank(Callback):  # one process asks to stop after the epoch's last sync
+    def on_batch_end(self, trainer):
+        if dist.get_rank() == 1 and trainer.train_batch_idx == trainer.num_train_batches:
+            trainer.stop_training = True
+
+dist.init_process_group("gloo")
+B.set_seed(0)
+data = B.FashionMNIST(batch_size=8, resize=(67, 67), root=sys.argv[1])
+trainer = B.Trainer(max_epochs=3, devices=2, limit_train_batches=3, limit_val_batches=1,
+                    progress=False, stuck_check=0, callbacks=[StopOnOneRank()])
+history = trainer.fit(B.NiN(recipe="nin"), data)
+print(f"rank {dist.get_rank()} trained {len(history.epochs)} epoch(s)", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@needs("torch")
+def test_a_stop_one_process_asks_for_ends_every_process(synthetic_root, tmp_path):
+    """A callback on one rank stops the run at an epoch's end: all ranks stop there (before,
+    the others went on into the next epoch and waited for it for ever)."""
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    done = subprocess.run(
+        [*cmd, str(script), str(synthetic_root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 trained 1 epoch(s)" in done.stdout
+    assert "rank 1 trained 1 epoch(s)" in done.stdout
+
+
+@needs("mxnet", "tensorflow")
+@pytest.mark.parametrize("backend", ["mxnet", "tensorflow"])
+def test_train_devices_2_on_the_fast_path(backend, synthetic_root, tmp_path):
+    """MXNet's hybridized contexts and TensorFlow's compiled MirroredStrategy step (the
+    default fast path; the equality checks run the plain fp32 step): one run's files."""
+    done = _train(["--backend", backend, "--devices", "2"], tmp_path / "run", synthetic_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["config"]["replicas"] == 2 and history["config"]["fast"]
+    assert len(history["steps"]) == 4 and all(np.isfinite(s[1]) for s in history["steps"])
+    assert (tmp_path / "run" / "weights.npz").exists()

@@ -303,9 +303,17 @@ class Trainer(_training.TrainerBase):
     backend_name = "mxnet"
     FAST_PATH = "hybridized, convolutions in bf16"
 
+    def _kvstore(self):
+        """`engine` as a KVStore (a name such as 'dist_sync' joins the job here), or None."""
+        if isinstance(self.engine, str):
+            self.engine = mx.kv.create(self.engine)
+        return self.engine
+
     def _process_rank(self):
-        kv = self.engine
-        return kv.rank if isinstance(kv, mx.kvstore.KVStore) else 0
+        kv = self._kvstore()
+        if self.rank is not None or kv is None:
+            return super()._process_rank()
+        return kv.rank
 
     def _setup_world(self):
         """The contexts this process trains on and its world: several contexts share one
@@ -314,9 +322,7 @@ class Trainer(_training.TrainerBase):
         count, on_gpu = self._local_devices(num_gpus())
         self.ctxs = [(gpu if on_gpu else cpu)(i) for i in range(count)]
         self.gpus = self.ctxs if on_gpu else []
-        kv = self.engine
-        if isinstance(kv, str):
-            kv = self.engine = mx.kv.create(kv)
+        kv = self._kvstore()
         processes = kv.num_workers if isinstance(kv, mx.kvstore.KVStore) else 1
         if count * processes == 1:
             self.world = _distributed.SINGLE

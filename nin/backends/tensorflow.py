@@ -313,16 +313,28 @@ def use_cpu_devices(count: int) -> None:
         ) from None
 
 
-def multi_worker_strategy(workers: list[str], rank: int, timeout: float = 600):
+def multi_worker_strategy(workers: list[str], rank: int, gpus: int = 0, timeout: float = 600):
     """A MultiWorkerMirroredStrategy over `workers` (each HOST:PORT, in rank order), this
-    process being worker `rank`: from an explicit cluster, not the TF_CONFIG variable."""
+    process being worker `rank` with `gpus` GPUs (0: one CPU replica): from an explicit
+    cluster, not the TF_CONFIG variable. A collective that waits longer than `timeout`
+    seconds for a peer raises."""
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec({"worker": workers}), task_type="worker", task_id=rank
+        tf.train.ClusterSpec({"worker": workers}),
+        task_type="worker",
+        task_id=rank,
+        num_accelerators={"GPU": gpus} if gpus else None,
     )
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options
     )
+    expected = len(workers) * max(1, gpus)
+    if strategy.num_replicas_in_sync != expected:
+        raise RuntimeError(
+            f"MultiWorkerMirroredStrategy has {strategy.num_replicas_in_sync} replicas, not the "
+            f"{expected} asked for ({len(workers)} machines x {max(1, gpus)})"
+        )
+    return strategy
 
 
 def _strategy_world(strategy) -> "_distributed.World":
@@ -330,6 +342,12 @@ def _strategy_world(strategy) -> "_distributed.World":
     its workers, each with its share of the replicas."""
     resolver = getattr(strategy, "cluster_resolver", None)
     workers, rank = 1, 0
+    if resolver is not None and set(resolver.cluster_spec().as_dict()) - {"worker"}:
+        raise ValueError(
+            f"a cluster of {sorted(resolver.cluster_spec().as_dict())} tasks: nin's Trainer "
+            f"runs MultiWorkerMirroredStrategy over 'worker' tasks only (no chief), worker 0 "
+            f"writing"
+        )
     if resolver is not None and resolver.task_type:
         workers = max(1, len(resolver.cluster_spec().as_dict().get("worker", [])))
         rank = int(resolver.task_id or 0)
@@ -351,7 +369,9 @@ class Trainer(_training.TrainerBase):
     FAST_PATH = "tf.function steps, mixed bf16 policy"
 
     def _process_rank(self):
-        return _strategy_world(self.engine).rank if self.engine is not None else 0
+        if self.rank is not None or self.engine is None:
+            return super()._process_rank()
+        return _strategy_world(self.engine).rank
 
     def _setup_world(self):
         """The strategy (None for one device) and this process's world."""
@@ -379,7 +399,10 @@ class Trainer(_training.TrainerBase):
         if self.strategy is not None:
             return self._prepare_parallel(model, data)
         self.gpus = [f"/GPU:{i}" for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
-        self.device = training_device(self.num_gpus, num_gpus(), _scope_device())
+        asked = self.num_gpus  # d2l's; `devices=1` asks for a GPU when there is one
+        if self.devices is not None:
+            asked = int(self._local_devices(num_gpus())[1])
+        self.device = training_device(asked, num_gpus(), _scope_device())
         _training.note_device(self.num_gpus, num_gpus())
         data.device = self.device
         on_gpu = "GPU" in self.device.upper()

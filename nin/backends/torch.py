@@ -262,7 +262,7 @@ class Trainer(_training.TrainerBase):
     FAST_PATH = "channels-last, bf16 autocast"
 
     def _process_rank(self):
-        return dist.get_rank() if _grouped() else 0
+        return dist.get_rank() if _grouped() else super()._process_rank()
 
     def _setup_world(self):
         """The process group's world, and this process's device (its local rank's GPU)."""
@@ -277,7 +277,10 @@ class Trainer(_training.TrainerBase):
                     f"trains on one device (`num_gpus=1`)"
                 )
             self.world = _distributed.SINGLE
-            self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
+            if self.devices is not None:  # one device asked for: a GPU when there is one
+                self.gpus = [gpu(0)] if self._local_devices(num_gpus())[1] else []
+            else:
+                self.gpus = [gpu(i) for i in range(min(self.num_gpus, num_gpus()))]  # d2l's
             return self.gpus[0] if self.gpus else cpu()
         rank, size = dist.get_rank(), dist.get_world_size()
         engine = f"DistributedDataParallel over {dist.get_backend()}"
@@ -286,6 +289,12 @@ class Trainer(_training.TrainerBase):
             self.gpus = []
             return cpu()
         local = int(os.environ.get("LOCAL_RANK", rank % num_gpus()))  # torchrun's contract
+        if local >= num_gpus():
+            raise ValueError(
+                f"this worker's local rank is {local}, and the machine has {num_gpus()} GPU(s): "
+                f"start at most {num_gpus()} workers a machine (`devices={num_gpus()}`)"
+            )
+        torch.cuda.set_device(local)  # NCCL's collectives run on this worker's GPU
         self.gpus = [gpu(local)]
         return self.gpus[0]
 
