@@ -1,7 +1,8 @@
 """Time to accuracy: how long a recipe trains the chapter's NiN before its test accuracy.
 
     python -m benchmarks.time_to_accuracy [--backend torch|mxnet|tensorflow|all]
-        [--target 0.90] [--recipe nin,book] [--seeds 1] [--cap-seconds S] [--json]
+        [--target 0.90] [--recipe nin,book,sprint,quality] [--seeds 1] [--cap-seconds S]
+        [--curve] [--plot FILE] [--json]
 
 Each run (backend, recipe, seed) is a process of its own. It trains the recipe's plan
 (`nin.training.PLANS`: epochs, input size, batch) to its end, with no evaluation while
@@ -14,6 +15,9 @@ training, then evaluates once on all 10,000 test images. Reported apart:
 recipes (the chapter's 10 epochs at 224 take hours on a CPU); a capped run says so. Per
 backend: the median training time over the seeds, each seed's accuracy, whether every seed
 reached the target, images/s, and the machine's bf16/fp32 peak measured in the same run.
+`--curve` also evaluates the test split after every epoch, off the clock (the time it takes
+is left out of `train_seconds`), for the picture: `--plot FILE` draws test accuracy against
+training seconds, one curve per backend and recipe.
 `--json`: one record per run, one JSON object a line.
 """
 
@@ -39,6 +43,7 @@ def run_one(
     resize=None,
     batch_size=None,
     limit_train_batches=None,
+    curve=False,
 ) -> dict:
     """One run in this process; the record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
@@ -48,18 +53,35 @@ def run_one(
     plan = PLANS[recipe]
     epochs, resize = epochs or plan.epochs, resize or plan.resize
     batch_size = batch_size or plan.batch_size
-    clock: dict = {}
+    clock: dict = {"off": 0.0, "curve": []}
 
     class Clock(Callback):
         def on_epoch_start(self, trainer):
             clock.setdefault("first_step", time.perf_counter())
+
+        def on_epoch_end(self, trainer, record):
+            if not curve:
+                return
+            start = time.perf_counter()  # off the clock: the test split, for the picture
+            trained = start - clock["first_step"] - clock["off"]
+            trainer._train_mode(False)
+            acc = trainer._evaluate(iter(data.test_dataloader()))["acc"]
+            trainer._train_mode(True)
+            clock["curve"].append([trained, float(acc)])
+            clock["off"] += time.perf_counter() - start
 
         def on_fit_end(self, trainer):
             clock["end"] = time.perf_counter()
 
     B = get_backend(backend)
     B.set_seed(seed)
-    data = B.FashionMNIST(batch_size=batch_size, resize=(resize, resize), root=root, seed=seed)
+    data = B.FashionMNIST(
+        batch_size=batch_size,
+        resize=(resize, resize),
+        root=root,
+        seed=seed,
+        augment=plan.augment,
+    )
     model = B.NiN(recipe=resolve_recipe(recipe, lr=plan.lr))
     limit = TimeLimit(cap) if cap else None
     trainer = B.Trainer(
@@ -74,9 +96,9 @@ def run_one(
     )
     history = trainer.fit(model, data)
     trainer._train_mode(False)  # one evaluation, on the whole test split, after training
-    metrics = trainer._evaluate(iter(trainer.val_dataloader))
+    metrics = trainer._evaluate(iter(data.test_dataloader()))
     steps = len(history.steps)
-    train_seconds = clock["end"] - clock["first_step"]
+    train_seconds = clock["end"] - clock["first_step"] - clock["off"]
     return {
         "backend": backend,
         "recipe": recipe,
@@ -91,7 +113,11 @@ def run_one(
         "resize": resize,
         "batch_size": batch_size,
         "capped": bool(limit and limit.stopped),
-        "test_images": len(data.val[1]),
+        "test_images": len(data.test[1]),
+        "augment": plan.augment,
+        "label_smoothing": model.recipe.label_smoothing,
+        "lr": model.recipe.lr,
+        "curve": clock["curve"],
     }
 
 
@@ -140,6 +166,36 @@ def summary(records: list[dict], peak: dict | None) -> str:
     return "\n".join(lines)
 
 
+def plot(records: list[dict], path) -> None:
+    """Test accuracy against training seconds, one curve per (backend, recipe): the first
+    seed's epochs, with the final accuracy at the end of training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    seen = set()
+    for r in records:
+        key = (r["backend"], r["recipe"])
+        if key in seen or not r["curve"]:
+            continue
+        seen.add(key)
+        xs, ys = zip(*r["curve"])
+        ax.plot(xs, ys, marker="o", ms=3, label=f"{r['backend']} {r['recipe']}")
+    target = records[0]["target"] if records else None
+    if target:
+        ax.axhline(target, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("training seconds (evaluation off the clock)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0.5, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="torch", help="torch, mxnet, tensorflow or all")
@@ -154,6 +210,8 @@ def main(argv=None) -> int:
     )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--curve", action="store_true", help="test accuracy after every epoch")
+    p.add_argument("--plot", default=None, help="a .png of the curves (implies --curve)")
     p.add_argument("--no-peak", action="store_true", help="skip the peak measurement")
     # small runs, for the tests: override the plan
     p.add_argument("--epochs", type=int, default=None)
@@ -193,6 +251,7 @@ def main(argv=None) -> int:
                         "resize": args.resize,
                         "batch_size": args.batch_size,
                         "limit_train_batches": args.limit_train_batches,
+                        "curve": args.curve or bool(args.plot),
                     }
                 )
                 record["peak_gflops"] = peak
@@ -201,6 +260,8 @@ def main(argv=None) -> int:
                     print(json.dumps(record), flush=True)
     if not args.json:
         print(summary(records, peak))
+    if args.plot:
+        plot(records, args.plot)
     return 0
 
 

@@ -275,6 +275,8 @@ class Checkpoint(Callback):
                 "seed": getattr(data, "seed", None),
                 "num_train": _length(getattr(data, "train", None)),
                 "num_val": _length(getattr(data, "val", None)),
+                "augment": getattr(data, "augment", None),
+                "val_split": getattr(data, "val_split", None),
                 "num_train_batches": trainer.num_train_batches,
                 "num_val_batches": trainer.num_val_batches,
                 "fast": bool(trainer.fast),

@@ -407,6 +407,13 @@ def _say_start(args, recipe, out) -> None:
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
     if args.dropout is not None and args.dropout != 0.5:
         changes.append(f"dropout {args.dropout} (the chapter's: 0.5)")
+    if args.augment != "none":
+        changes.append(f"augment {args.augment} (the chapter's: none)")
+    if args.val_split:
+        changes.append(
+            f"validation on {args.val_split} held-out training images (the chapter's: the "
+            f"test split)"
+        )
     print(
         f"nin: training the chapter's NiN with {args.backend}, recipe {recipe.name}"
         + (
@@ -463,6 +470,8 @@ def _train(args, B, recipe, spec, engine, out):
         resize=(args.resize, args.resize),
         root=args.data_dir,
         seed=args.seed,
+        augment=args.augment,
+        val_split=args.val_split,
     )
     model = B.NiN(num_classes=10, recipe=recipe, spec=spec)
     trainer = B.Trainer(
@@ -710,9 +719,10 @@ def _add_recipe_flags(p) -> None:
         default="nin",
         choices=list(RECIPES),
         help="nin (the CLI's default: He init, a linear class block, standardized "
-        "inputs, Adam on a one-cycle schedule at lr 1e-3) or book (the "
+        "inputs, Adam on a one-cycle schedule at lr 1e-3), book (the "
         "chapter's training cell: Xavier, ReLU class block, raw inputs, plain "
-        "SGD at lr 0.05)",
+        "SGD at lr 0.05), or sprint / quality (nin's with label smoothing 0.1 at lr 2e-3; "
+        "quality with weight decay: docs/training.md)",
     )
     for name, help_text in RECIPE_FLAGS.items():
         flag = "--" + name.replace("_", "-")
@@ -910,6 +920,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="stop",
         choices=["stop", "warn"],
         help="what to do when the loss stays at chance (default: stop)",
+    )
+    p.add_argument(
+        "--augment",
+        default="none",
+        choices=["none", "flip-shift"],
+        help="training-image augmentation, in the shared NumPy pipeline (default: none, "
+        "as the chapter)",
+    )
+    p.add_argument(
+        "--val-split",
+        type=non_negative_int,
+        default=0,
+        help="hold out this many training images as the validation split (default 0: "
+        "validate on the test split, as the chapter)",
     )
     p.add_argument(
         "--dropout",

@@ -280,6 +280,25 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
+AUGMENTATIONS = ("none", "flip-shift")
+
+
+def flip_shift(images: np.ndarray, rng, pad: int = 2) -> np.ndarray:
+    """Each image mirrored left-right with probability 1/2, then shifted by up to `pad`
+    pixels each way (the edge filled with 0, the background); uint8 in, uint8 out. Done on
+    the 28 x 28 images, before the resize, so every backend sees the same batches."""
+    n, h, w = images.shape
+    out = images.copy()
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad)))
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    rows = (dy[:, None] + np.arange(h))[:, :, None]
+    cols = (dx[:, None] + np.arange(w))[:, None, :]
+    return padded[np.arange(n)[:, None, None], rows, cols]
+
+
 class BatchSource:
     """Seeded batches of (uint8 images, int64 labels) as NumPy; one new order per epoch."""
 
@@ -291,12 +310,15 @@ class BatchSource:
         shuffle: bool,
         seed: int = 0,
         limit_batches: int | None = None,
+        augment: str = "none",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.limit_batches = limit_batches
+        self.limit_batches, self.augment = limit_batches, augment
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -309,11 +331,14 @@ class BatchSource:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        order = self.order(self.epoch)
+        order, epoch = self.order(self.epoch), self.epoch
         self.epoch += 1
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            images = self.images[idx]
+            if self.augment != "none":  # seeded by the batch's place: a resume draws alike
+                images = flip_shift(images, np.random.default_rng([self.seed, epoch, b, 1]))
+            yield images, self.labels[idx]
 
 
 class Loader:
@@ -341,6 +366,10 @@ class FashionMNISTBase:
     `num_train` / `num_val` take a seeded random subset (quick runs and tests);
     `limit_train_batches` / `limit_val_batches` cut each epoch short; `arrays` =
     (train_images, train_labels, val_images, val_labels) uses those instead of the files.
+    `augment='flip-shift'` mirrors and shifts the training images (seeded, in NumPy: every
+    backend sees the same batches). `val_split=N` holds out N training images (a seeded
+    draw) as the validation split, for tuning without the test set; the test split is then
+    `test` / `test_dataloader()` (without it, validation is the test split, as in d2l).
     """
 
     device = None  # where batches go; the Trainer sets it
@@ -357,6 +386,8 @@ class FashionMNISTBase:
         limit_val_batches: int | None = None,
         download: bool = True,
         arrays=None,
+        augment: str = "none",
+        val_split: int = 0,
     ):
         from nin.quick import active, capped  # the small-size mode, if an edge enabled it
 
@@ -381,8 +412,23 @@ class FashionMNISTBase:
                     f"the {split} split holds no images",
                     "Point `root` (or NIN_DATA_DIR) at the full Fashion-MNIST files.",
                 )
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        if not 0 <= val_split < len(train_y):
+            raise ValueError(
+                f"val_split must be >= 0 and below the {len(train_y)} training images, "
+                f"got {val_split}"
+            )
+        self.augment, self.val_split = augment, val_split
+        self.test = self._subset(val_x, val_y, num_val, seed + 1)
+        if val_split:  # a seeded draw of the training images, never trained on
+            order = np.random.default_rng([seed, 2]).permutation(len(train_y))
+            held, kept = np.sort(order[:val_split]), np.sort(order[val_split:])
+            self.val = (train_x[held], train_y[held])
+            train_x, train_y = train_x[kept], train_y[kept]
+        else:
+            self.val = self.test
         self.train = self._subset(train_x, train_y, num_train, seed)
-        self.val = self._subset(val_x, val_y, num_val, seed + 1)
         self.limits = {True: limit_train_batches, False: limit_val_batches}
         self._resize_cache: dict = {}
 
@@ -403,10 +449,16 @@ class FashionMNISTBase:
             self._resize_cache[key] = tuple(map(convert, pair)) if convert else pair
         return self._resize_cache[key]
 
-    def batches(self, train: bool) -> BatchSource:
-        x, y = self.train if train else self.val
+    def batches(self, train: bool, split=None) -> BatchSource:
+        x, y = split if split is not None else self.train if train else self.val
         return BatchSource(
-            x, y, self.batch_size, shuffle=train, seed=self.seed, limit_batches=self.limits[train]
+            x,
+            y,
+            self.batch_size,
+            shuffle=train,
+            seed=self.seed,
+            limit_batches=self.limits[train],
+            augment=self.augment if train else "none",
         )
 
     def get_dataloader(self, train: bool) -> Loader:
@@ -417,6 +469,14 @@ class FashionMNISTBase:
 
     def val_dataloader(self) -> Loader:
         return self.get_dataloader(False)
+
+    def test_dataloader(self) -> Loader:
+        """The test split, whole (the validation split too, unless `val_split` holds out
+        training images)."""
+        return Loader(
+            BatchSource(self.test[0], self.test[1], self.batch_size, False, seed=self.seed),
+            self.convert_batch,
+        )
 
     def convert_batch(self, images: np.ndarray, labels: np.ndarray):
         """uint8 N x 28 x 28 -> the backend's float tensor in [0, 1], resized, and labels."""

@@ -231,7 +231,13 @@ class Classifier(_training.ClassifierMixin, Module):
 
     def loss(self, Y_hat, Y, averaged=True):
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1])).astype("float32")
-        losses = gluon.loss.SoftmaxCrossEntropyLoss()(Y_hat, Y.reshape((-1,)))
+        smoothing = getattr(self, "label_smoothing", 0.0)
+        if smoothing:  # (1 - e) x the label's -log p, plus e x the mean -log p over classes
+            logp = npx.log_softmax(Y_hat, axis=-1)
+            nll = -npx.pick(logp, Y.reshape((-1,)), axis=-1)
+            losses = (1 - smoothing) * nll - smoothing * logp.mean(axis=-1)
+        else:
+            losses = gluon.loss.SoftmaxCrossEntropyLoss()(Y_hat, Y.reshape((-1,)))
         return losses.mean() if averaged else losses
 
 

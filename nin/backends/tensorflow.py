@@ -239,8 +239,15 @@ class Classifier(_training.ClassifierMixin, Module):
 
     def loss(self, Y_hat, Y, averaged=True):
         Y_hat = tf.cast(tf.reshape(Y_hat, (-1, Y_hat.shape[-1])), tf.float32)  # fp32 under bf16
-        fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-        losses = fn(tf.reshape(Y, (-1,)), Y_hat)
+        smoothing = getattr(self, "label_smoothing", 0.0)
+        if smoothing:  # Keras smooths one-hot targets only
+            fn = tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=smoothing, reduction="none"
+            )
+            losses = fn(tf.one_hot(tf.reshape(Y, (-1,)), Y_hat.shape[-1]), Y_hat)
+        else:
+            fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+            losses = fn(tf.reshape(Y, (-1,)), Y_hat)
         if not averaged:
             return losses
         # Keras' sum_over_batch_size, written out: tf.distribute refuses that reduction

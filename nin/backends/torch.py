@@ -198,7 +198,12 @@ class Classifier(_training.ClassifierMixin, Module):
 
     def loss(self, Y_hat, Y, averaged=True):
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1])).float()  # fp32 loss under autocast
-        return F.cross_entropy(Y_hat, Y.reshape((-1,)), reduction="mean" if averaged else "none")
+        return F.cross_entropy(
+            Y_hat,
+            Y.reshape((-1,)),
+            reduction="mean" if averaged else "none",
+            label_smoothing=getattr(self, "label_smoothing", 0.0),
+        )
 
 
 class NiN(_training.NiNMixin, Classifier):
