@@ -188,7 +188,8 @@ def plot(records: list[dict], path) -> None:
         ax.axhline(target, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("training seconds (evaluation off the clock)")
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(0.5, 1.0)
+    lowest = min((a for r in records for _, a in r["curve"]), default=0.5)
+    ax.set_ylim(min(0.5, lowest - 0.05), 1.0)  # a recipe still at chance shows too
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -26,26 +26,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _dropout_rate(text: str) -> float:
-    """argparse type: a dropout rate, >= 0 and < 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a rate >= 0 and < 1, got {text!r}")
-    return value
+def _checked(parse, ok, expected: str):
+    """An argparse type: `parse(text)`, refused with `expected` unless `ok(value)`."""
+
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+non_negative_int = _checked(int, lambda v: v >= 0, "a whole number >= 0")
+_dropout_rate = _checked(float, lambda v: 0 <= v < 1, "a rate >= 0 and < 1")
 
 
 def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:

@@ -28,7 +28,8 @@ API = {
 def assemble(out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    (out / "index.md").write_text((ROOT / "README.md").read_text())
+    # the README's links into docs/ point from the site's root, where docs/ is the top
+    (out / "index.md").write_text((ROOT / "README.md").read_text().replace("](docs/", "]("))
     for page in sorted((ROOT / "docs").glob("*.md")):
         shutil.copy(page, out / page.name)
     shutil.copytree(ROOT / "docs" / "img", out / "img")
