@@ -17,7 +17,8 @@ backend: the median training time over the seeds, each seed's accuracy, whether 
 reached the target, images/s, and the machine's bf16/fp32 peak measured in the same run.
 `--curve` also evaluates the test split after every epoch, off the clock (the time it takes
 is left out of `train_seconds`), for the picture: `--plot FILE` draws test accuracy against
-training seconds, one curve per backend and recipe.
+training seconds, one curve per backend and recipe; `--records A.jsonl,B.jsonl` prints the
+table and draws the plot from earlier runs' records, without training.
 `--json`: one record per run, one JSON object a line.
 """
 
@@ -219,8 +220,23 @@ def main(argv=None) -> int:
     p.add_argument("--resize", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--limit-train-batches", type=int, default=None)
+    p.add_argument("--records", default=None, help="earlier runs' .jsonl files: no training")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.records:
+        from pathlib import Path
+
+        records = [
+            json.loads(line)
+            for name in args.records.split(",")
+            for line in Path(name).read_text().splitlines()
+            if line.startswith("{")
+        ]
+        peaks = [r["peak_gflops"] for r in records if r.get("peak_gflops")]
+        print(summary(records, peaks[0] if peaks else None))
+        if args.plot:
+            plot(records, args.plot)
+        return 0
     if args.child:
         print(json.dumps(run_one(**json.loads(args.child))), flush=True)
         return 0

@@ -321,8 +321,11 @@ class Checkpoint(Callback):
                     f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
                     f"; use another `out_dir` or the matching `backend` and model."
                 )
-        differences = _field_diff(meta.get("recipe"), mine["recipe"], "recipe ") + _field_diff(
-            meta.get("run"), mine["run"], ""
+        # a checkpoint from before a field existed was made with that field's default
+        recipe = meta.get("recipe") and {"label_smoothing": 0.0, **meta["recipe"]}
+        run = meta.get("run") and {"augment": "none", "val_split": 0, **meta["run"]}
+        differences = _field_diff(recipe, mine["recipe"], "recipe ") + _field_diff(
+            run, mine["run"], ""
         )
         schedule = (mine["recipe"] or {}).get("schedule", "constant")
         if schedule != "constant" and meta.get("max_epochs") not in (None, trainer.max_epochs):

@@ -392,10 +392,18 @@ def cmd_train(args) -> int:
     if writer:
         best = max(e["val_acc"] for e in history.epochs)
         print(
-            f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f} (best {best:.4f}); "
+            f"nin: done. {_accuracy_name(args)} {history.epochs[-1]['val_acc']:.4f} "
+            f"(best {best:.4f}); "
             f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
         )
     return 0
+
+
+def _accuracy_name(args) -> str:
+    """What the validation accuracy is measured on."""
+    if args.val_split:
+        return f"Validation accuracy (the {args.val_split} held-out training images)"
+    return "Test accuracy"
 
 
 def _say_start(args, recipe, out) -> None:
@@ -439,7 +447,8 @@ def _train_dist_sync(args, B, recipe, spec, out, writer) -> int:
         history = _train(args, B, recipe, spec, engine, out)
         if writer:
             print(
-                f"nin: done. Test accuracy {history.epochs[-1]['val_acc']:.4f}; history.json, "
+                f"nin: done. {_accuracy_name(args)} {history.epochs[-1]['val_acc']:.4f}; "
+                f"history.json, "
                 f"board.png, checkpoint.npz and weights.npz are in {out}",
                 flush=True,
             )

@@ -422,7 +422,7 @@ class FashionMNISTBase:
         self.augment, self.val_split = augment, val_split
         self.test = self._subset(val_x, val_y, num_val, seed + 1)
         if val_split:  # a seeded draw of the training images, never trained on
-            order = np.random.default_rng([seed, 2]).permutation(len(train_y))
+            order = np.random.default_rng([seed, 2, 0]).permutation(len(train_y))
             held, kept = np.sort(order[:val_split]), np.sort(order[val_split:])
             self.val = (train_x[held], train_y[held])
             train_x, train_y = train_x[kept], train_y[kept]

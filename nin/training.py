@@ -881,6 +881,7 @@ class TrainerBase(HyperParameters):
             "device": str(self.device),
             "precision": "bf16" if self.bf16 else "fp32",
             "augment": getattr(self.data, "augment", None),
+            "val_split": getattr(self.data, "val_split", None),  # val_* on held-out images
             "fast": bool(self.fast),
             "max_epochs": self.max_epochs,
             "num_train_batches": self.num_train_batches,

@@ -125,7 +125,8 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
     assert "augment flip-shift (the chapter's: none)" in done.stdout
     assert "validation on 100 held-out training images" in done.stdout
     config = json.loads((tmp_path / "run" / "history.json").read_text())["config"]
-    assert config["augment"] == "flip-shift"
+    assert "Validation accuracy (the 100 held-out training images)" in done.stdout
+    assert config["augment"] == "flip-shift" and config["val_split"] == 100
     assert config["recipe"]["label_smoothing"] == 0.1 and config["recipe"]["name"] == "sprint"
 
 
