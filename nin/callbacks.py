@@ -409,13 +409,9 @@ class TimeLimit(Callback):
         self.seconds, self.stopped = seconds, False
 
     def on_fit_start(self, trainer):
-        import time
-
         self.start, self.stopped = time.perf_counter(), False
 
     def on_batch_end(self, trainer):
-        import time
-
         if time.perf_counter() - self.start >= self.seconds:
             trainer.stop_training = self.stopped = True
 

@@ -390,13 +390,18 @@ def cmd_train(args) -> int:
     engine = _start_engine(args, B)
     history = _train(args, B, recipe, spec, engine, out)
     if writer:
-        best = max(e["val_acc"] for e in history.epochs)
-        print(
-            f"nin: done. {_accuracy_name(args)} {history.epochs[-1]['val_acc']:.4f} "
-            f"(best {best:.4f}); "
-            f"history.json, board.png, checkpoint.npz and weights.npz are in {out}"
-        )
+        _say_done(args, history, out)
     return 0
+
+
+def _say_done(args, history, out) -> None:
+    best = max(e["val_acc"] for e in history.epochs)
+    print(
+        f"nin: done. {_accuracy_name(args)} {history.epochs[-1]['val_acc']:.4f} "
+        f"(best {best:.4f}); history.json, board.png, checkpoint.npz and weights.npz "
+        f"are in {out}",
+        flush=True,
+    )
 
 
 def _accuracy_name(args) -> str:
@@ -446,12 +451,7 @@ def _train_dist_sync(args, B, recipe, spec, out, writer) -> int:
         engine = _start_engine(args, B)
         history = _train(args, B, recipe, spec, engine, out)
         if writer:
-            print(
-                f"nin: done. {_accuracy_name(args)} {history.epochs[-1]['val_acc']:.4f}; "
-                f"history.json, "
-                f"board.png, checkpoint.npz and weights.npz are in {out}",
-                flush=True,
-            )
+            _say_done(args, history, out)
         engine.clear()
         gc.collect()  # the kvstore's destructor: the workers' exit barrier
     except BaseException as err:  # noqa: BLE001  (any failure: the others must not wait)

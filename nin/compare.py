@@ -259,14 +259,6 @@ def plot_parity(result: dict, path=None):
 DP_LR = 0.01
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_all(commands: list[list[str]], env: dict, timeout: float) -> None:
     """Start every command at once (the workers of one run) and wait for all of them; when
     one fails, or the time runs out, end every process they started (a worker whose peer is
@@ -376,7 +368,9 @@ def data_parallel(
             ref_losses, ref_weights, ref_history = result(one)
             out = Path(tmp) / f"{backend}-{workers}"
             if machines:
-                master = f"127.0.0.1:{_free_port()}"
+                from nin.distributed import free_port
+
+                master = f"127.0.0.1:{free_port()}"
                 layout = ["--devices", "1", "--nnodes", str(workers), "--master", master]
                 commands = [
                     argv(backend, out) + layout + ["--node-rank", str(r)] for r in range(workers)

@@ -449,8 +449,8 @@ class FashionMNISTBase:
             self._resize_cache[key] = tuple(map(convert, pair)) if convert else pair
         return self._resize_cache[key]
 
-    def batches(self, train: bool, split=None) -> BatchSource:
-        x, y = split if split is not None else self.train if train else self.val
+    def batches(self, train: bool) -> BatchSource:
+        x, y = self.train if train else self.val
         return BatchSource(
             x,
             y,
