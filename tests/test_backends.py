@@ -118,6 +118,28 @@ def test_every_backend_exposes_the_same_names(backend):
     assert all(hasattr(B, name) for name in B.__all__) and hasattr(B, helper)
 
 
+def test_every_backend_package_has_the_same_layout(backend):
+    """Each tab is a package of framework code: `ops` (primitives, devices), `model` (d2l's
+    classes), `trainer`, `parallel`; each name of the surface lives where docs/design.md says,
+    and nothing framework-neutral hides in the package's __init__."""
+    import importlib
+    import inspect
+
+    from nin.backends import common
+
+    B = get_backend(backend)
+    modules = {m: importlib.import_module(f"{B.__name__}.{m}") for m in common.BACKEND_MODULES}
+    home = {name: "ops" for name in common.OPS_NAMES}
+    home.update({name: "model" for name in common.MODEL_NAMES}, Trainer="trainer")
+    assert set(common.SURFACE) <= set(home)
+    for name, module in home.items():
+        assert name in modules[module].__all__, f"{backend}: {name} is not in {module}.__all__"
+        assert getattr(B, name) is getattr(modules[module], name)
+    assert issubclass(B.Trainer, modules["parallel"].Parallel)  # the engine is a mixin
+    init = inspect.getsource(B)
+    assert "def " not in init and "class " not in init, "the __init__ only gathers names"
+
+
 def test_every_backend_supplies_every_primitive(backend):
     """`spec.build` makes any spec from these; a backend without one fails here."""
     ops = get_backend(backend).OPS

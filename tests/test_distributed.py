@@ -233,7 +233,7 @@ def test_tensorflow_refuses_a_model_built_outside_the_strategy(synthetic_root):
         "B.use_cpu_devices(2)\n"
         f"data = B.FashionMNIST(batch_size=8, resize=(67, 67), root={str(synthetic_root)!r})\n"
         "model = B.NiN()\n"
-        "model(B.tf.random.normal((1, 67, 67, 1)))\n"
+        "model(B.normal((1, 67, 67, 1)))\n"
         "try:\n"
         "    B.Trainer(max_epochs=1, devices=2, progress=False).fit(model, data)\n"
         "except ValueError as err:\n"

@@ -10,7 +10,8 @@ import numpy as np
 
 from nin.weights import input_from_nchw
 
-__all__ = ["SURFACE", "make_try_gpu", "make_layer_shapes"]
+__all__ = ["SURFACE", "OPS_NAMES", "MODEL_NAMES", "BACKEND_MODULES", "make_try_gpu",
+           "make_layer_shapes"]  # fmt: skip
 
 # what every backend module offers (its __all__): d2l's names the chapter's cells use, and the
 # ones nin adds; each backend adds its random-tensor function (randn, or Keras' normal)
@@ -20,6 +21,16 @@ SURFACE = (
     "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed", "to_numpy",
     "synchronize", "strict_fp32",
 )  # fmt: skip
+
+# where the surface lives in a backend package (nin/backends/<name>/): each module's __all__,
+# which the package's __init__ gathers; the trainer module exports its Trainer
+OPS_NAMES = (
+    "LAYOUT", "KERNEL_LAYOUT", "OPS", "nin_block", "build", "count_params", "layer_shapes",
+    "layer_outputs", "predict", "parameter_arrays", "assign_parameter_arrays", "init_cnn",
+    "try_gpu", "gpu", "cpu", "num_gpus", "set_seed", "to_numpy", "synchronize", "strict_fp32",
+)  # fmt: skip
+MODEL_NAMES = ("Module", "Classifier", "NiN", "FashionMNIST")
+BACKEND_MODULES = ("ops", "model", "trainer", "parallel")
 
 
 def make_try_gpu(gpu: Callable, cpu: Callable, num_gpus: Callable) -> Callable:

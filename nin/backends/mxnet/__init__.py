@@ -1,0 +1,14 @@
+"""The chapter's MXNet tab: `from nin.backends import mxnet as d2l` (NumPy mode, like d2l).
+
+`ops` holds the primitives and devices, `model` d2l's Module, Classifier, NiN and
+FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine."""
+
+from __future__ import annotations
+
+from nin.backends import common as _common
+from nin.backends.mxnet.model import *
+from nin.backends.mxnet.ops import *
+from nin.backends.mxnet.parallel import *
+from nin.backends.mxnet.trainer import *
+
+__all__ = [*_common.SURFACE, "randn"]

@@ -1,0 +1,14 @@
+"""The chapter's TensorFlow tab: `from nin.backends import tensorflow as d2l` (tf.keras, NHWC).
+
+`ops` holds the primitives and devices, `model` d2l's Module, Classifier, NiN and
+FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine."""
+
+from __future__ import annotations
+
+from nin.backends import common as _common
+from nin.backends.tensorflow.model import *
+from nin.backends.tensorflow.ops import *
+from nin.backends.tensorflow.parallel import *
+from nin.backends.tensorflow.trainer import *
+
+__all__ = [*_common.SURFACE, "normal"]

@@ -1,0 +1,13 @@
+"""The chapter's PyTorch tab: `from nin.backends import torch as d2l`.
+
+`ops` holds the primitives and devices, `model` d2l's Module, Classifier, NiN and
+FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine."""
+
+from __future__ import annotations
+
+from nin.backends import common as _common
+from nin.backends.torch.model import *
+from nin.backends.torch.ops import *
+from nin.backends.torch.trainer import *
+
+__all__ = [*_common.SURFACE, "randn"]
