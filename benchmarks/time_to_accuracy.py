@@ -168,34 +168,14 @@ def summary(records: list[dict], peak: dict | None) -> str:
 
 
 def plot(records: list[dict], path) -> None:
-    """Test accuracy against training seconds, one curve per (backend, recipe): the first
-    seed's epochs, with the final accuracy at the end of training."""
+    """Test accuracy against training seconds, into a PNG file
+    (`nin.experiment.plot_time_to_accuracy`)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from nin.experiment import plot_time_to_accuracy
 
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    seen = set()
-    for r in records:
-        key = (r["backend"], r["recipe"])
-        if key in seen or not r["curve"]:
-            continue
-        seen.add(key)
-        xs, ys = zip(*r["curve"])
-        ax.plot(xs, ys, marker="o", ms=3, label=f"{r['backend']} {r['recipe']}")
-    target = records[0]["target"] if records else None
-    if target:
-        ax.axhline(target, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("training seconds (evaluation off the clock)")
-    ax.set_ylabel("test accuracy")
-    lowest = min((a for r in records for _, a in r["curve"]), default=0.5)
-    ax.set_ylim(min(0.5, lowest - 0.05), 1.0)  # a recipe still at chance shows too
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_time_to_accuracy(records, path)
 
 
 def main(argv=None) -> int:
@@ -223,17 +203,15 @@ def main(argv=None) -> int:
     p.add_argument("--records", default=None, help="earlier runs' .jsonl files: no training")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.records:
-        from pathlib import Path
+    if args.records:  # one table per file (each file is one run, with its own peak)
+        from nin.experiment import load_records
 
-        records = [
-            json.loads(line)
-            for name in args.records.split(",")
-            for line in Path(name).read_text().splitlines()
-            if line.startswith("{")
-        ]
-        peaks = [r["peak_gflops"] for r in records if r.get("peak_gflops")]
-        print(summary(records, peaks[0] if peaks else None))
+        records = []
+        for name in args.records.split(","):
+            run = load_records([name])
+            peaks = [r["peak_gflops"] for r in run if r.get("peak_gflops")]
+            print(f"{name}:\n{summary(run, peaks[0] if peaks else None)}")
+            records += run
         if args.plot:
             plot(records, args.plot)
         return 0

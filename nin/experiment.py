@@ -17,7 +17,8 @@ from nin.resources import conv_macs, num_params
 from nin.training import finish_figure, get_recipe
 from nin.variants import variant
 
-__all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES"]
+__all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES",
+           "RECORDS_DIR", "load_records", "plot_time_to_accuracy"]  # fmt: skip
 
 
 def run_experiment(
@@ -114,6 +115,50 @@ def plot_results(rows, path=None):
     for ax in axes:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
+    return finish_figure(fig, path)
+
+
+# the records `python -m benchmarks.time_to_accuracy --json` prints, as stored in a checkout
+RECORDS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def load_records(paths) -> list[dict]:
+    """The records in .jsonl files (one JSON object a line), in order; `paths` is a list, or
+    a comma-separated string."""
+    if isinstance(paths, str):
+        paths = [p for p in paths.split(",") if p]
+    return [
+        json.loads(line)
+        for name in paths
+        for line in Path(name).read_text().splitlines()
+        if line.startswith("{")
+    ]
+
+
+def plot_time_to_accuracy(records, path=None):
+    """Test accuracy against training seconds, one curve per (backend, recipe): the first
+    seed's epochs (`--curve`), with the final accuracy at the end of training; saved to
+    `path`, else returned."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    seen = set()
+    for r in records:
+        key = (r["backend"], r["recipe"])
+        if key in seen or not r["curve"]:
+            continue
+        seen.add(key)
+        xs, ys = zip(*r["curve"])
+        ax.plot(xs, ys, marker="o", ms=3, label=f"{r['backend']} {r['recipe']}")
+    targets = {r["target"] for r in records}
+    for target in targets:
+        ax.axhline(target, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("training seconds (evaluation off the clock)")
+    ax.set_ylabel("test accuracy")
+    lowest = min((a for r in records for _, a in r["curve"]), default=0.5)
+    ax.set_ylim(min(0.5, lowest - 0.05), 1.0)  # a recipe still at chance shows too
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return finish_figure(fig, path)
 
 

@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # API pages: the d2l surface (one backend shown; the other two have the same names), and the
 # modules a reader calls directly
 API = {
-    "d2l-surface": ("The d2l surface (PyTorch tab)", ["nin.backends.torch"]),
+    "d2l-surface": (
+        "The d2l surface (PyTorch tab)",
+        [f"nin.backends.torch.{m}" for m in ("ops", "model", "trainer", "parallel")],
+    ),
     "training": ("Recipes, the loop, history, board", ["nin.training"]),
     "callbacks": ("Callbacks", ["nin.callbacks"]),
     "spec": ("The spec", ["nin.spec"]),

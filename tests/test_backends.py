@@ -1,6 +1,9 @@
 """Each framework's network against the spec: layer shapes and parameter counts."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -133,8 +136,11 @@ def test_every_backend_package_has_the_same_layout(backend):
     home.update({name: "model" for name in common.MODEL_NAMES}, Trainer="trainer")
     assert set(common.SURFACE) <= set(home)
     for name, module in home.items():
-        assert name in modules[module].__all__, f"{backend}: {name} is not in {module}.__all__"
-        assert getattr(B, name) is getattr(modules[module], name)
+        value = getattr(modules[module], name, None)
+        assert value is not None, f"{backend}: {name} is not in {module}"
+        if isinstance(value, type):  # the classes are defined there, not re-exported
+            assert value.__module__ == modules[module].__name__, f"{backend}: {name} moved"
+        assert getattr(B, name) is value
     assert issubclass(B.Trainer, modules["parallel"].Parallel)  # the engine is a mixin
     init = inspect.getsource(B)
     assert "def " not in init and "class " not in init, "the __init__ only gathers names"
@@ -145,3 +151,82 @@ def test_every_backend_supplies_every_primitive(backend):
     ops = get_backend(backend).OPS
     missing = [name for name in S.PRIMITIVES if not callable(getattr(ops, name, None))]
     assert not missing, f"{backend} lacks the primitives {missing}"
+
+
+def _amx(monkeypatch=None):
+    from nin.backends.mxnet import amx
+
+    if monkeypatch is not None:  # the cases below are Linux on x86-64's, wherever they run
+        monkeypatch.setattr(amx.platform, "system", lambda: "Linux")
+        monkeypatch.setattr(amx.platform, "machine", lambda: "x86_64")
+    return amx
+
+
+@needs("mxnet")
+@pytest.mark.parametrize(
+    "flags, environ, granted, expected, cap",
+    [
+        ("fpu avx512f avx512_bf16", {}, True, "not on this CPU", None),
+        ("avx512_bf16 amx_bf16 amx_tile", {"DNNL_MAX_CPU_ISA": "AVX2"}, True, "set by you", "AVX2"),
+        ("avx512_bf16 amx_bf16 amx_tile", {}, False, "refused by the kernel", None),
+        ("avx512_bf16 amx_bf16 amx_tile", {}, True, "on", "AVX512_CORE_AMX"),
+    ],
+    ids=["no-amx", "callers-cap-kept", "kernel-refuses", "opened"],
+)
+def test_mxnet_amx_is_opened_only_where_it_is_safe(
+    tmp_path, monkeypatch, flags, environ, granted, expected, cap
+):
+    """MXNet 1.9.1's oneDNN runs AMX only with its cap raised, and dies of an illegal
+    instruction if the cap is raised without Linux's permission for the tiles: the cap is
+    raised only after the kernel said yes, and never over the caller's own."""
+    amx = _amx(monkeypatch)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    asked = []
+    monkeypatch.setattr(amx, "_request_tiles", lambda: asked.append(1) or granted)
+    monkeypatch.delitem(sys.modules, "mxnet")  # as before MXNet's first import
+    assert amx.open_amx(str(cpuinfo), environ) == expected
+    assert environ.get("DNNL_MAX_CPU_ISA") == cap
+    assert bool(asked) == ("amx_bf16" in flags)  # the tiles are asked for wherever AMX is
+
+
+@needs("mxnet")
+def test_mxnet_amx_is_late_after_mxnet_ran(tmp_path, monkeypatch):
+    amx = _amx(monkeypatch)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: avx512_bf16 amx_bf16\n")
+    monkeypatch.setattr(amx, "_request_tiles", lambda: True)
+    assert "mxnet" in sys.modules
+    assert amx.open_amx(str(cpuinfo), {}) == "late"
+
+
+@needs("mxnet")
+def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
+    """On a CPU with AMX, nin's MXNet fast step runs its bf16 convolutions on oneDNN's AMX
+    kernels (and does not die of an illegal instruction); elsewhere it says AMX is absent."""
+    code = (
+        "import numpy as np\n"
+        "from nin.backends import mxnet as B\n"
+        "import os\n"
+        "print('amx', B.amx.STATE, 'cap left for children:', os.environ.get('DNNL_MAX_CPU_ISA'))\n"
+        "import mxnet as mx\n"
+        "from benchmarks.train import fast_trainer\n"
+        "rng = np.random.default_rng(0)\n"
+        "images = rng.integers(0, 256, (4, 1, 67, 67)).astype(np.uint8)\n"
+        "trainer, batch = fast_trainer('mxnet', images, np.arange(4) % 10, 67)\n"
+        "trainer.train_batch(batch); mx.npx.waitall()\n"
+        "print('bf16', trainer.bf16)\n"
+    )
+    env = {"DNNL_VERBOSE": "1", "PYTHONPATH": str(ROOT)}
+    env_now = {k: v for k, v in os.environ.items() if "MAX_CPU_ISA" not in k}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, cwd=ROOT, env={**env_now, **env}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    has_amx = "amx_bf16" in _amx()._cpu_flags("/proc/cpuinfo")
+    if not has_amx:
+        assert "amx not on this CPU cap left for children: None" in done.stdout
+        return
+    assert "amx on cap left for children: None" in done.stdout and "bf16 True" in done.stdout
+    assert "convolution,jit:avx512_core_amx" in done.stdout or "amx_bf16," in done.stdout

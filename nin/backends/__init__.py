@@ -1,4 +1,4 @@
-"""One module per chapter tab, imported only when asked for.
+"""One package per chapter tab, imported only when asked for.
 
 `get_backend("torch")` imports `nin.backends.torch` (and so PyTorch) on first use and caches
 it; a framework that is missing or fails to import raises `BackendUnavailableError` for that

@@ -22,8 +22,8 @@ SURFACE = (
     "synchronize", "strict_fp32",
 )  # fmt: skip
 
-# where the surface lives in a backend package (nin/backends/<name>/): each module's __all__,
-# which the package's __init__ gathers; the trainer module exports its Trainer
+# where the surface lives in a backend package (nin/backends/<name>/), whose __init__ gathers
+# each module's public names; the trainer module holds the Trainer
 OPS_NAMES = (
     "LAYOUT", "KERNEL_LAYOUT", "OPS", "nin_block", "build", "count_params", "layer_shapes",
     "layer_outputs", "predict", "parameter_arrays", "assign_parameter_arrays", "init_cnn",

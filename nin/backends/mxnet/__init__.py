@@ -5,6 +5,9 @@ FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine."""
 
 from __future__ import annotations
 
+from nin.backends.mxnet import amx  # first: AMX is opened before MXNet is imported
+
+# isort: split
 from nin.backends import common as _common
 from nin.backends.mxnet.model import *
 from nin.backends.mxnet.ops import *

@@ -7,10 +7,7 @@ from mxnet.gluon import nn
 
 from nin import data as _data
 from nin import training as _training
-from nin.backends import common as _common
 from nin.backends.mxnet.ops import build, cpu, ordered_params, to_numpy
-
-__all__ = list(_common.MODEL_NAMES)
 
 
 class Module(_training.ModuleMixin, nn.Block):

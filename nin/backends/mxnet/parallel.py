@@ -12,8 +12,6 @@ from mxnet import autograd, gluon, npx
 from nin import distributed as _distributed
 from nin.backends.mxnet import ops
 
-__all__ = ["join_dist_sync", "start_parameter_server"]
-
 _METRIC_KEY, _METRIC_SLOTS = 1_000_000, 64  # the kvstore key losses and metrics are summed on
 
 

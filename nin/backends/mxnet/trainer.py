@@ -11,10 +11,8 @@ import numpy as onp
 from mxnet import autograd, np
 
 from nin import training as _training
-from nin.backends.mxnet import ops
+from nin.backends.mxnet import amx, ops
 from nin.backends.mxnet.parallel import Parallel
-
-__all__ = ["Trainer"]
 
 
 class Trainer(Parallel, _training.TrainerBase):
@@ -22,7 +20,13 @@ class Trainer(Parallel, _training.TrainerBase):
     it, and hybridize with static allocation and shapes."""
 
     backend_name = "mxnet"
-    FAST_PATH = "hybridized, convolutions in bf16"
+
+    @property
+    def FAST_PATH(self) -> str:  # type: ignore[override]  # the start line's words, as set up
+        if not getattr(self, "bf16", False):
+            return "hybridized"
+        kernels = " on oneDNN's AMX kernels" if amx.STATE == "on" else ""
+        return f"hybridized, convolutions in bf16{kernels}"
 
     def _prepare(self, model, data):
         self.ctx = self.device = self._setup_world()

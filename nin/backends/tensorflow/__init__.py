@@ -5,6 +5,10 @@ FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine."""
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's import: a quiet start
+
 from nin.backends import common as _common
 from nin.backends.tensorflow.model import *
 from nin.backends.tensorflow.ops import *

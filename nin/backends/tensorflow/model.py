@@ -6,10 +6,7 @@ import tensorflow as tf
 
 from nin import data as _data
 from nin import training as _training
-from nin.backends import common as _common
 from nin.backends.tensorflow.ops import build, leaf_layers, to_numpy
-
-__all__ = list(_common.MODEL_NAMES)
 
 
 class Module(_training.ModuleMixin, tf.keras.Model):

@@ -3,17 +3,11 @@ from, and the d2l functions over a built network."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up log quiet
-import tensorflow as tf  # noqa: E402
-
-from nin import spec as _spec  # noqa: E402
-from nin.backends import common as _common  # noqa: E402
-
-__all__ = [*_common.OPS_NAMES, "normal", "keras_padding"]
+from nin import spec as _spec
+from nin.backends import common as _common
 
 # memory growth: TensorFlow would otherwise take all of a GPU's memory at its first use, and
 # PyTorch or MXNet in the same process would find none left

@@ -10,8 +10,6 @@ from nin import distributed as _distributed
 from nin import training as _training
 from nin.backends.tensorflow import ops
 
-__all__ = ["multi_worker_strategy", "use_cpu_devices"]
-
 
 def use_cpu_devices(count: int) -> None:
     """Split the CPU into `count` logical devices, for MirroredStrategy on a machine without

@@ -9,8 +9,6 @@ from nin import training as _training
 from nin.backends.tensorflow import ops
 from nin.backends.tensorflow.parallel import Parallel
 
-__all__ = ["Trainer", "training_device"]
-
 
 def _scope_device() -> str:
     """The device of the caller's `with tf.device(...)` scope ('' outside any scope)."""

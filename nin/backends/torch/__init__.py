@@ -8,6 +8,7 @@ from __future__ import annotations
 from nin.backends import common as _common
 from nin.backends.torch.model import *
 from nin.backends.torch.ops import *
+from nin.backends.torch.parallel import *
 from nin.backends.torch.trainer import *
 
 __all__ = [*_common.SURFACE, "randn"]

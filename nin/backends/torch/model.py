@@ -9,10 +9,7 @@ from torch.nn import functional as F
 
 from nin import data as _data
 from nin import training as _training
-from nin.backends import common as _common
 from nin.backends.torch.ops import build, cpu, init_cnn, init_kaiming, to_numpy
-
-__all__ = list(_common.MODEL_NAMES)
 
 
 class Module(_training.ModuleMixin, nn.Module):

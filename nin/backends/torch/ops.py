@@ -10,8 +10,6 @@ from torch import nn
 from nin import spec as _spec
 from nin.backends import common as _common
 
-__all__ = [*_common.OPS_NAMES, "randn"]
-
 randn = torch.randn
 LAYOUT = "NCHW"
 KERNEL_LAYOUT = "OIHW"

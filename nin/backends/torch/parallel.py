@@ -13,8 +13,6 @@ from torch import nn
 from nin import distributed as _distributed
 from nin.backends.torch import ops
 
-__all__ = []
-
 
 def _grouped() -> bool:
     """Whether this process is one of several in a torch.distributed process group."""

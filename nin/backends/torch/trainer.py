@@ -11,8 +11,6 @@ from nin import training as _training
 from nin.backends.torch import ops
 from nin.backends.torch.parallel import Parallel
 
-__all__ = ["Trainer"]
-
 
 class Trainer(Parallel, _training.TrainerBase):
     """d2l's Trainer for PyTorch. Fast path (`fast=True`): channels-last and bf16 autocast.
