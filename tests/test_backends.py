@@ -230,3 +230,17 @@ def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
         return
     assert "amx on cap left for children: None" in done.stdout and "bf16 True" in done.stdout
     assert "convolution,jit:avx512_core_amx" in done.stdout or "amx_bf16," in done.stdout
+
+
+@needs("tensorflow")
+def test_tensorflow_starts_quietly():
+    """TensorFlow's start-up INFO and WARNING lines (oneDNN, CPU features, TensorRT) stay out
+    of every run: the backend sets the log level before TensorFlow is imported."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from nin.backends import tensorflow as B; B.normal((1,))"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "oneDNN custom operations" not in done.stderr, done.stderr[-2000:]
+    assert "cpu_feature_guard" not in done.stderr, done.stderr[-2000:]
