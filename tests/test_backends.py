@@ -224,7 +224,7 @@ def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
         capture_output=True, text=True, cwd=ROOT, env={**env_now, **env}, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    has_amx = "amx_bf16" in _amx()._cpu_flags("/proc/cpuinfo")
+    has_amx = "amx_bf16" in _amx().cpu_flags("/proc/cpuinfo")
     if not has_amx:
         assert "amx not on this CPU cap left for children: None" in done.stdout
         return

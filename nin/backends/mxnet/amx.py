@@ -18,21 +18,12 @@ import os
 import platform
 import sys
 
+from nin.training import cpu_flags
+
 __all__ = ["open_amx", "release", "AMX_ISA", "STATE"]
 
 AMX_ISA = "AVX512_CORE_AMX"
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18  # x86-64 Linux
-
-
-def _cpu_flags(cpuinfo: str) -> set[str]:
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _request_tiles() -> bool:
@@ -52,7 +43,7 @@ def open_amx(cpuinfo: str = "/proc/cpuinfo", environ=os.environ) -> str:
     kernel'."""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         return "not on this CPU"
-    if "amx_bf16" not in _cpu_flags(cpuinfo):
+    if "amx_bf16" not in cpu_flags(cpuinfo):
         return "not on this CPU"
     granted = _request_tiles()  # also for a cap the caller set to AMX
     if environ.get("DNNL_MAX_CPU_ISA") or environ.get("MKLDNN_MAX_CPU_ISA"):
