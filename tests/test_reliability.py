@@ -38,7 +38,11 @@ def _train_args(backend, root, fast):
 
 def _run(point, args, out, resume=False):
     cmd = [sys.executable, str(DRIVER), point, "--", *args, "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # One thread per process: the claim under test is that a resume restores everything, and
+    # two threads' split of a sum is not part of it. With two, this machine once gave two
+    # unbroken fp32 runs that parted at the second step (1e-3 on the weights after nine),
+    # in 1 of 31 comparisons (under load), in code that nin does not own (docs/reliability.md).
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1")
     env.pop("NIN_QUICK", None)
     return subprocess.run(
         cmd + (["--resume"] if resume else []),
