@@ -1,8 +1,8 @@
 """Time to accuracy: how long a recipe trains the chapter's NiN before its test accuracy.
 
     python -m benchmarks.time_to_accuracy [--backend torch|mxnet|tensorflow|all]
-        [--target 0.90] [--recipe nin,book,sprint,quality] [--seeds 1] [--cap-seconds S]
-        [--curve] [--plot FILE] [--json]
+        [--target 0.90] [--recipe sprint] [--seeds 1] [--cap-seconds S]
+        [--compare nin,book] [--compare-cap 2] [--curve] [--plot FILE] [--json]
 
 Each run (backend, recipe, seed) is a process of its own. It trains the recipe's plan
 (`nin.training.PLANS`: epochs, input size, batch) to its end, with no evaluation while
@@ -15,6 +15,9 @@ training, then evaluates once on all 10,000 test images. Reported apart:
 recipes (the chapter's 10 epochs at 224 take hours on a CPU); a capped run says so. Per
 backend: the median training time over the seeds, each seed's accuracy, whether every seed
 reached the target, images/s, and the machine's bf16/fp32 peak measured in the same run.
+Then, on each backend, the `--compare` recipes (the chapter's and `make train`'s by default)
+run once under the same clock, their training capped at `--compare-cap` (2) times the first
+recipe's median there; the table says where a cap stopped them.
 `--curve` also evaluates the test split after every epoch, off the clock (the time it takes
 is left out of `train_seconds`), for the picture: `--plot FILE` draws test accuracy against
 training seconds, one curve per backend and recipe; `--records A.jsonl,B.jsonl` prints the
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +50,7 @@ def run_one(
     batch_size=None,
     limit_train_batches=None,
     curve=False,
+    lr=None,
 ) -> dict:
     """One run in this process; the record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
@@ -83,8 +89,8 @@ def run_one(
         seed=seed,
         augment=plan.augment,
     )
-    model = B.NiN(recipe=resolve_recipe(recipe, lr=plan.lr))
-    limit = TimeLimit(cap) if cap else None
+    model = B.NiN(recipe=resolve_recipe(recipe, lr=plan.lr if lr is None else lr))
+    limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
     trainer = B.Trainer(
         max_epochs=epochs,
         num_gpus=1,
@@ -113,6 +119,8 @@ def run_one(
         "epochs": epochs,
         "resize": resize,
         "batch_size": batch_size,
+        "batches_per_epoch": trainer.num_train_batches,
+        "limit_train_batches": limit_train_batches,
         "capped": bool(limit and limit.stopped),
         "test_images": len(data.test[1]),
         "augment": plan.augment,
@@ -133,9 +141,41 @@ def _child(args: dict) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise RuntimeError(
-            f"the {args['backend']} run (seed {args['seed']}) failed:\n{done.stderr[-3000:]}"
+            f"the {args['backend']} run of {args['recipe']} (seed {args['seed']}) failed:\n"
+            f"{done.stderr[-3000:]}"
         )
     return dict(json.loads(lines[-1]), process_seconds=time.perf_counter() - start)
+
+
+def comparison_cap(timed_seconds: list[float], factor: float, cap_seconds=None) -> float:
+    """The training time a compared recipe gets: `factor` x the median of the first timed
+    recipe's seeds, and never more than `--cap-seconds`."""
+    cap = factor * statistics.median(timed_seconds)
+    return cap if cap_seconds is None else min(cap, cap_seconds)
+
+
+def plan_changes(record: dict) -> list[str]:
+    """What a run changed from its recipe's plan (`--epochs`, `--resize`, `--batch-size`,
+    `--lr`, `--limit-train-batches`), one phrase each; empty for a run of the plan."""
+    from nin.training import PLANS, RECIPES
+
+    plan = PLANS.get(record["recipe"])
+    if plan is None:
+        return []
+    planned = {
+        "epochs": plan.epochs,
+        "resize": plan.resize,
+        "batch_size": plan.batch_size,
+        "lr": plan.lr or RECIPES[plan.recipe].lr,
+    }
+    changed = [
+        f"{name} {record[name]:g}"
+        for name, value in planned.items()
+        if name in record and record[name] != value
+    ]
+    if record.get("limit_train_batches") == record.get("batches_per_epoch"):  # it limited
+        changed.append(f"{record['batches_per_epoch']} batches an epoch")
+    return changed
 
 
 def summary(records: list[dict], peak: dict | None) -> str:
@@ -157,6 +197,11 @@ def summary(records: list[dict], peak: dict | None) -> str:
     for (backend, recipe), rs in groups.items():
         accs = " ".join(f"{r['test_acc']:.4f}" for r in rs)
         capped = " (capped)" if any(r["capped"] for r in rs) else ""
+        if rs[0].get("role") == "compared":
+            hit = ", hit" if capped else ""
+            capped = f" (compared; training capped at {rs[0]['cap_seconds']:.0f} s{hit})"
+        changed = plan_changes(rs[0])
+        capped += f" (not the plan: {', '.join(changed)})" if changed else ""
         lines.append(
             f"{backend:<11}{recipe:<8}{np.median([r['train_seconds'] for r in rs]):>17.1f}"
             f"{np.median([r['setup_seconds'] for r in rs]):>9.1f}"
@@ -181,7 +226,22 @@ def plot(records: list[dict], path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="torch", help="torch, mxnet, tensorflow or all")
-    p.add_argument("--recipe", default="nin,book", help="comma-separated names of PLANS")
+    p.add_argument("--recipe", default="sprint", help="comma-separated names of PLANS")
+    p.add_argument(
+        "--compare",
+        default="nin,book",
+        help="recipes run once more on each backend, after --recipe, for comparison: "
+        "seed 0, capped at --compare-cap times the first recipe's median training time "
+        "there (a capped run says so); 'none' for none, and a recipe already in --recipe "
+        "is not run twice (default: nin,book)",
+    )
+    p.add_argument(
+        "--compare-cap",
+        type=float,
+        default=2.0,
+        help="the compared runs' training time, in multiples of the first recipe's median "
+        "(default: 2), and never more than --cap-seconds",
+    )
     p.add_argument("--target", type=float, default=0.90)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument(
@@ -195,10 +255,17 @@ def main(argv=None) -> int:
     p.add_argument("--curve", action="store_true", help="test accuracy after every epoch")
     p.add_argument("--plot", default=None, help="a .png of the curves (implies --curve)")
     p.add_argument("--no-peak", action="store_true", help="skip the peak measurement")
-    # small runs, for the tests: override the plan
+    # override the plan (small runs for the tests, or a variant to try; the table says so)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--resize", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="the peak lr of the --recipe runs (default: the plan's; the compared runs "
+        "keep their plan's)",
+    )
     p.add_argument("--limit-train-batches", type=int, default=None)
     p.add_argument("--records", default=None, help="earlier runs' .jsonl files: no training")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -222,37 +289,71 @@ def main(argv=None) -> int:
     from nin.training import PLANS
 
     recipes = [r.strip() for r in args.recipe.split(",") if r.strip()]
-    unknown = [r for r in recipes if r not in PLANS]
-    if unknown:
-        raise SystemExit(f"unknown recipe(s) {unknown}; PLANS has {sorted(PLANS)}")
+    compared = [] if args.compare == "none" else [r.strip() for r in args.compare.split(",")]
+    compared = [r for r in compared if r and r not in recipes]
+    unknown = [r for r in recipes + compared if r not in PLANS]
+    if unknown or not recipes:
+        raise SystemExit(
+            f"unknown recipe(s) {unknown or 'none given'}; PLANS has {', '.join(PLANS)} "
+            "(--recipe and --compare take names from it)"
+        )
+    for flag, value in (
+        ("--seeds", args.seeds),
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--limit-train-batches", args.limit_train_batches),
+    ):
+        if value is not None and value < 1:
+            raise SystemExit(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--lr", args.lr), ("--cap-seconds", args.cap_seconds)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise SystemExit(f"{flag} must be a positive number, got {value}")
+    if not (args.compare_cap > 0 and math.isfinite(args.compare_cap)):
+        raise SystemExit(f"--compare-cap must be a positive number, got {args.compare_cap}")
     peak = None
     if not args.no_peak:
         from benchmarks.train import machine_peak
 
         peak = machine_peak()
     records = []
-    for backend in resolve_backends(args.backend):
-        for recipe in recipes:
-            for seed in range(args.seeds):
-                record = _child(
-                    {
-                        "backend": backend,
-                        "recipe": recipe,
-                        "seed": seed,
-                        "target": args.target,
-                        "root": args.data_dir,
-                        "cap": args.cap_seconds,
-                        "epochs": args.epochs,
-                        "resize": args.resize,
-                        "batch_size": args.batch_size,
-                        "limit_train_batches": args.limit_train_batches,
-                        "curve": args.curve or bool(args.plot),
-                    }
-                )
-                record["peak_gflops"] = peak
-                records.append(record)
-                if args.json:
-                    print(json.dumps(record), flush=True)
+
+    def run(backend, recipe, seed, cap, role):
+        timed = role == "timed"  # the compared recipes keep their plan's lr
+        record = _child(
+            {
+                "backend": backend,
+                "recipe": recipe,
+                "seed": seed,
+                "target": args.target,
+                "root": args.data_dir,
+                "cap": cap,
+                "epochs": args.epochs,
+                "resize": args.resize,
+                "batch_size": args.batch_size,
+                "limit_train_batches": args.limit_train_batches,
+                "lr": args.lr if timed else None,
+                "curve": args.curve or bool(args.plot),
+            }
+        )
+        record.update(peak_gflops=peak, role=role, cap_seconds=cap)
+        records.append(record)
+        if args.json:
+            print(json.dumps(record), flush=True)
+        return record
+
+    try:
+        for backend in resolve_backends(args.backend):
+            for recipe in recipes:
+                for seed in range(args.seeds):
+                    run(backend, recipe, seed, args.cap_seconds, "timed")
+            first = [r["train_seconds"] for r in records if r["backend"] == backend]
+            cap = comparison_cap(first[: args.seeds], args.compare_cap, args.cap_seconds)
+            for recipe in compared:
+                run(backend, recipe, 0, cap, "compared")
+    except RuntimeError as error:  # what finished is still shown
+        if records and not args.json:
+            print(summary(records, peak))
+        raise SystemExit(f"time_to_accuracy: {error}") from None
     if not args.json:
         print(summary(records, peak))
     if args.plot:

@@ -402,17 +402,24 @@ class StallWatchdog(Callback):
 
 
 class TimeLimit(Callback):
-    """Stop training once `seconds` of it have passed (checked after each step; the epoch
-    then ends with its validation, as any epoch does). `stopped` says whether it did."""
+    """Stop training once `seconds` of it have passed, counted from the first epoch's start
+    (checked after each step; the epoch then ends with its validation, as any epoch does).
+    `off_clock`, if given, returns the seconds within that time that do not count (a
+    benchmark's evaluations between epochs). `stopped` says whether it stopped the run."""
 
-    def __init__(self, seconds: float):
-        self.seconds, self.stopped = seconds, False
+    def __init__(self, seconds: float, off_clock=None):
+        self.seconds, self.off_clock, self.stopped = seconds, off_clock, False
 
     def on_fit_start(self, trainer):
-        self.start, self.stopped = time.perf_counter(), False
+        self.start, self.stopped = None, False
+
+    def on_epoch_start(self, trainer):
+        if self.start is None:
+            self.start = time.perf_counter()
 
     def on_batch_end(self, trainer):
-        if time.perf_counter() - self.start >= self.seconds:
+        spent = time.perf_counter() - self.start - (self.off_clock() if self.off_clock else 0)
+        if spent >= self.seconds:
             trainer.stop_training = self.stopped = True
 
 

@@ -4,8 +4,10 @@ benchmark's curves. The chapter's path stays as it was: none of these is on by d
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -130,12 +132,37 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
     assert config["recipe"]["label_smoothing"] == 0.1 and config["recipe"]["name"] == "sprint"
 
 
+@needs("torch")
+def test_a_run_that_leaves_its_plan_says_so(synthetic_root):
+    """`--lr` and `--limit-train-batches` reach the run and its record, and the table marks
+    a run that is not its recipe's plan; a run of the plan is not marked."""
+    from benchmarks import time_to_accuracy as tta
+
+    common = dict(root=synthetic_root, epochs=1, resize=67, batch_size=100)
+    full = tta.run_one("torch", "sprint", 0, 0.9, **common)
+    assert full["batches_per_epoch"] == 6 and full["lr"] == RECIPES["sprint"].lr
+    tried = tta.run_one("torch", "sprint", 0, 0.9, lr=5e-3, limit_train_batches=2, **common)
+    assert tried["batches_per_epoch"] == 2 and tried["lr"] == 5e-3
+    assert tta.plan_changes(tried) == [
+        "epochs 1",
+        "batch_size 100",
+        "lr 0.005",
+        "2 batches an epoch",
+    ]
+    plan = PLANS["sprint"]
+    as_planned = dict(full, epochs=plan.epochs, batch_size=plan.batch_size, resize=plan.resize)
+    assert tta.plan_changes(as_planned) == []
+    table = tta.summary([tried], None)
+    assert "(not the plan: epochs 1, batch_size 100, lr 0.005, 2 batches an epoch)" in table
+
+
 def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, capsys):
     from benchmarks import time_to_accuracy as tta
 
     png = tmp_path / "curves.png"
     tta.main(
-        ["--backend", "torch", "--recipe", "sprint,quality", "--epochs", "2", "--resize", "67"]
+        ["--backend", "torch", "--recipe", "sprint,quality", "--compare", "none"]
+        + ["--epochs", "2", "--resize", "67"]
         + ["--batch-size", "8", "--limit-train-batches", "2", "--no-peak", "--json"]
         + ["--data-dir", str(synthetic_root), "--plot", str(png)]
     )
@@ -148,3 +175,62 @@ def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, 
         assert a2 == pytest.approx(r["test_acc"])  # the last point is the final evaluation
     assert records[1]["augment"] == "flip-shift" and records[0]["label_smoothing"] == 0.1
     assert png.stat().st_size > 10_000
+
+
+@needs("torch")
+def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
+    """After the timed recipes, each --compare recipe not among them runs once on the same
+    backend, capped at --compare-cap times the first recipe's median; --lr reaches only the
+    timed runs; the cap is recorded and shown; bad flags are refused before any run."""
+    from benchmarks import time_to_accuracy as tta
+
+    tiny = ["--epochs", "1", "--resize", "67", "--batch-size", "8", "--limit-train-batches"]
+    tiny += ["3", "--data-dir", str(synthetic_root), "--no-peak", "--json", "--lr", "5e-3"]
+    tta.main(["--recipe", "sprint,quality", "--seeds", "2", "--compare", "nin,sprint", *tiny])
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(r["recipe"], r["seed"], r["role"]) for r in records] == [
+        ("sprint", 0, "timed"),
+        ("sprint", 1, "timed"),
+        ("quality", 0, "timed"),
+        ("quality", 1, "timed"),
+        ("nin", 0, "compared"),
+    ]
+    *timed, nin = records
+    assert all(r["lr"] == 5e-3 and r["cap_seconds"] is None for r in timed)
+    assert nin["lr"] == RECIPES["nin"].lr  # its plan's, not --lr
+    sprint_median = np.median([r["train_seconds"] for r in timed[:2]])
+    assert nin["cap_seconds"] == pytest.approx(2 * sprint_median)
+    assert tta.comparison_cap([1.0, 3.0, 10.0], 2) == 6.0
+    assert tta.comparison_cap([1.0, 3.0, 10.0], 2, cap_seconds=4.0) == 4.0
+    hit = dict(nin, capped=True, cap_seconds=0.2)
+    assert "(compared; training capped at 0 s, hit)" in tta.summary([hit], None)
+    for bad, says in (
+        (["--compare", "nope"], "unknown recipe(s) ['nope']"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--limit-train-batches", "0"], "--limit-train-batches must be at least 1"),
+        (["--lr", "0"], "--lr must be a positive number, got 0.0"),
+        (["--compare-cap", "0"], "--compare-cap must be a positive number"),
+    ):
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            tta.main([*tiny, *bad])
+
+
+def test_a_time_limit_leaves_out_what_is_off_the_clock():
+    """The benchmark's cap counts training only: time that `off_clock` reports (evaluations
+    between epochs) does not use it up."""
+    from nin.callbacks import TimeLimit
+
+    class Run:
+        stop_training = False
+
+    run, off = Run(), [0.0]
+    limit = TimeLimit(0.05, off_clock=lambda: off[0])
+    limit.on_fit_start(run)
+    limit.on_epoch_start(run)
+    time.sleep(0.1)
+    off[0] = 0.1  # all of it was off the clock
+    limit.on_batch_end(run)
+    assert not run.stop_training and not limit.stopped
+    off[0] = 0.0
+    limit.on_batch_end(run)
+    assert run.stop_training and limit.stopped
