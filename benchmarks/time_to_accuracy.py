@@ -173,8 +173,9 @@ def plan_changes(record: dict) -> list[str]:
         for name, value in planned.items()
         if name in record and record[name] != value
     ]
-    if record.get("limit_train_batches") == record.get("batches_per_epoch"):  # it limited
-        changed.append(f"{record['batches_per_epoch']} batches an epoch")
+    limit = record.get("limit_train_batches")  # absent from records older than the flag
+    if limit and limit == record.get("batches_per_epoch"):  # it limited the epoch
+        changed.append(f"{limit} batches an epoch")
     return changed
 
 

@@ -215,6 +215,20 @@ def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
             tta.main([*tiny, *bad])
 
 
+def test_the_stored_records_still_print(capsys):
+    """`--records` reads every stored run, the older ones without the newer fields, and
+    marks only the runs that left their plan."""
+    from benchmarks import time_to_accuracy as tta
+    from nin.experiment import RECORDS_DIR
+
+    files = sorted(RECORDS_DIR.glob("*.jsonl"))
+    assert len(files) >= 5
+    assert tta.main(["--records", ",".join(map(str, files))]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(not the plan:") == 1  # the tried 83,200-image sprint
+    assert "torch      sprint" in out and "mxnet      sprint" in out
+
+
 def test_a_time_limit_leaves_out_what_is_off_the_clock():
     """The benchmark's cap counts training only: time that `off_clock` reports (evaluations
     between epochs) does not use it up."""
