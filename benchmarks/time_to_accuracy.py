@@ -306,11 +306,13 @@ def main(argv=None) -> int:
     ):
         if value is not None and value < 1:
             raise SystemExit(f"{flag} must be at least 1, got {value}")
-    for flag, value in (("--lr", args.lr), ("--cap-seconds", args.cap_seconds)):
+    for flag, value in (
+        ("--lr", args.lr),
+        ("--cap-seconds", args.cap_seconds),
+        ("--compare-cap", args.compare_cap),
+    ):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise SystemExit(f"{flag} must be a positive number, got {value}")
-    if not (args.compare_cap > 0 and math.isfinite(args.compare_cap)):
-        raise SystemExit(f"--compare-cap must be a positive number, got {args.compare_cap}")
     peak = None
     if not args.no_peak:
         from benchmarks.train import machine_peak
