@@ -10,7 +10,10 @@ training, then evaluates once on all 10,000 test images. Reported apart:
 - `train_seconds`: the wall time of training, every step (the recipe evaluates nothing);
 - `setup_seconds`: from the process's first line to the first step (imports, the data
   read, the build, warm-up or tracing);
-- `process_seconds`: the whole process, as the parent measured it.
+- `process_seconds`: the whole process, as the parent measured it;
+- `eval_seconds`: the final evaluation. A plan with test-time augmentation (`tta`, the
+  quality recipe's) scores each test image by its class probabilities summed over several
+  views (`nin.training.tta_accuracy`); the record keeps the plain accuracy too.
 `--cap-seconds` stops training after that long (`nin.callbacks.TimeLimit`), for the slow
 recipes (the chapter's 10 epochs at 224 take hours on a CPU); a capped run says so. Per
 backend: the median training time over the seeds, each seed's accuracy, whether every seed
@@ -55,12 +58,21 @@ def run_one(
     """One run in this process; the record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
-    from nin.training import PLANS, resolve_recipe
+    from nin.training import PLANS, resolve_recipe, tta_accuracy
 
     plan = PLANS[recipe]
     epochs, resize = epochs or plan.epochs, resize or plan.resize
     batch_size = batch_size or plan.batch_size
     clock: dict = {"off": 0.0, "curve": []}
+
+    def test_accuracy(trainer) -> tuple[float, float]:
+        """(the plan's test accuracy, the plain one): with test-time augmentation, the first
+        sums each image's class probabilities over its views (`nin.training.tta_accuracy`)."""
+        trainer._train_mode(False)
+        plain = float(trainer._evaluate(iter(data.test_dataloader()))["acc"])
+        acc = tta_accuracy(B, model, data, plan.tta) if plan.tta != "none" else plain
+        trainer._train_mode(True)
+        return acc, plain
 
     class Clock(Callback):
         def on_epoch_start(self, trainer):
@@ -71,10 +83,7 @@ def run_one(
                 return
             start = time.perf_counter()  # off the clock: the test split, for the picture
             trained = start - clock["first_step"] - clock["off"]
-            trainer._train_mode(False)
-            acc = trainer._evaluate(iter(data.test_dataloader()))["acc"]
-            trainer._train_mode(True)
-            clock["curve"].append([trained, float(acc)])
+            clock["curve"].append([trained, test_accuracy(trainer)[0]])
             clock["off"] += time.perf_counter() - start
 
         def on_fit_end(self, trainer):
@@ -102,8 +111,9 @@ def run_one(
         callbacks=[Clock()] + ([limit] if limit else []),
     )
     history = trainer.fit(model, data)
-    trainer._train_mode(False)  # one evaluation, on the whole test split, after training
-    metrics = trainer._evaluate(iter(data.test_dataloader()))
+    start = time.perf_counter()
+    acc, plain = test_accuracy(trainer)  # one evaluation, on the whole test split, after training
+    eval_seconds = time.perf_counter() - start
     steps = len(history.steps)
     train_seconds = clock["end"] - clock["first_step"] - clock["off"]
     return {
@@ -113,8 +123,11 @@ def run_one(
         "target": target,
         "train_seconds": train_seconds,
         "setup_seconds": clock["first_step"] - START,
-        "test_acc": float(metrics["acc"]),
-        "reached": bool(metrics["acc"] >= target),
+        "eval_seconds": eval_seconds,
+        "test_acc": acc,
+        "test_acc_plain": plain,
+        "tta": plan.tta,
+        "reached": bool(acc >= target),
         "images_per_s": steps * batch_size / train_seconds,
         "epochs": epochs,
         "resize": resize,
@@ -156,7 +169,8 @@ def comparison_cap(timed_seconds: list[float], factor: float, cap_seconds=None) 
 
 def plan_changes(record: dict) -> list[str]:
     """What a run changed from its recipe's plan (`--epochs`, `--resize`, `--batch-size`,
-    `--lr`, `--limit-train-batches`), one phrase each; empty for a run of the plan."""
+    `--lr`, `--limit-train-batches`; a test-time augmentation other than the plan's, as in
+    records made before the plan had one), one phrase each; empty for a run of the plan."""
     from nin.training import PLANS, RECIPES
 
     plan = PLANS.get(record["recipe"])
@@ -176,6 +190,9 @@ def plan_changes(record: dict) -> list[str]:
     limit = record.get("limit_train_batches")  # absent from records older than the flag
     if limit and limit == record.get("batches_per_epoch"):  # it limited the epoch
         changed.append(f"{limit} batches an epoch")
+    tta = record.get("tta", "none")  # absent from records older than test-time augmentation
+    if tta != plan.tta:
+        changed.append(f"tta {tta}")
     return changed
 
 
@@ -203,6 +220,9 @@ def summary(records: list[dict], peak: dict | None) -> str:
             capped = f" (compared; training capped at {rs[0]['cap_seconds']:.0f} s{hit})"
         changed = plan_changes(rs[0])
         capped += f" (not the plan: {', '.join(changed)})" if changed else ""
+        if rs[0].get("tta", "none") != "none":
+            plain = " ".join(f"{r['test_acc_plain']:.4f}" for r in rs)
+            capped += f" ({rs[0]['tta']} TTA; without it: {plain})"
         lines.append(
             f"{backend:<11}{recipe:<8}{np.median([r['train_seconds'] for r in rs]):>17.1f}"
             f"{np.median([r['setup_seconds'] for r in rs]):>9.1f}"

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from nin import spec as _spec
 from nin.backends import BackendUnavailableError, get_backend, resolve_backends
+from nin.data import AUGMENTATIONS
 from nin.resources import num_params
+from nin.training import TTA
 
 __all__ = ["main", "positive_int", "fresh_out_dir"]
 
@@ -353,6 +355,11 @@ def cmd_train(args) -> int:
     from nin.resources import check_fits_in_memory
 
     recipe = _recipe_from_args(args)
+    if args.tta != "none" and (_parallel(args) or args.worker):
+        raise ValueError(
+            "--tta scores the model in one process after training; a data-parallel run "
+            "(--devices/--nnodes) does not offer it: drop --tta, or train on one device"
+        )
     if (_parallel(args) or args.master or args.node_rank) and not args.worker:
         from nin.distributed import check_layout
 
@@ -392,6 +399,22 @@ def cmd_train(args) -> int:
     if writer:
         _say_done(args, history, out)
     return 0
+
+
+def _score_with_tta(args, B, model, data, history, out) -> None:
+    """`--tta`: the trained model on the validation split with test-time augmentation,
+    printed and added to the last epoch's record in history.json."""
+    from nin.training import TTA, tta_accuracy
+
+    acc = tta_accuracy(B, model, data, args.tta, split="val")
+    history.epochs[-1]["val_acc_tta"] = acc
+    history.config["tta"] = args.tta
+    history.save(out / "history.json")
+    print(
+        f"nin: {_accuracy_name(args)} with {args.tta} test-time augmentation "
+        f"({TTA[args.tta]}): {acc:.4f}",
+        flush=True,
+    )
 
 
 def _say_done(args, history, out) -> None:
@@ -493,7 +516,10 @@ def _train(args, B, recipe, spec, engine, out):
         wording=cli_wording,
         **engine,
     )
-    return trainer.fit(model, data)
+    history = trainer.fit(model, data)
+    if args.tta != "none" and out is not None:
+        _score_with_tta(args, B, model, data, history, out)
+    return history
 
 
 def cmd_compare(args) -> int:
@@ -930,9 +956,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment",
         default="none",
-        choices=["none", "flip-shift"],
+        choices=list(AUGMENTATIONS),
         help="training-image augmentation, in the shared NumPy pipeline (default: none, "
         "as the chapter)",
+    )
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=list(TTA),
+        help="after training, also score the validation split with test-time augmentation: "
+        "flip sums each image's class probabilities with its mirror image's, flip-shift adds "
+        "one-pixel shifts of both (10 views; the quality recipe's) (default: none)",
     )
     p.add_argument(
         "--val-split",

@@ -105,9 +105,86 @@ def test_label_smoothing_is_the_same_loss_in_every_backend(backend, eps):
     assert float(got) == pytest.approx(_reference_loss(logits, labels, eps), rel=1e-5)
 
 
+def test_flip_tta_sums_each_image_with_its_mirror_image():
+    """A fake model that reads the two halves of an image unequally: for each test image,
+    one of its two views alone is wrong and their summed probabilities are right."""
+    from types import SimpleNamespace
+
+    from nin.training import tta_accuracy
+
+    def predict(model, x):  # logits: 10 x the left half's mean, 5 x the right's, 4 x both
+        left, right = x[:, :, :14].mean(axis=(1, 2)), x[:, :, 14:].mean(axis=(1, 2))
+        return np.stack([10 * left, 5 * right, 4 * (left + right)], axis=1)
+
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[0, :, 14:] = 128  # plain view: class 1; mirror: class 0
+    images[1, :, :14] = 255  # plain view: class 0; mirror: class 1
+    images[2, :, :14], images[2, :, 14:] = 77, 204  # plain view: class 2; mirror: class 0
+    data = SimpleNamespace(
+        test=(images, np.zeros(3, np.int64)),
+        batch_size=2,  # two batches, the last one short
+        convert_batch=lambda x, y: (x.astype(np.float32) / 255, y),
+    )
+
+    def accuracy(predict):
+        fake = SimpleNamespace(predict=predict, to_numpy=np.asarray)
+        return tta_accuracy(fake, None, data, "flip")
+
+    assert accuracy(predict) == 1.0  # the summed probabilities say class 0 for all three
+    assert accuracy(lambda m, x: predict(m, x[:, :, ::-1])) == 1.0  # the views' order: no matter
+    one_view = np.mean([predict(None, images[i : i + 1] / 255).argmax() == 0 for i in range(3)])
+    assert one_view == pytest.approx(1 / 3)  # the plain view alone is right on one image
+    data.val = (images, np.ones(3, np.int64))  # the validation split, when asked for
+    fake = SimpleNamespace(predict=predict, to_numpy=np.asarray)
+    assert tta_accuracy(fake, None, data, "flip", split="val") == 0.0
+    with pytest.raises(ValueError, match="split must be 'test' or 'val', got 'train'"):
+        tta_accuracy(fake, None, data, "flip", split="train")
+
+
+def test_flip_shift_tta_scores_ten_views_of_each_image():
+    from nin.training import tta_views
+
+    images = np.random.default_rng(0).integers(1, 255, size=(3, 28, 28), dtype=np.uint8)
+    views = tta_views(images, "flip-shift")
+    assert len(views) == 10 and all(v.shape == images.shape for v in views)
+    np.testing.assert_array_equal(views[0], images)
+    np.testing.assert_array_equal(views[1], images[:, :, ::-1])
+    expected = [  # each of the two, moved one pixel up, down, left, right, 0 filling in
+        np.pad(base, ((0, 0), (1, 1), (1, 1)))[:, 1 + dy : 29 + dy, 1 + dx : 29 + dx]
+        for base in (images, images[:, :, ::-1])
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
+    ]
+    for got, want in zip(views[2:], expected):
+        np.testing.assert_array_equal(got, want)
+    assert (views[2][:, 0] == 0).all() and (views[3][:, -1] == 0).all()  # moved down / up
+    assert len(tta_views(images, "none")) == 1 and len(tta_views(images, "flip")) == 2
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'; choose"):
+        tta_views(images, "rotate")
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip-shift"])
+def test_tta_accuracy_is_the_same_for_mirrored_test_images(backend, synthetic_root, tta):
+    """In every backend (its layout, its predict): the views of a mirrored test split are
+    the views of the test split, so the accuracy is the same (summed in another order)."""
+    from nin.backends import get_backend
+    from nin.training import tta_accuracy
+
+    B = get_backend(backend)
+    B.set_seed(0)
+    data = B.FashionMNIST(batch_size=32, resize=(67, 67), root=synthetic_root)
+    model = B.NiN(recipe="nin")
+    model.apply_init([data.convert_batch(data.test[0][:2], data.test[1][:2])[0]])
+    acc = tta_accuracy(B, model, data, tta)
+    assert 0 <= acc <= 1
+    data.test = (np.ascontiguousarray(data.test[0][:, :, ::-1]), data.test[1])
+    again = tta_accuracy(backend, model, data, tta)
+    assert again == acc if tta == "flip" else again == pytest.approx(acc, abs=0.011)
+
+
 def test_the_time_to_accuracy_recipes_are_named_and_bounded():
     assert RECIPES["sprint"].label_smoothing == 0.1 and RECIPES["quality"].weight_decay > 0
     assert PLANS["quality"].augment == "flip-shift" and PLANS["quality"].epochs == 10
+    assert PLANS["quality"].tta == "flip-shift" and PLANS["sprint"].tta == "none"
     assert PLANS["quality"].resize <= 96 and PLANS["sprint"].resize == 67
     assert RECIPES["book"].label_smoothing == 0.0 and RECIPES["nin"].label_smoothing == 0.0
     with pytest.raises(ValueError, match="label_smoothing must be a finite number >= 0 and < 1"):
@@ -119,7 +196,7 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
     cmd = [sys.executable, "-m", "nin", "train", "--backend", "torch", "--recipe", "sprint"]
     cmd += ["--augment", "flip-shift", "--val-split", "100", "--epochs", "1", "--resize", "67"]
     cmd += ["--batch-size", "16", "--limit-train-batches", "3", "--data-dir", str(synthetic_root)]
-    cmd += ["--out", str(tmp_path / "run")]
+    cmd += ["--out", str(tmp_path / "run"), "--tta", "flip-shift"]
     env = dict(os.environ)
     env.pop("NIN_QUICK", None)
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
@@ -130,6 +207,16 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
     assert "Validation accuracy (the 100 held-out training images)" in done.stdout
     assert config["augment"] == "flip-shift" and config["val_split"] == 100
     assert config["recipe"]["label_smoothing"] == 0.1 and config["recipe"]["name"] == "sprint"
+    assert config["tta"] == "flip-shift"
+    last = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"][-1]
+    said = re.search(
+        r"images\) with flip-shift test-time augmentation \(.*10 views\): (\S+)\n", done.stdout
+    )
+    assert said and float(said.group(1)) == pytest.approx(last["val_acc_tta"], abs=5e-5)
+    refused = subprocess.run(
+        cmd[:-4] + ["--tta", "flip", "--devices", "2"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert refused.returncode != 0 and "a data-parallel run" in refused.stderr
 
 
 @needs("torch")
@@ -174,6 +261,9 @@ def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, 
         assert 0 < t1 < t2 <= r["train_seconds"] + 1e-6 and 0 <= a1 <= 1
         assert a2 == pytest.approx(r["test_acc"])  # the last point is the final evaluation
     assert records[1]["augment"] == "flip-shift" and records[0]["label_smoothing"] == 0.1
+    assert records[0]["tta"] == "none" and records[0]["test_acc"] == records[0]["test_acc_plain"]
+    assert records[1]["tta"] == "flip-shift" and 0 <= records[1]["test_acc_plain"] <= 1
+    assert all(r["eval_seconds"] > 0 for r in records)
     assert png.stat().st_size > 10_000
 
 
@@ -225,7 +315,8 @@ def test_the_stored_records_still_print(capsys):
     assert len(files) >= 5
     assert tta.main(["--records", ",".join(map(str, files))]) == 0
     out = capsys.readouterr().out
-    assert out.count("(not the plan:") == 1  # the tried 83,200-image sprint
+    # the tried 83,200-image sprint, and the two quality runs made before its plan had flip TTA
+    assert out.count("(not the plan:") == 3 and out.count("(not the plan: tta none)") == 2
     assert "torch      sprint" in out and "mxnet      sprint" in out
 
 
