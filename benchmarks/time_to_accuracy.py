@@ -22,9 +22,11 @@ Then, on each backend, the `--compare` recipes (the chapter's and `make train`'s
 run once under the same clock, their training capped at `--compare-cap` (2) times the first
 recipe's median there; the table says where a cap stopped them.
 `--curve` also evaluates the test split after every epoch, off the clock (the time it takes
-is left out of `train_seconds`), for the picture: `--plot FILE` draws test accuracy against
-training seconds, one curve per backend and recipe; `--records A.jsonl,B.jsonl` prints the
-table and draws the plot from earlier runs' records, without training.
+is left out of `train_seconds`; with a plan's test-time augmentation each point scores
+every view, ten forward passes of the test split for the quality plan), for the picture:
+`--plot FILE` draws test accuracy against training seconds, one curve per backend and
+recipe; `--records A.jsonl,B.jsonl` prints the table and draws the plot from earlier runs'
+records, without training.
 `--json`: one record per run, one JSON object a line.
 """
 
@@ -65,14 +67,18 @@ def run_one(
     batch_size = batch_size or plan.batch_size
     clock: dict = {"off": 0.0, "curve": []}
 
-    def test_accuracy(trainer) -> tuple[float, float]:
-        """(the plan's test accuracy, the plain one): with test-time augmentation, the first
-        sums each image's class probabilities over its views (`nin.training.tta_accuracy`)."""
-        trainer._train_mode(False)
-        plain = float(trainer._evaluate(iter(data.test_dataloader()))["acc"])
-        acc = tta_accuracy(B, model, data, plan.tta) if plan.tta != "none" else plain
-        trainer._train_mode(True)
-        return acc, plain
+    def test_accuracy(trainer, plain_too=False):
+        """The plan's test accuracy; with `plain_too`, (it, the plain one). The plain one is
+        the trainer's evaluation, as for every plan (on the fast path: bf16 where the CPU
+        has it); with test-time augmentation the plan's sums each image's class
+        probabilities over its views, in fp32 (`nin.training.tta_accuracy`)."""
+        plain = None
+        if plan.tta == "none" or plain_too:
+            trainer._train_mode(False)
+            plain = float(trainer._evaluate(iter(data.test_dataloader()))["acc"])
+            trainer._train_mode(True)
+        acc = plain if plan.tta == "none" else tta_accuracy(B, model, data, plan.tta)
+        return (acc, plain) if plain_too else acc
 
     class Clock(Callback):
         def on_epoch_start(self, trainer):
@@ -83,7 +89,7 @@ def run_one(
                 return
             start = time.perf_counter()  # off the clock: the test split, for the picture
             trained = start - clock["first_step"] - clock["off"]
-            clock["curve"].append([trained, test_accuracy(trainer)[0]])
+            clock["curve"].append([trained, test_accuracy(trainer)])
             clock["off"] += time.perf_counter() - start
 
         def on_fit_end(self, trainer):
@@ -112,7 +118,7 @@ def run_one(
     )
     history = trainer.fit(model, data)
     start = time.perf_counter()
-    acc, plain = test_accuracy(trainer)  # one evaluation, on the whole test split, after training
+    acc, plain = test_accuracy(trainer, plain_too=True)  # on the whole test split, once
     eval_seconds = time.perf_counter() - start
     steps = len(history.steps)
     train_seconds = clock["end"] - clock["first_step"] - clock["off"]

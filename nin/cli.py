@@ -401,12 +401,15 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _score_with_tta(args, B, model, data, history, out) -> None:
-    """`--tta`: the trained model on the validation split with test-time augmentation,
-    printed and added to the last epoch's record in history.json."""
-    from nin.training import TTA, tta_accuracy
+def _score_with_tta(args, B, model, data, trainer, history, out) -> None:
+    """`--tta`: the trained model on the validation split with test-time augmentation (the
+    batches the epochs' validation scored), printed and added to the last epoch's record
+    in history.json. A `--resume` rewrites history.json from the checkpoint: give it
+    `--tta` again to score the resumed model."""
+    from nin.training import tta_accuracy
 
-    acc = tta_accuracy(B, model, data, args.tta, split="val")
+    limit = trainer.num_val_batches
+    acc = tta_accuracy(B, model, data, args.tta, split="val", limit_batches=limit)
     history.epochs[-1]["val_acc_tta"] = acc
     history.config["tta"] = args.tta
     history.save(out / "history.json")
@@ -518,7 +521,7 @@ def _train(args, B, recipe, spec, engine, out):
     )
     history = trainer.fit(model, data)
     if args.tta != "none" and out is not None:
-        _score_with_tta(args, B, model, data, history, out)
+        _score_with_tta(args, B, model, data, trainer, history, out)
     return history
 
 

@@ -163,22 +163,34 @@ def test_flip_shift_tta_scores_ten_views_of_each_image():
 
 
 @pytest.mark.parametrize("tta", ["flip", "flip-shift"])
-def test_tta_accuracy_is_the_same_for_mirrored_test_images(backend, synthetic_root, tta):
+def test_tta_scores_the_same_views_of_mirrored_test_images(backend, synthetic_root, tta):
     """In every backend (its layout, its predict): the views of a mirrored test split are
-    the views of the test split, so the accuracy is the same (summed in another order)."""
+    the views of the test split, so each image's summed probabilities are the same; those
+    of the plain view alone are not (the network is not left-right symmetric)."""
     from nin.backends import get_backend
-    from nin.training import tta_accuracy
+    from nin.training import TTA, tta_accuracy, tta_probabilities
 
     B = get_backend(backend)
     B.set_seed(0)
     data = B.FashionMNIST(batch_size=32, resize=(67, 67), root=synthetic_root)
     model = B.NiN(recipe="nin")
     model.apply_init([data.convert_batch(data.test[0][:2], data.test[1][:2])[0]])
-    acc = tta_accuracy(B, model, data, tta)
-    assert 0 <= acc <= 1
-    data.test = (np.ascontiguousarray(data.test[0][:, :, ::-1]), data.test[1])
-    again = tta_accuracy(backend, model, data, tta)
-    assert again == acc if tta == "flip" else again == pytest.approx(acc, abs=0.011)
+    probs, labels = tta_probabilities(B, model, data, tta, limit_batches=2)
+    views = 2 if tta == "flip" else 10
+    assert probs.shape == (64, 10) and (labels == data.test[1][:64]).all()
+    np.testing.assert_allclose(probs.sum(axis=1), views, rtol=1e-6)  # each view sums to 1
+    plain, _ = tta_probabilities(backend, model, data, "none", limit_batches=2)
+    mirrored = (np.ascontiguousarray(data.test[0][:, :, ::-1]), data.test[1])
+    data.test = mirrored
+    again, _ = tta_probabilities(backend, model, data, tta, limit_batches=2)
+    plain_mirrored, _ = tta_probabilities(backend, model, data, "none", limit_batches=2)
+    np.testing.assert_allclose(again, probs, rtol=1e-5, atol=1e-7)
+    assert np.abs(plain_mirrored - plain).max() > 1e3 * np.abs(again - probs).max() + 1e-6
+    acc = tta_accuracy(backend, model, data, tta)
+    assert acc == float(
+        (tta_probabilities(B, model, data, tta)[0].argmax(1) == data.test[1]).mean()
+    )
+    assert set(TTA) == {"none", "flip", "flip-shift"}
 
 
 def test_the_time_to_accuracy_recipes_are_named_and_bounded():
