@@ -1,7 +1,7 @@
 """Time to accuracy: how long a recipe trains the chapter's NiN before its test accuracy.
 
     python -m benchmarks.time_to_accuracy [--backend torch|mxnet|tensorflow|all]
-        [--target 0.90] [--recipe sprint] [--seeds 1] [--cap-seconds S]
+        [--target 0.90] [--recipe sprint] [--seeds 1] [--first-seed 0] [--cap-seconds S]
         [--compare nin,book] [--compare-cap 2] [--curve] [--plot FILE] [--json]
 
 Each run (backend, recipe, seed) is a process of its own. It trains the recipe's plan
@@ -272,6 +272,13 @@ def main(argv=None) -> int:
     p.add_argument("--target", type=float, default=0.90)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the first seed: --seeds N runs seeds first .. first+N-1 (to add seeds to an "
+        "earlier run's)",
+    )
+    p.add_argument(
         "--cap-seconds",
         type=float,
         default=None,
@@ -332,6 +339,8 @@ def main(argv=None) -> int:
     ):
         if value is not None and value < 1:
             raise SystemExit(f"{flag} must be at least 1, got {value}")
+    if args.first_seed < 0:
+        raise SystemExit(f"--first-seed must be 0 or more, got {args.first_seed}")
     for flag, value in (
         ("--lr", args.lr),
         ("--cap-seconds", args.cap_seconds),
@@ -373,7 +382,7 @@ def main(argv=None) -> int:
     try:
         for backend in resolve_backends(args.backend):
             for recipe in recipes:
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     run(backend, recipe, seed, args.cap_seconds, "timed")
             first = [r["train_seconds"] for r in records if r["backend"] == backend]
             cap = comparison_cap(first[: args.seeds], args.compare_cap, args.cap_seconds)

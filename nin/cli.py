@@ -404,14 +404,17 @@ def cmd_train(args) -> int:
 def _score_with_tta(args, B, model, data, trainer, history, out) -> None:
     """`--tta`: the trained model on the validation split with test-time augmentation (the
     batches the epochs' validation scored), printed and added to the last epoch's record
-    in history.json. A `--resume` rewrites history.json from the checkpoint: give it
-    `--tta` again to score the resumed model."""
+    in history.json, with the TTA's name; the checkpoint's history gets them too, so a
+    `--resume` (which writes history.json again from the checkpoint) keeps them."""
+    from nin.runs import add_to_checkpoint_epoch
     from nin.training import tta_accuracy
 
     limit = trainer.num_val_batches
     acc = tta_accuracy(B, model, data, args.tta, split="val", limit_batches=limit)
-    history.epochs[-1]["val_acc_tta"] = acc
+    scored = {"val_acc_tta": acc, "tta": args.tta}
+    history.epochs[-1].update(scored)
     history.config["tta"] = args.tta
+    add_to_checkpoint_epoch(out / "checkpoint.npz", history.epochs[-1]["epoch"], scored)
     history.save(out / "history.json")
     print(
         f"nin: {_accuracy_name(args)} with {args.tta} test-time augmentation "
@@ -960,8 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment",
         default="none",
         choices=list(AUGMENTATIONS),
-        help="training-image augmentation, in the shared NumPy pipeline (default: none, "
-        "as the chapter)",
+        help="training-image augmentation, in the shared NumPy pipeline: flip mirrors each "
+        "image left-right with probability 1/2, flip-shift also shifts it by up to 2 pixels "
+        "each way (the quality recipe's) (default: none, as the chapter)",
     )
     p.add_argument(
         "--tta",

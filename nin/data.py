@@ -280,7 +280,13 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
-AUGMENTATIONS = ("none", "flip-shift")
+# training-image augmentations, drawn per batch in the shared NumPy pipeline (`flip_shift`)
+AUGMENTATIONS = {
+    "none": "the images as they are (the chapter's)",
+    "flip": "each image mirrored left-right with probability 1/2",
+    "flip-shift": "flip, then a shift of up to 2 pixels each way",
+}
+AUGMENT_PADS = {"flip": 0, "flip-shift": 2}
 
 
 def flip_shift(images: np.ndarray, rng, pad: int = 2) -> np.ndarray:
@@ -337,7 +343,8 @@ class BatchSource:
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[idx]
             if self.augment != "none":  # seeded by the batch's place: a resume draws alike
-                images = flip_shift(images, np.random.default_rng([self.seed, epoch, b, 1]))
+                rng = np.random.default_rng([self.seed, epoch, b, 1])
+                images = flip_shift(images, rng, pad=AUGMENT_PADS[self.augment])
             yield images, self.labels[idx]
 
 

@@ -100,6 +100,18 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+def add_to_checkpoint_epoch(path, epoch: int, values: dict) -> None:
+    """Add `values` to epoch `epoch`'s record in the checkpoint's history (a score made after
+    the epoch, such as test-time augmentation), so that a resume, which writes history.json
+    again from the checkpoint, keeps it. The checkpoint is written again atomically."""
+    arrays, meta = read_checkpoint(path)
+    records = [r for r in meta.get("history", {}).get("epochs", []) if r.get("epoch") == epoch]
+    if not records:
+        raise CheckpointError(f"{path} holds no record of epoch {epoch}")
+    records[-1].update(values)
+    save_checkpoint(path, arrays, meta)
+
+
 def check_state_fits(own: dict, loaded: dict) -> None:
     """Refuse a checkpoint whose arrays do not fit the model: `own` maps each name to the
     model's shape, `loaded` each name to the checkpoint's array; the first misfit is named."""

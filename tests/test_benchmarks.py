@@ -177,6 +177,8 @@ def test_time_to_accuracy_records(synthetic_root, capsys):
             "--json",
             "--target",
             "0.5",
+            "--first-seed",
+            "3",
         ]
     )
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
@@ -192,7 +194,7 @@ def test_time_to_accuracy_records(synthetic_root, capsys):
         "reached": bool,
         "images_per_s": float,
     }
-    assert [r["recipe"] for r in records] == ["nin", "book"]
+    assert [(r["recipe"], r["seed"]) for r in records] == [("nin", 3), ("book", 3)]
     for r in records:
         assert {k: type(r[k]) for k in schema} == schema, r
         assert r["test_images"] == 100 and r["capped"] is False and r["epochs"] == 1

@@ -51,8 +51,17 @@ def test_augmented_batches_are_the_same_for_the_same_epoch_and_not_for_the_next(
         np.testing.assert_array_equal(y, yp)  # the labels and the order are untouched
         assert not np.array_equal(x, xp)
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))
-    with pytest.raises(ValueError, match="augment must be one of none, flip-shift"):
+    with pytest.raises(ValueError, match="augment must be one of none, flip, flip-shift"):
         BatchSource(images, labels, 8, shuffle=True, augment="mixup")
+
+
+def test_flip_augmentation_mirrors_about_half_the_images_and_moves_none():
+    images = np.random.default_rng(2).integers(1, 255, size=(64, 28, 28), dtype=np.uint8)
+    (out, _), *_ = BatchSource(images, np.arange(64), 64, shuffle=False, augment="flip")
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)]
+    kept = [np.array_equal(o, i) for o, i in zip(out, images)]
+    assert all(m != k for m, k in zip(mirrored, kept))  # each image whole: itself or its mirror
+    assert 16 <= sum(mirrored) <= 48
 
 
 def test_only_training_batches_are_augmented_and_the_held_out_split_is_never_trained_on(
@@ -225,6 +234,15 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
         r"images\) with flip-shift test-time augmentation \(.*10 views\): (\S+)\n", done.stdout
     )
     assert said and float(said.group(1)) == pytest.approx(last["val_acc_tta"], abs=5e-5)
+    assert last["tta"] == "flip-shift"
+    # a resume writes history.json again from the checkpoint: the score stays
+    env["NIN_DATA_DIR"] = str(synthetic_root)
+    again = subprocess.run(
+        cmd[:-2] + ["--resume"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
+    assert again.returncode == 0 and "nothing left to train" in again.stdout, again.stderr[-2000:]
+    kept = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"][-1]
+    assert kept["val_acc_tta"] == last["val_acc_tta"] and kept["tta"] == "flip-shift"
     refused = subprocess.run(
         cmd[:-4] + ["--tta", "flip", "--devices", "2"], capture_output=True, text=True, cwd=ROOT
     )
