@@ -275,8 +275,9 @@ def main(argv=None) -> int:
         "--first-seed",
         type=int,
         default=0,
-        help="the first seed: --seeds N runs seeds first .. first+N-1 (to add seeds to an "
-        "earlier run's)",
+        help="the first seed: --seeds N runs seeds first .. first+N-1, to add seeds to an "
+        "earlier run's (with --compare none; join the two runs' --json records in one file "
+        "for one table: `--records` prints a table per file)",
     )
     p.add_argument(
         "--cap-seconds",
@@ -341,6 +342,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"{flag} must be at least 1, got {value}")
     if args.first_seed < 0:
         raise SystemExit(f"--first-seed must be 0 or more, got {args.first_seed}")
+    if args.first_seed and compared:
+        raise SystemExit(
+            f"--first-seed {args.first_seed} adds seeds to an earlier run, whose compared "
+            f"recipes ({', '.join(compared)}) ran there with seed 0: add --compare none"
+        )
     for flag, value in (
         ("--lr", args.lr),
         ("--cap-seconds", args.cap_seconds),

@@ -413,7 +413,6 @@ def _score_with_tta(args, B, model, data, trainer, history, out) -> None:
     acc = tta_accuracy(B, model, data, args.tta, split="val", limit_batches=limit)
     scored = {"val_acc_tta": acc, "tta": args.tta}
     history.epochs[-1].update(scored)
-    history.config["tta"] = args.tta
     add_to_checkpoint_epoch(out / "checkpoint.npz", history.epochs[-1]["epoch"], scored)
     history.save(out / "history.json")
     print(

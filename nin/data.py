@@ -280,13 +280,9 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
-# training-image augmentations, drawn per batch in the shared NumPy pipeline (`flip_shift`)
-AUGMENTATIONS = {
-    "none": "the images as they are (the chapter's)",
-    "flip": "each image mirrored left-right with probability 1/2",
-    "flip-shift": "flip, then a shift of up to 2 pixels each way",
-}
-AUGMENT_PADS = {"flip": 0, "flip-shift": 2}
+# training-image augmentations, drawn per batch in the shared NumPy pipeline, each with the
+# largest shift `flip_shift` makes: none (the chapter's), flip (mirror only), flip-shift
+AUGMENTATIONS = {"none": None, "flip": 0, "flip-shift": 2}
 
 
 def flip_shift(images: np.ndarray, rng, pad: int = 2) -> np.ndarray:
@@ -339,12 +335,12 @@ class BatchSource:
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order, epoch = self.order(self.epoch), self.epoch
         self.epoch += 1
+        pad = AUGMENTATIONS[self.augment]
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[idx]
-            if self.augment != "none":  # seeded by the batch's place: a resume draws alike
-                rng = np.random.default_rng([self.seed, epoch, b, 1])
-                images = flip_shift(images, rng, pad=AUGMENT_PADS[self.augment])
+            if pad is not None:  # seeded by the batch's place: a resume draws alike
+                images = flip_shift(images, np.random.default_rng([self.seed, epoch, b, 1]), pad)
             yield images, self.labels[idx]
 
 
@@ -373,10 +369,11 @@ class FashionMNISTBase:
     `num_train` / `num_val` take a seeded random subset (quick runs and tests);
     `limit_train_batches` / `limit_val_batches` cut each epoch short; `arrays` =
     (train_images, train_labels, val_images, val_labels) uses those instead of the files.
-    `augment='flip-shift'` mirrors and shifts the training images (seeded, in NumPy: every
-    backend sees the same batches). `val_split=N` holds out N training images (a seeded
-    draw) as the validation split, for tuning without the test set; the test split is then
-    `test` / `test_dataloader()` (without it, validation is the test split, as in d2l).
+    `augment='flip'` mirrors half the training images, `'flip-shift'` also shifts them by
+    up to 2 pixels (seeded, in NumPy: every backend sees the same batches). `val_split=N`
+    holds out N training images (a seeded draw) as the validation split, for tuning without
+    the test set; the test split is then `test` / `test_dataloader()` (without it,
+    validation is the test split, as in d2l).
     """
 
     device = None  # where batches go; the Trainer sets it

@@ -21,6 +21,7 @@ __all__ = [
     "claim_out_dir",
     "save_checkpoint",
     "read_checkpoint",
+    "add_to_checkpoint_epoch",
     "check_state_fits",
 ]
 

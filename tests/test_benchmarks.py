@@ -202,6 +202,15 @@ def test_time_to_accuracy_records(synthetic_root, capsys):
         assert r["reached"] == (r["test_acc"] >= 0.5)
 
 
+def test_time_to_accuracy_refuses_seeds_it_cannot_add():
+    from benchmarks import time_to_accuracy as tta
+
+    with pytest.raises(SystemExit, match="--first-seed must be 0 or more, got -1"):
+        tta.main(["--first-seed", "-1"])
+    with pytest.raises(SystemExit, match="ran there with seed 0: add --compare none"):
+        tta.main(["--recipe", "quality", "--first-seed", "1"])
+
+
 def test_mxnet_profile_reads_the_profilers_operator_table():
     """The operator section of `mx.profiler.dumps()` (as MXNet 1.9.1 prints it) becomes
     total ms per operator, and each operator lands in its group."""
