@@ -23,7 +23,7 @@ run once under the same clock, their training capped at `--compare-cap` (2) time
 recipe's median there; the table says where a cap stopped them.
 `--curve` also evaluates the test split after every epoch, off the clock (the time it takes
 is left out of `train_seconds`; with a plan's test-time augmentation each point scores
-every view, ten forward passes of the test split for the quality plan), for the picture:
+every view, two forward passes of the test split for the quality plan), for the picture:
 `--plot FILE` draws test accuracy against training seconds, one curve per backend and
 recipe; `--records A.jsonl,B.jsonl` prints the table and draws the plot from earlier runs'
 records, without training.
@@ -175,8 +175,9 @@ def comparison_cap(timed_seconds: list[float], factor: float, cap_seconds=None) 
 
 def plan_changes(record: dict) -> list[str]:
     """What a run changed from its recipe's plan (`--epochs`, `--resize`, `--batch-size`,
-    `--lr`, `--limit-train-batches`; a test-time augmentation other than the plan's, as in
-    records made before the plan had one), one phrase each; empty for a run of the plan."""
+    `--lr`, `--limit-train-batches`; an augmentation or a test-time augmentation other than
+    the plan's, as in records made before the plan changed), one phrase each; empty for a
+    run of the plan."""
     from nin.training import PLANS, RECIPES
 
     plan = PLANS.get(record["recipe"])
@@ -196,6 +197,9 @@ def plan_changes(record: dict) -> list[str]:
     limit = record.get("limit_train_batches")  # absent from records older than the flag
     if limit and limit == record.get("batches_per_epoch"):  # it limited the epoch
         changed.append(f"{limit} batches an epoch")
+    augment = record.get("augment", "none")  # absent from records older than augmentation
+    if augment != plan.augment:
+        changed.append(f"augment {augment}")
     tta = record.get("tta", "none")  # absent from records older than test-time augmentation
     if tta != plan.tta:
         changed.append(f"tta {tta}")

@@ -963,16 +963,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         choices=list(AUGMENTATIONS),
         help="training-image augmentation, in the shared NumPy pipeline: flip mirrors each "
-        "image left-right with probability 1/2, flip-shift also shifts it by up to 2 pixels "
-        "each way (the quality recipe's) (default: none, as the chapter)",
+        "image left-right with probability 1/2 (the quality recipe's), flip-shift also "
+        "shifts it by up to 2 pixels each way (default: none, as the chapter)",
     )
     p.add_argument(
         "--tta",
         default="none",
         choices=list(TTA),
         help="after training, also score the validation split with test-time augmentation: "
-        "flip sums each image's class probabilities with its mirror image's, flip-shift adds "
-        "one-pixel shifts of both (10 views; the quality recipe's) (default: none)",
+        "flip sums each image's class probabilities with its mirror image's (the quality "
+        "recipe's), flip-shift adds one-pixel shifts of both (10 views) (default: none)",
     )
     p.add_argument(
         "--val-split",

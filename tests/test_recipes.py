@@ -204,8 +204,8 @@ def test_tta_scores_the_same_views_of_mirrored_test_images(backend, synthetic_ro
 
 def test_the_time_to_accuracy_recipes_are_named_and_bounded():
     assert RECIPES["sprint"].label_smoothing == 0.1 and RECIPES["quality"].weight_decay > 0
-    assert PLANS["quality"].augment == "flip-shift" and PLANS["quality"].epochs == 10
-    assert PLANS["quality"].tta == "flip-shift" and PLANS["sprint"].tta == "none"
+    assert PLANS["quality"].augment == "flip" and PLANS["quality"].epochs == 10
+    assert PLANS["quality"].tta == "flip" and PLANS["sprint"].tta == "none"
     assert PLANS["quality"].resize <= 96 and PLANS["sprint"].resize == 67
     assert RECIPES["book"].label_smoothing == 0.0 and RECIPES["nin"].label_smoothing == 0.0
     with pytest.raises(ValueError, match="label_smoothing must be a finite number >= 0 and < 1"):
@@ -289,9 +289,9 @@ def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, 
         (t1, a1), (t2, a2) = r["curve"]
         assert 0 < t1 < t2 <= r["train_seconds"] + 1e-6 and 0 <= a1 <= 1
         assert a2 == pytest.approx(r["test_acc"])  # the last point is the final evaluation
-    assert records[1]["augment"] == "flip-shift" and records[0]["label_smoothing"] == 0.1
+    assert records[1]["augment"] == "flip" and records[0]["label_smoothing"] == 0.1
     assert records[0]["tta"] == "none" and records[0]["test_acc"] == records[0]["test_acc_plain"]
-    assert records[1]["tta"] == "flip-shift" and 0 <= records[1]["test_acc_plain"] <= 1
+    assert records[1]["tta"] == "flip" and 0 <= records[1]["test_acc_plain"] <= 1
     assert all(r["eval_seconds"] > 0 for r in records)
     assert png.stat().st_size > 10_000
 
@@ -344,8 +344,11 @@ def test_the_stored_records_still_print(capsys):
     assert len(files) >= 5
     assert tta.main(["--records", ",".join(map(str, files))]) == 0
     out = capsys.readouterr().out
-    # the tried 83,200-image sprint, and the two quality runs made before its plan had flip TTA
-    assert out.count("(not the plan:") == 3 and out.count("(not the plan: tta none)") == 2
+    # the tried 83,200-image sprint, and the four quality runs made before its plan became
+    # flip training with flip TTA: two without TTA, two with flip-shift TTA
+    assert out.count("(not the plan:") == 5
+    assert out.count("(not the plan: augment flip-shift, tta none)") == 2
+    assert out.count("(not the plan: augment flip-shift, tta flip-shift)") == 2
     assert "torch      sprint" in out and "mxnet      sprint" in out
 
 
