@@ -45,6 +45,7 @@ from nin.training import (
     _field_diff,
     _short,
     _spec_changes,
+    data_settings,
 )
 
 __all__ = [
@@ -264,19 +265,14 @@ class Checkpoint(Callback):
         spec = getattr(trainer.model, "spec", None)
         recipe = getattr(trainer.model, "recipe", None)
         data = trainer.data
-        resize = getattr(data, "resize", None)
         return {
             "backend": trainer.backend_name,
             "spec": spec_to_dict(spec) if spec is not None else None,
             "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
             "run": {
-                "batch_size": getattr(data, "batch_size", None),
-                "input_size": list(resize) if resize is not None else None,
-                "seed": getattr(data, "seed", None),
+                **data_settings(data),
                 "num_train": _length(getattr(data, "train", None)),
                 "num_val": _length(getattr(data, "val", None)),
-                "augment": getattr(data, "augment", None),
-                "val_split": getattr(data, "val_split", None),
                 "num_train_batches": trainer.num_train_batches,
                 "num_val_batches": trainer.num_val_batches,
                 "fast": bool(trainer.fast),

@@ -964,7 +964,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(AUGMENTATIONS),
         help="training-image augmentation, in the shared NumPy pipeline: flip mirrors each "
         "image left-right with probability 1/2 (the quality recipe's), flip-shift also "
-        "shifts it by up to 2 pixels each way (default: none, as the chapter)",
+        "shifts it by up to 2 pixels each way, flip-erase mirrors and then fills a random "
+        "rectangle of half the images with noise (random erasing) (default: none, as the chapter)",
     )
     p.add_argument(
         "--tta",

@@ -57,6 +57,7 @@ __all__ = [
     "RUN_FILES",
     "claim_out_dir",
     "TrainerBase",
+    "data_settings",
     "finish_figure",
     "sample_batch",
     "save_checkpoint",
@@ -619,6 +620,19 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
+def data_settings(data) -> dict:
+    """What a data module feeds a run: batch size, input size, seed, augmentation and the
+    held-out split (val_* metrics are on held-out training images when it is not 0)."""
+    resize = getattr(data, "resize", None)
+    return {
+        "batch_size": getattr(data, "batch_size", None),
+        "input_size": list(resize) if resize is not None else None,
+        "seed": getattr(data, "seed", None),
+        "augment": getattr(data, "augment", None),
+        "val_split": getattr(data, "val_split", None),
+    }
+
+
 class TrainerBase(HyperParameters):
     """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation,
     through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`; all else
@@ -947,8 +961,7 @@ class TrainerBase(HyperParameters):
             "schedule": self.schedule,
             "device": str(self.device),
             "precision": "bf16" if self.bf16 else "fp32",
-            "augment": getattr(self.data, "augment", None),
-            "val_split": getattr(self.data, "val_split", None),  # val_* on held-out images
+            **data_settings(self.data),
             "fast": bool(self.fast),
             "max_epochs": self.max_epochs,
             "num_train_batches": self.num_train_batches,

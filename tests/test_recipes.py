@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, needs
-from nin.data import BatchSource, flip_shift
+from nin.data import BatchSource, erase, flip_shift
 from nin.training import PLANS, RECIPES, Recipe
 
 
@@ -35,11 +35,25 @@ def test_flip_shift_moves_each_image_whole_and_is_seeded():
         assert any(np.array_equal(out[i], c) for c in candidates), i
 
 
-def test_augmented_batches_are_the_same_for_the_same_epoch_and_not_for_the_next():
+def test_erase_fills_one_rectangle_of_about_half_the_images_and_is_seeded():
+    images = np.full((400, 28, 28), 7, dtype=np.uint8)
+    out = erase(images, np.random.default_rng(5))
+    np.testing.assert_array_equal(out, erase(images, np.random.default_rng(5)))
+    assert out.dtype == np.uint8 and (images == 7).all()  # a copy: the input is untouched
+    touched = (out != 7).any(axis=(1, 2))
+    assert 150 <= touched.sum() <= 250
+    for changed in (out != 7)[touched]:  # inside one rectangle of 2-40% of the image
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert box <= 0.4 * 28 * 28 + 28 and changed.sum() <= box
+
+
+@pytest.mark.parametrize("augment", ["flip-shift", "flip-erase"])
+def test_augmented_batches_are_the_same_for_the_same_epoch_and_not_for_the_next(augment):
     images = np.random.default_rng(1).integers(1, 255, size=(40, 28, 28), dtype=np.uint8)
     labels = np.arange(40)
 
-    def epoch(e, augment="flip-shift"):
+    def epoch(e, augment=augment):
         source = BatchSource(images, labels, 8, shuffle=True, seed=3, augment=augment)
         source.epoch = e
         return list(source)
@@ -51,7 +65,7 @@ def test_augmented_batches_are_the_same_for_the_same_epoch_and_not_for_the_next(
         np.testing.assert_array_equal(y, yp)  # the labels and the order are untouched
         assert not np.array_equal(x, xp)
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))
-    with pytest.raises(ValueError, match="augment must be one of none, flip, flip-shift"):
+    with pytest.raises(ValueError, match="one of none, flip, flip-shift, flip-erase, got"):
         BatchSource(images, labels, 8, shuffle=True, augment="mixup")
 
 
@@ -227,6 +241,7 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
     config = json.loads((tmp_path / "run" / "history.json").read_text())["config"]
     assert "Validation accuracy (the 100 held-out training images)" in done.stdout
     assert config["augment"] == "flip-shift" and config["val_split"] == 100
+    assert (config["seed"], config["batch_size"], config["input_size"]) == (0, 16, [67, 67])
     assert config["recipe"]["label_smoothing"] == 0.1 and config["recipe"]["name"] == "sprint"
     last = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"][-1]
     said = re.search(
