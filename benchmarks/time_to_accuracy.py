@@ -173,41 +173,10 @@ def comparison_cap(timed_seconds: list[float], factor: float, cap_seconds=None) 
     return cap if cap_seconds is None else min(cap, cap_seconds)
 
 
-def plan_changes(record: dict) -> list[str]:
-    """What a run changed from its recipe's plan (`--epochs`, `--resize`, `--batch-size`,
-    `--lr`, `--limit-train-batches`; an augmentation or a test-time augmentation other than
-    the plan's, as in records made before the plan changed), one phrase each; empty for a
-    run of the plan."""
-    from nin.training import PLANS, RECIPES
-
-    plan = PLANS.get(record["recipe"])
-    if plan is None:
-        return []
-    planned = {
-        "epochs": plan.epochs,
-        "resize": plan.resize,
-        "batch_size": plan.batch_size,
-        "lr": plan.lr or RECIPES[plan.recipe].lr,
-    }
-    changed = [
-        f"{name} {record[name]:g}"
-        for name, value in planned.items()
-        if name in record and record[name] != value
-    ]
-    limit = record.get("limit_train_batches")  # absent from records older than the flag
-    if limit and limit == record.get("batches_per_epoch"):  # it limited the epoch
-        changed.append(f"{limit} batches an epoch")
-    augment = record.get("augment", "none")  # absent from records older than augmentation
-    if augment != plan.augment:
-        changed.append(f"augment {augment}")
-    tta = record.get("tta", "none")  # absent from records older than test-time augmentation
-    if tta != plan.tta:
-        changed.append(f"tta {tta}")
-    return changed
-
-
 def summary(records: list[dict], peak: dict | None) -> str:
     import numpy as np
+
+    from nin.experiment import plan_changes
 
     lines = []
     if peak:

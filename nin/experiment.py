@@ -14,11 +14,11 @@ from pathlib import Path
 from nin import spec as _spec
 from nin.backends import get_backend
 from nin.resources import conv_macs, num_params
-from nin.training import finish_figure, get_recipe
+from nin.training import PLANS, RECIPES, finish_figure, get_recipe
 from nin.variants import variant
 
 __all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES",
-           "RECORDS_DIR", "load_records", "plot_time_to_accuracy"]  # fmt: skip
+           "RECORDS_DIR", "load_records", "plan_changes", "plot_time_to_accuracy"]  # fmt: skip
 
 
 def run_experiment(
@@ -135,27 +135,63 @@ def load_records(paths) -> list[dict]:
     ]
 
 
+def plan_changes(record: dict) -> list[str]:
+    """What a run changed from its recipe's plan (`--epochs`, `--resize`, `--batch-size`,
+    `--lr`, `--limit-train-batches`; an augmentation or a test-time augmentation other than
+    the plan's, as in records made before the plan changed), one phrase each; empty for a
+    run of the plan."""
+    plan = PLANS.get(record["recipe"])
+    if plan is None:
+        return []
+    planned = {
+        "epochs": plan.epochs,
+        "resize": plan.resize,
+        "batch_size": plan.batch_size,
+        "lr": plan.lr or RECIPES[plan.recipe].lr,
+    }
+    changed = [
+        f"{name} {record[name]:g}"
+        for name, value in planned.items()
+        if name in record and record[name] != value
+    ]
+    limit = record.get("limit_train_batches")  # absent from records older than the flag
+    if limit and limit == record.get("batches_per_epoch"):  # it limited the epoch
+        changed.append(f"{limit} batches an epoch")
+    augment = record.get("augment", "none")  # absent from records older than augmentation
+    if augment != plan.augment:
+        changed.append(f"augment {augment}")
+    tta = record.get("tta", "none")  # absent from records older than test-time augmentation
+    if tta != plan.tta:
+        changed.append(f"tta {tta}")
+    return changed
+
+
 def plot_time_to_accuracy(records, path=None):
-    """Test accuracy against training seconds, one curve per (backend, recipe): the first
-    seed's epochs (`--curve`), with the final accuracy at the end of training; saved to
-    `path`, else returned."""
+    """Test accuracy against training seconds, one curve per (backend, recipe): its epochs
+    (`--curve`), with the final accuracy at the end of training, from the first record that
+    runs the recipe's plan as it is now (`plan_changes`), else the first one, its label then
+    saying what it changed; saved to `path`, else returned."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    seen = set()
+    chosen: dict = {}
     for r in records:
         key = (r["backend"], r["recipe"])
-        if key in seen or not r["curve"]:
-            continue
-        seen.add(key)
+        if r["curve"] and (
+            key not in chosen or (plan_changes(chosen[key]) and not plan_changes(r))
+        ):
+            chosen[key] = r
+    for (backend, recipe), r in chosen.items():
+        changed = plan_changes(r)
+        label = f"{backend} {recipe}" + (f" ({', '.join(changed)})" if changed else "")
         xs, ys = zip(*r["curve"])
-        ax.plot(xs, ys, marker="o", ms=3, label=f"{r['backend']} {r['recipe']}")
+        ax.plot(xs, ys, marker="o", ms=3, label=label)
     targets = {r["target"] for r in records}
     for target in targets:
         ax.axhline(target, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("training seconds (evaluation off the clock)")
     ax.set_ylabel("test accuracy")
-    lowest = min((a for r in records for _, a in r["curve"]), default=0.5)
+    lowest = min((a for r in chosen.values() for _, a in r["curve"]), default=0.5)
     ax.set_ylim(min(0.5, lowest - 0.05), 1.0)  # a recipe still at chance shows too
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, needs
 from nin.data import BatchSource, erase, flip_shift
+from nin.experiment import plan_changes, plot_time_to_accuracy
 from nin.training import PLANS, RECIPES, Recipe
 
 
@@ -274,7 +275,7 @@ def test_a_run_that_leaves_its_plan_says_so(synthetic_root):
     assert full["batches_per_epoch"] == 6 and full["lr"] == RECIPES["sprint"].lr
     tried = tta.run_one("torch", "sprint", 0, 0.9, lr=5e-3, limit_train_batches=2, **common)
     assert tried["batches_per_epoch"] == 2 and tried["lr"] == 5e-3
-    assert tta.plan_changes(tried) == [
+    assert plan_changes(tried) == [
         "epochs 1",
         "batch_size 100",
         "lr 0.005",
@@ -282,7 +283,7 @@ def test_a_run_that_leaves_its_plan_says_so(synthetic_root):
     ]
     plan = PLANS["sprint"]
     as_planned = dict(full, epochs=plan.epochs, batch_size=plan.batch_size, resize=plan.resize)
-    assert tta.plan_changes(as_planned) == []
+    assert plan_changes(as_planned) == []
     table = tta.summary([tried], None)
     assert "(not the plan: epochs 1, batch_size 100, lr 0.005, 2 batches an epoch)" in table
 
@@ -309,6 +310,29 @@ def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, 
     assert records[1]["tta"] == "flip" and 0 <= records[1]["test_acc_plain"] <= 1
     assert all(r["eval_seconds"] > 0 for r in records)
     assert png.stat().st_size > 10_000
+
+
+def test_the_picture_draws_each_recipe_as_its_plan_runs_now():
+    """Per backend and recipe, the first record with a curve that runs the plan as it is
+    now; a record of an older plan only where there is none, labelled with what differs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plan = PLANS["quality"]
+    now = dict(backend="torch", recipe="quality", target=0.9, augment=plan.augment, tta=plan.tta)
+    older = dict(now, augment="flip-shift", tta="none", curve=[[10.0, 0.80], [20.0, 0.90]])
+    records = [
+        older,
+        dict(now, curve=[]),  # no curve: nothing to draw
+        dict(now, curve=[[15.0, 0.85], [30.0, 0.93]]),
+        dict(now, curve=[[15.0, 0.70], [30.0, 0.75]]),  # a later seed of the plan
+        dict(older, backend="tensorflow"),
+    ]
+    fig = plot_time_to_accuracy(records)
+    drawn = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    assert drawn.pop("torch quality") == [0.85, 0.93]
+    assert drawn.pop("tensorflow quality (augment flip-shift, tta none)") == [0.80, 0.90]
+    assert all(label.startswith("_") for label in drawn)  # only the target lines are left
 
 
 @needs("torch")
