@@ -318,6 +318,8 @@ def test_the_picture_draws_each_recipe_as_its_plan_runs_now():
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     plan = PLANS["quality"]
     now = dict(backend="torch", recipe="quality", target=0.9, augment=plan.augment, tta=plan.tta)
     older = dict(now, augment="flip-shift", tta="none", curve=[[10.0, 0.80], [20.0, 0.90]])
@@ -327,12 +329,15 @@ def test_the_picture_draws_each_recipe_as_its_plan_runs_now():
         dict(now, curve=[[15.0, 0.85], [30.0, 0.93]]),
         dict(now, curve=[[15.0, 0.70], [30.0, 0.75]]),  # a later seed of the plan
         dict(older, backend="tensorflow"),
+        dict(older, backend="tensorflow", curve=[[12.0, 0.20], [24.0, 0.30]]),
     ]
     fig = plot_time_to_accuracy(records)
     drawn = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    plt.close(fig)
     assert drawn.pop("torch quality") == [0.85, 0.93]
     assert drawn.pop("tensorflow quality (augment flip-shift, tta none)") == [0.80, 0.90]
     assert all(label.startswith("_") for label in drawn)  # only the target lines are left
+    assert fig.axes[0].get_ylim()[0] == pytest.approx(0.5)  # from the drawn curves only
 
 
 @needs("torch")
