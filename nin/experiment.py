@@ -167,10 +167,10 @@ def plan_changes(record: dict) -> list[str]:
 
 
 def plot_time_to_accuracy(records, path=None):
-    """Test accuracy against training seconds, one curve per (backend, recipe): its epochs
-    (`--curve`), with the final accuracy at the end of training, from the first record that
-    runs the recipe's plan as it is now (`plan_changes`), else the first one, its label then
-    saying what it changed; saved to `path`, else returned."""
+    """Test accuracy against training seconds, one curve per (backend, recipe): the test
+    accuracy after each epoch (`--curve`), from the first record with a curve that runs the
+    recipe's plan as it is now (`plan_changes`), else the first record with a curve, its
+    label then saying what it changed; saved to `path`, else returned."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
