@@ -175,12 +175,9 @@ def plot_time_to_accuracy(records, path=None):
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     chosen: dict = {}
-    for r in records:
-        key = (r["backend"], r["recipe"])
-        if r["curve"] and (
-            key not in chosen or (plan_changes(chosen[key]) and not plan_changes(r))
-        ):
-            chosen[key] = r
+    # the runs of the plan now first, each group in its order (a stable sort)
+    for r in sorted((r for r in records if r["curve"]), key=lambda r: bool(plan_changes(r))):
+        chosen.setdefault((r["backend"], r["recipe"]), r)
     for (backend, recipe), r in chosen.items():
         changed = plan_changes(r)
         label = f"{backend} {recipe}" + (f" ({', '.join(changed)})" if changed else "")
