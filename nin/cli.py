@@ -289,6 +289,16 @@ def _join_torch_group() -> bool:
     return dist.get_rank() == 0
 
 
+def _leave_torch_group() -> None:
+    """A worker's clean end: every process past its last collective, then the process group
+    shut down while the interpreter is whole (left to the interpreter's exit, gloo's threads
+    may outlive it, and a process that trained to the end can still abort)."""
+    from torch import distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _start_engine(args, B) -> dict:
     """This process's part in a data-parallel run (nothing for one device): the Trainer's
     `devices`, `engine` and `rank`. Called once the run's folder is claimed, so that a refusal
@@ -398,6 +408,8 @@ def cmd_train(args) -> int:
     history = _train(args, B, recipe, spec, engine, out)
     if writer:
         _say_done(args, history, out)
+    if args.worker:
+        _leave_torch_group()
     return 0
 
 

@@ -280,6 +280,8 @@ trainer = B.Trainer(max_epochs=3, devices=2, limit_train_batches=3, limit_val_ba
                     progress=False, stuck_check=0, callbacks=[StopOnOneRank()])
 history = trainer.fit(B.NiN(recipe="nin"), data)
 print(f"rank {dist.get_rank()} trained {len(history.epochs)} epoch(s)", flush=True)
+del trainer  # its DistributedDataParallel holds the process group
+dist.barrier()  # docs/distributed.md's end of a torchrun script
 dist.destroy_process_group()
 """
 
