@@ -44,18 +44,26 @@ before = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")                 # reset the peak counter
 trainer.train_batch(batch_data)
 B.synchronize()                                                # MXNet: the backward pass too
-print(json.dumps({"peak_bytes": rss("VmHWM") - before}))
+print(json.dumps({"peak_bytes": rss("VmHWM") - before, "bf16": bool(trainer.bf16)}))
 """
 
 
 def measure(backend: str, size: int, batch: int, fast: bool) -> int:
+    """The step's peak memory in bytes (`step_memory`'s)."""
+    return step_memory(backend, size, batch, fast)["peak_bytes"]
+
+
+def step_memory(backend: str, size: int, batch: int, fast: bool) -> dict:
+    """One training step's peak memory above the RSS before it ("peak_bytes"), measured in a
+    fresh process, and whether it ran in bf16 ("bf16": the fast path on a machine with
+    native bf16)."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD, backend, str(size), str(batch), "1" if fast else "0"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -67,15 +75,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     records = []
     for backend in resolve_backends(args.backend):
-        for fast, dtype in ((False, "fp32"), (True, "bf16")):
+        for fast in (False, True):
+            step = step_memory(backend, args.size, args.batch_size, fast)
+            measured = step["peak_bytes"]
             estimate = memory(
-                chapter_spec(), args.size, args.batch_size, "sgd", 4 if dtype == "fp32" else 2
+                chapter_spec(), args.size, args.batch_size, "sgd", 2 if step["bf16"] else 4
             )["training"]
-            measured = measure(backend, args.size, args.batch_size, fast)
             records.append(
                 {
                     "backend": backend,
-                    "dtype": dtype,
+                    "fast": fast,
+                    "dtype": "bf16" if step["bf16"] else "fp32",
                     "size": args.size,
                     "batch_size": args.batch_size,
                     "estimate_bytes": estimate,
@@ -90,10 +100,11 @@ def main(argv=None):
         f"one training step, chapter NiN, {args.size}x{args.size}, batch {args.batch_size}, "
         f"SGD; measured = peak RSS above the RSS before the step"
     )
-    print(f"  {'backend':<11}{'dtype':<6}{'estimate':>14}{'measured':>14}{'ratio':>8}")
+    print(f"  {'backend':<11}{'step':<6}{'dtype':<6}{'estimate':>14}{'measured':>14}{'ratio':>8}")
     for r in records:
         print(
-            f"  {r['backend']:<11}{r['dtype']:<6}{r['estimate_bytes'] / 2**20:>11,.0f} MiB"
+            f"  {r['backend']:<11}{'fast' if r['fast'] else 'plain':<6}{r['dtype']:<6}"
+            f"{r['estimate_bytes'] / 2**20:>11,.0f} MiB"
             f"{r['measured_bytes'] / 2**20:>11,.0f} MiB{r['ratio']:>8.2f}"
         )
 

@@ -180,10 +180,9 @@ def summary(records: list[dict], peak: dict | None) -> str:
 
     lines = []
     if peak:
-        lines.append(
-            f"machine peak (same run): bf16 {peak['bf16']:.0f} GFLOP/s, fp32 "
-            f"{peak['fp32']:.0f} GFLOP/s"
-        )
+        from benchmarks.train import peak_text
+
+        lines.append(f"machine peak (same run): {peak_text(peak)}")
     lines.append(
         f"{'backend':<11}{'recipe':<8}{'train s (median)':>17}{'setup s':>9}"
         f"{'img/s':>8}  test accuracy per seed  reached"
