@@ -662,6 +662,7 @@ class TrainerBase(HyperParameters):
     """
 
     FAST_PATH = ""  # what the backend's fast path does, in a few words (the start line)
+    FAST_BF16 = ""  # and what it adds where bf16 is native
     backend_name = ""
     # the constructor's arguments, set by save_hyperparameters
     max_epochs: int
@@ -983,7 +984,7 @@ class TrainerBase(HyperParameters):
         if self.fast:
             step = (
                 f"{'bf16' if self.bf16 else 'fp32'} fast path ({self.FAST_PATH}"
-                f"{'' if self.bf16 else '; no native bf16 here'}; `fast=False` "
+                f"{', ' + self.FAST_BF16 if self.bf16 else '; no native bf16 here'}; `fast=False` "
                 f"for the plain fp32 step)"
             )
         else:

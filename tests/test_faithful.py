@@ -232,6 +232,24 @@ def test_start_line_names_device_precision_and_recipe(backend, synthetic_root, c
     assert history.config["lr"] == pytest.approx(0.05)  # TensorFlow holds it in float32
 
 
+def test_the_fast_start_line_names_bf16_only_where_it_runs(backend, synthetic_root):
+    """On a CPU without native bf16 the fast path runs fp32, and its start line says so
+    without naming a bf16 step (it once read 'fp32 fast path (channels-last, bf16 autocast;
+    no native bf16 here')."""
+    B = get_backend(backend)
+    trainer = B.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, progress=False, fast=True
+    )
+    trainer.fit(B.NiN(recipe="nin"), _data(B, synthetic_root))
+    line = trainer.describe()
+    if trainer.bf16:
+        assert f"bf16 fast path ({trainer.FAST_PATH}, {trainer.FAST_BF16}; " in line
+    else:
+        assert f"fp32 fast path ({trainer.FAST_PATH}; no native bf16 here; " in line
+        assert trainer.FAST_BF16 not in line
+    assert "bf16" in trainer.FAST_BF16 and "bf16" not in trainer.FAST_PATH
+
+
 def test_checkpoint_records_the_resolved_recipe(backend, synthetic_root, tmp_path):
     B = get_backend(backend)
     B.Trainer(

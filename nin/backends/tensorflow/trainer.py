@@ -33,7 +33,7 @@ class Trainer(Parallel, _training.TrainerBase):
     for several machines)."""
 
     backend_name = "tensorflow"
-    FAST_PATH = "tf.function steps, mixed bf16 policy"
+    FAST_PATH, FAST_BF16 = "tf.function steps", "mixed bf16 policy"
 
     def _prepare(self, model, data):
         self._setup_world()

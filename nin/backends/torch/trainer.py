@@ -18,7 +18,7 @@ class Trainer(Parallel, _training.TrainerBase):
     train --devices N` launches it), trained through DistributedDataParallel."""
 
     backend_name = "torch"
-    FAST_PATH = "channels-last, bf16 autocast"
+    FAST_PATH, FAST_BF16 = "channels-last", "bf16 autocast"
 
     def _prepare(self, model, data):
         self.device = self._setup_world()
