@@ -3,12 +3,14 @@
 For each backend and size: images/s of a training step (forward, loss, backward, update)
 and of inference, for nin's Trainer with its fast path (PyTorch: channels-last and bf16
 autocast; TensorFlow: tf.function and a mixed bf16 policy; MXNet: hybridized, convolutions
-in bf16) and for the chapter's code as written (benchmarks/chapter_code.py), measured in the
-same run. Also: effective GFLOP/s from the analytic MACs (training counted as 3 x the forward
-FLOPs: forward, then gradients for inputs and for weights); its share of the peak that a
-bf16 and an fp32 matmul or convolution reach on this machine in the same run; the ceiling,
-the ratio a step running every FLOP at that bf16 peak would reach against the baseline
-measured here; and the peak memory of nin's first training step, in a fresh process (as
+in bf16 where the hardware has it) and for the chapter's code as written
+(benchmarks/chapter_code.py), measured in the same run. Also: effective GFLOP/s from the
+analytic MACs (training counted as 3 x the forward FLOPs: forward, then gradients for inputs
+and for weights); its share of the peak that a bf16 and an fp32 matmul or convolution reach
+on this machine in the same run (printed: the peak of the precision the step runs in; no
+bf16 peak on a CPU without native bf16); the ceiling, the ratio a step running every FLOP at
+the machine's peak (bf16's where there is one) would reach against the baseline measured
+here; and the peak memory of nin's first training step, in a fresh process (as
 `benchmarks.memory` measures it).
 
     python -m benchmarks.train [--backend all] [--size 224] [--batch-size 128] [--steps 5]
@@ -92,14 +94,14 @@ def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
 
 
 def _native(gpu: bool, kinds):
-    """The (name, dtype) pairs worth measuring: bf16 only where it is native."""
+    """The (name, dtype) pairs worth measuring: on a CPU, bf16 only where it is native."""
     return [k for k in kinds if k[0] != "bf16" or gpu or cpu_has_bf16()]
 
 
-def fast_peak(peaks: dict) -> tuple[str, float]:
-    """The peak nin's fast step can reach, and its name: bf16's, or fp32's where the machine
-    has no native bf16."""
-    return ("bf16", peaks["bf16"]) if peaks["bf16"] else ("fp32", peaks["fp32"])
+def step_peak(peaks: dict, bf16: bool) -> tuple[str, float]:
+    """The peak of the precision a step runs in, and its name: fp32's for an fp32 step, and
+    for a bf16 step where no bf16 peak was measured."""
+    return ("bf16", peaks["bf16"]) if bf16 and peaks["bf16"] else ("fp32", peaks["fp32"])
 
 
 def peak_text(peaks: dict) -> str:
@@ -107,7 +109,7 @@ def peak_text(peaks: dict) -> str:
     bf16 = (
         f"{peaks['bf16']:.0f} GFLOP/s"
         if peaks["bf16"]
-        else "none (the CPU has no AVX-512 BF16 or AMX: nin's fast step runs fp32)"
+        else "not measured (no AVX-512 BF16 or AMX on this CPU)"
     )
     return f"bf16 {bf16}, fp32 {peaks['fp32']:.0f} GFLOP/s"
 
@@ -184,7 +186,7 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_fram
     for backend in backends:  # nin's backends first: their set-up (MXNet's AMX) precedes any
         get_backend(backend)  # operator, the chapter code's included
     peaks = machine_peak(gpu, peak_framework)
-    top_name, top = fast_peak(peaks)
+    top = peaks["bf16"] or peaks["fp32"]
     rng = np.random.default_rng(0)
     records = []
     for size in sizes:
@@ -202,6 +204,7 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_fram
             # in a fresh process: here, the allocator pools that the baseline left would hide
             # the step's memory (TensorFlow's never shrink)
             peak_memory = None if gpu else memory_bench.measure(backend, size, batch_size, True)
+            peak_name, peak = step_peak(peaks, bf16)
             for mode, fast, base, flops in (
                 ("train", t_fast, t_base, 6 * macs),
                 ("inference", i_fast, i_base, 2 * macs),
@@ -221,7 +224,8 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_fram
                         "share_of_bf16_peak": gflops / peaks["bf16"] if peaks["bf16"] else None,
                         "share_of_fp32_peak": gflops / peaks["fp32"],
                         "baseline_share_of_fp32_peak": base_gflops / peaks["fp32"],
-                        # the ratio a step running every FLOP at the fast peak would reach
+                        "share_of_step_peak": gflops / peak,  # the peak of its precision
+                        # the ratio a step running every FLOP at the machine's peak would reach
                         "ceiling_ratio": top / base_gflops,
                         "bf16": bf16,
                         "peak_memory_bytes": peak_memory if mode == "train" else None,
@@ -233,7 +237,7 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_fram
                     f"  {backend:<11}{size:>4}  train {r_t['images_per_s']:7.1f} img/s vs "
                     f"{r_t['baseline_images_per_s']:6.1f} ({r_t['ratio']:4.1f}x), "
                     f"{r_t['gflop_per_s']:6.0f} GFLOP/s = "
-                    f"{100 * r_t['gflop_per_s'] / top:3.0f}% of {top_name} peak "
+                    f"{100 * r_t['share_of_step_peak']:3.0f}% of {peak_name} peak "
                     f"(ceiling {r_t['ceiling_ratio']:3.1f}x); inference "
                     f"{r_i['images_per_s']:7.1f} vs {r_i['baseline_images_per_s']:6.1f} "
                     f"({r_i['ratio']:4.1f}x, ceiling {r_i['ceiling_ratio']:3.1f}x); "

@@ -290,12 +290,13 @@ def _join_torch_group() -> bool:
 
 
 def _leave_torch_group() -> None:
-    """A worker's clean end: every process past its last collective, then the process group
-    shut down while the interpreter is whole (left to the interpreter's exit, gloo's threads
-    may outlive it, and a process that trained to the end can still abort)."""
+    """A worker's clean end, as torch.distributed asks: every process past its last
+    collective (a peer that failed after it does not keep this one waiting past 10 minutes),
+    then the process group destroyed before the interpreter exits."""
     from torch import distributed as dist
 
-    dist.barrier()
+    hint = "another worker ended before it (its error is above)"
+    _within(600, "meet the other workers after training", dist.barrier, hint=hint)
     dist.destroy_process_group()
 
 
@@ -337,16 +338,19 @@ def _start_engine(args, B) -> dict:
     }
 
 
-def _within(seconds: float, what: str, fn, *fn_args):
+def _within(seconds: float, what: str, fn, *fn_args, hint: str = ""):
     """`fn(*fn_args)`, or this process ended (exit code 3) with a message when it has not
     returned after `seconds`: a machine that never came leaves the others waiting for ever."""
     import os
     import threading
 
+    hint = hint or (
+        "start every machine with the same --nnodes and --master, each with its own --node-rank"
+    )
+
     def give_up():
         print(
-            f"error: could not {what} within {seconds:.0f} s: start every machine with the "
-            f"same --nnodes and --master, each with its own --node-rank",
+            f"error: could not {what} within {seconds:.0f} s: {hint}",
             file=sys.stderr,
             flush=True,
         )

@@ -67,20 +67,46 @@ def test_train_benchmark_one_known_case(monkeypatch):
     assert train["ceiling_ratio"] == pytest.approx(200 / (20 * 3 * forward))
     assert train["peak_memory_bytes"] == 123 and infer["peak_memory_bytes"] is None
     assert peaks == {"fp32": 100.0, "bf16": 200.0} and train["bf16"] is True
+    assert train["share_of_step_peak"] == train["share_of_bf16_peak"]
+
+
+def test_train_benchmark_without_a_bf16_peak(monkeypatch, capsys):
+    """A CPU without native bf16: no bf16 share; an fp32 step's share, printed, and the
+    ceiling are the fp32 peak's (the case above, fp32 peak 100 GFLOP/s)."""
+    from nin.resources import conv_macs
+    from nin.spec import chapter_spec
+
+    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)
+    monkeypatch.setattr(train_bench, "_seconds", lambda fn: next(clock))
+    monkeypatch.setattr(
+        train_bench, "machine_peak", lambda gpu, framework=None: {"fp32": 100.0, "bf16": None}
+    )
+    nothing = lambda: None  # noqa: E731
+    monkeypatch.setattr(train_bench, "BASELINES", {"torch": lambda *a: (nothing, nothing)})
+    monkeypatch.setattr(train_bench, "nin_fast", lambda *a: (nothing, nothing, False))
+    monkeypatch.setattr(train_bench.memory_bench, "measure", lambda *a: 123)
+    (train, _), _ = train_bench.run(["torch"], [67], 8, 3, json_out=False)
+    gflops = 80 * 3 * 2 * conv_macs(chapter_spec(), 67) / 1e9
+    assert train["share_of_bf16_peak"] is None
+    assert train["share_of_step_peak"] == pytest.approx(gflops / 100)
+    assert train["ceiling_ratio"] == pytest.approx(100 / (gflops / 4))  # baseline: 1/4 rate
+    out = capsys.readouterr().out
+    assert f"{100 * gflops / 100:3.0f}% of fp32 peak" in out and "; fp32" in out
 
 
 @pytest.mark.skipif("torch" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out torch")
 def test_the_peak_leaves_out_bf16_where_the_cpu_only_emulates_it(monkeypatch):
     """Emulated, a bf16 matmul takes minutes and is no peak: on such a CPU the benchmarks
-    report none, and the fast step's share is of the fp32 peak (the step it runs)."""
+    measure none and say so; a step's share is of its own precision's peak."""
     monkeypatch.setattr(train_bench, "cpu_has_bf16", lambda: False)
     monkeypatch.setattr(train_bench, "_seconds", lambda fn: 0.5)  # each kind's warm-up runs
     peaks = train_bench.machine_peak()
     assert peaks["bf16"] is None and peaks["fp32"] > 0
-    assert train_bench.fast_peak(peaks) == ("fp32", peaks["fp32"])
-    assert "bf16 none (the CPU has no AVX-512 BF16 or AMX" in train_bench.peak_text(peaks)
+    assert train_bench.step_peak(peaks, True) == ("fp32", peaks["fp32"])  # none to compare with
+    assert "bf16 not measured (no AVX-512 BF16 or AMX" in train_bench.peak_text(peaks)
     both = {"fp32": 100.0, "bf16": 300.0}
-    assert train_bench.fast_peak(both) == ("bf16", 300.0)
+    assert train_bench.step_peak(both, True) == ("bf16", 300.0)
+    assert train_bench.step_peak(both, False) == ("fp32", 100.0)
     assert train_bench.peak_text(both) == "bf16 300 GFLOP/s, fp32 100 GFLOP/s"
     assert [k for k, _ in train_bench._native(True, [("fp32", 0), ("bf16", 0)])] == [
         "fp32",

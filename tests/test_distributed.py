@@ -262,6 +262,29 @@ def test_the_cli_names_a_bad_layout_before_any_work(argv, message, tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    "hint, says",
+    [
+        ("", "start every machine with the same --nnodes and --master"),  # the rendezvous's
+        ("another worker ended before it", "another worker ended before it"),  # the end's
+    ],
+)
+def test_a_wait_that_never_ends_ends_the_process_saying_why(hint, says):
+    """`_within`: the rendezvous and the workers' last barrier give up after their time,
+    with exit code 3 and what to look at, instead of waiting for ever."""
+    code = (
+        "import time\n"
+        "from nin.cli import _within\n"
+        f"_within(1, 'meet the others', time.sleep, 60, hint={hint!r})\n"
+        "print('returned')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 3 and "returned" not in done.stdout
+    assert f"error: could not meet the others within 1 s: {says}" in done.stderr
+
+
 STOP_SCRIPT = """
 import sys
 from torch import distributed as dist
