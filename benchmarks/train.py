@@ -56,7 +56,7 @@ def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
     channels-last), each its fastest of several calls. With `framework` 'tensorflow' or
     'mxnet' (or where PyTorch is missing): that framework's own measure (`_framework_peak`).
     bf16 is None on a CPU without native bf16 (`nin.training.cpu_has_bf16`): emulated, it
-    takes minutes to measure and is no peak, and nin's fast path trains in fp32 there."""
+    takes minutes to measure and is no peak."""
     import importlib.util
 
     if framework is None:
