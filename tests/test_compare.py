@@ -112,9 +112,10 @@ def test_training_parity(synthetic_root):
     result = compare.train_parity(
         BACKENDS, S.chapter_spec(), size=67, batch_size=16, steps=20, root=synthetic_root
     )
-    for backend in BACKENDS[1:]:
+    for backend in BACKENDS[1:]:  # docs/compare.md: 7.9e-4 (AVX-512), 1.7e-3 (AVX2 only);
+        # an lr 10% off gives 6e-2
         assert result["max_loss_diff"][backend] < 1e-3
-        assert result["max_weight_rel_diff"][backend] < 1e-3
+        assert result["max_weight_rel_diff"][backend] < 5e-3
     assert len(result["losses"][BACKENDS[0]]) == 20
 
 

@@ -72,7 +72,9 @@ def test_onnx_can_standardize_its_input_as_the_nin_recipe_does(weight_file, tmp_
     model.eval()
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()  # the model's forward standardizes
-    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    # two fp32 implementations (onnxruntime, oneDNN): 4.5e-6 apart on an AVX2-only CPU;
+    # without the standardization they differ by up to 1.2 (these weights, this batch)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="safetensors holds the weights alone"):
         E.export_file(path, "safetensors", tmp_path / "n.safetensors", normalize=True)
 
