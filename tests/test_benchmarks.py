@@ -41,6 +41,19 @@ def test_train_benchmark_records(backend, capsys):
     assert records[1]["peak_memory_bytes"] is None
 
 
+def _known_run(monkeypatch, peaks: dict, bf16: bool, json_out=True):
+    """`run` on fake clocks of known durations: baseline 0.4 s and nin 0.1 s a training step,
+    0.2 s and 0.05 s an inference, batch 8 at 67x67, PyTorch, the step in bf16 or not."""
+    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)  # (baseline, nin) per timed step
+    monkeypatch.setattr(train_bench, "_seconds", lambda fn: next(clock))
+    monkeypatch.setattr(train_bench, "machine_peak", lambda gpu, framework=None: peaks)
+    nothing = lambda: None  # noqa: E731
+    monkeypatch.setattr(train_bench, "BASELINES", {"torch": lambda *a: (nothing, nothing)})
+    monkeypatch.setattr(train_bench, "nin_fast", lambda *a: (nothing, nothing, bf16))
+    monkeypatch.setattr(train_bench.memory_bench, "measure", lambda *a: 123)
+    return train_bench.run(["torch"], [67], 8, 3, json_out=json_out)
+
+
 def test_train_benchmark_one_known_case(monkeypatch):
     """Fake clocks of known durations through the real `_paired` and `run`: baseline 0.4 s and
     nin 0.1 s a training step, 0.2 s and 0.05 s an inference, batch 8 at 67x67, peaks 100 and
@@ -48,16 +61,7 @@ def test_train_benchmark_one_known_case(monkeypatch):
     from nin.resources import conv_macs
     from nin.spec import chapter_spec
 
-    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)  # (baseline, nin) per timed step
-    monkeypatch.setattr(train_bench, "_seconds", lambda fn: next(clock))
-    monkeypatch.setattr(
-        train_bench, "machine_peak", lambda gpu, framework=None: {"fp32": 100.0, "bf16": 200.0}
-    )
-    nothing = lambda: None  # noqa: E731
-    monkeypatch.setattr(train_bench, "BASELINES", {"torch": lambda *a: (nothing, nothing)})
-    monkeypatch.setattr(train_bench, "nin_fast", lambda *a: (nothing, nothing, True))
-    monkeypatch.setattr(train_bench.memory_bench, "measure", lambda *a: 123)
-    (train, infer), peaks = train_bench.run(["torch"], [67], 8, 3, json_out=True)
+    (train, infer), peaks = _known_run(monkeypatch, {"fp32": 100.0, "bf16": 200.0}, True)
     forward = 2 * conv_macs(chapter_spec(), 67) / 1e9  # GFLOP per image, forward
     assert train["images_per_s"] == pytest.approx(80) and train["baseline_images_per_s"] == 20
     assert infer["images_per_s"] == pytest.approx(160)
@@ -76,16 +80,7 @@ def test_train_benchmark_without_a_bf16_peak(monkeypatch, capsys):
     from nin.resources import conv_macs
     from nin.spec import chapter_spec
 
-    clock = iter([0.4, 0.1] * 3 + [0.2, 0.05] * 3)
-    monkeypatch.setattr(train_bench, "_seconds", lambda fn: next(clock))
-    monkeypatch.setattr(
-        train_bench, "machine_peak", lambda gpu, framework=None: {"fp32": 100.0, "bf16": None}
-    )
-    nothing = lambda: None  # noqa: E731
-    monkeypatch.setattr(train_bench, "BASELINES", {"torch": lambda *a: (nothing, nothing)})
-    monkeypatch.setattr(train_bench, "nin_fast", lambda *a: (nothing, nothing, False))
-    monkeypatch.setattr(train_bench.memory_bench, "measure", lambda *a: 123)
-    (train, _), _ = train_bench.run(["torch"], [67], 8, 3, json_out=False)
+    (train, _), _ = _known_run(monkeypatch, {"fp32": 100.0, "bf16": None}, False, json_out=False)
     gflops = 80 * 3 * 2 * conv_macs(chapter_spec(), 67) / 1e9
     assert train["share_of_bf16_peak"] is None
     assert train["share_of_step_peak"] == pytest.approx(gflops / 100)
