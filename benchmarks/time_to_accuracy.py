@@ -3,27 +3,30 @@
     python -m benchmarks.time_to_accuracy [--backend torch|mxnet|tensorflow|all]
         [--target 0.90] [--recipe sprint] [--seeds 1] [--first-seed 0] [--cap-seconds S]
         [--compare nin,book] [--compare-cap 2] [--curve] [--plot FILE] [--json]
+        [--epochs N] [--resize N] [--batch-size N] [--lr LR] [--limit-train-batches N]
+        [--augment NAME] [--tta NAME]   (a variant of the plan; the table says so)
 
-Each run (backend, recipe, seed) is a process of its own. It trains the recipe's plan
-(`nin.training.PLANS`: epochs, input size, batch) to its end, with no evaluation while
-training, then evaluates once on all 10,000 test images. Reported apart:
+Each run (backend, recipe, seed) is a process of its own. `--recipe` names plans
+(`nin.training.PLANS`: a Recipe with its epochs, input size, batch, batches an epoch,
+augmentation and test-time augmentation). A run trains its plan to the end, with no
+evaluation while training, then evaluates once on all 10,000 test images. Reported apart:
 - `train_seconds`: the wall time of training, every step (the recipe evaluates nothing);
 - `setup_seconds`: from the process's first line to the first step (imports, the data
   read, the build, warm-up or tracing);
 - `process_seconds`: the whole process, as the parent measured it;
 - `eval_seconds`: the final evaluation. A plan with test-time augmentation (`tta`, the
-  quality recipe's) scores each test image by its class probabilities summed over several
-  views (`nin.training.tta_accuracy`); the record keeps the plain accuracy too.
+  sprint-83k and quality plans') scores each test image by its class probabilities summed
+  over several views (`nin.training.tta_accuracy`); the record keeps the plain accuracy too.
 `--cap-seconds` stops training after that long (`nin.callbacks.TimeLimit`), for the slow
 recipes (the chapter's 10 epochs at 224 take hours on a CPU); a capped run says so. Per
 backend: the median training time over the seeds, each seed's accuracy, whether every seed
 reached the target, images/s, and the machine's bf16/fp32 peak measured in the same run.
-Then, on each backend, the `--compare` recipes (the chapter's and `make train`'s by default)
+Then, on each backend, the `--compare` recipes (the chapter's and `nin`'s by default)
 run once under the same clock, their training capped at `--compare-cap` (2) times the first
 recipe's median there; the table says where a cap stopped them.
 `--curve` also evaluates the test split after every epoch, off the clock (the time it takes
 is left out of `train_seconds`; with a plan's test-time augmentation each point scores
-every view, two forward passes of the test split for the quality plan), for the picture:
+every view, two forward passes of the test split for a plan with flip TTA), for the picture:
 `--plot FILE` draws test accuracy against training seconds, one curve per backend and
 recipe; `--records A.jsonl,B.jsonl` prints the table and draws the plot from earlier runs'
 records, without training.
@@ -56,15 +59,19 @@ def run_one(
     limit_train_batches=None,
     curve=False,
     lr=None,
+    augment=None,
+    tta=None,
 ) -> dict:
     """One run in this process; the record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
     from nin.training import PLANS, resolve_recipe, tta_accuracy
 
-    plan = PLANS[recipe]
+    plan = PLANS[recipe]  # `recipe` names a plan; the plan names its Recipe
     epochs, resize = epochs or plan.epochs, resize or plan.resize
     batch_size = batch_size or plan.batch_size
+    limit_train_batches = limit_train_batches or plan.limit_train_batches
+    augment, tta = augment or plan.augment, tta or plan.tta
     clock: dict = {"off": 0.0, "curve": []}
 
     def test_accuracy(trainer, plain_too=False):
@@ -73,11 +80,11 @@ def run_one(
         has it); with test-time augmentation the plan's sums each image's class
         probabilities over its views, in fp32 (`nin.training.tta_accuracy`)."""
         plain = None
-        if plan.tta == "none" or plain_too:
+        if tta == "none" or plain_too:
             trainer._train_mode(False)
             plain = float(trainer._evaluate(iter(data.test_dataloader()))["acc"])
             trainer._train_mode(True)
-        acc = plain if plan.tta == "none" else tta_accuracy(B, model, data, plan.tta)
+        acc = plain if tta == "none" else tta_accuracy(B, model, data, tta)
         return (acc, plain) if plain_too else acc
 
     class Clock(Callback):
@@ -102,9 +109,9 @@ def run_one(
         resize=(resize, resize),
         root=root,
         seed=seed,
-        augment=plan.augment,
+        augment=augment,
     )
-    model = B.NiN(recipe=resolve_recipe(recipe, lr=plan.lr if lr is None else lr))
+    model = B.NiN(recipe=resolve_recipe(plan.recipe, lr=plan.lr if lr is None else lr))
     limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
     trainer = B.Trainer(
         max_epochs=epochs,
@@ -132,7 +139,7 @@ def run_one(
         "eval_seconds": eval_seconds,
         "test_acc": acc,
         "test_acc_plain": plain,
-        "tta": plan.tta,
+        "tta": tta,
         "reached": bool(acc >= target),
         "images_per_s": steps * batch_size / train_seconds,
         "epochs": epochs,
@@ -142,7 +149,7 @@ def run_one(
         "limit_train_batches": limit_train_batches,
         "capped": bool(limit and limit.stopped),
         "test_images": len(data.test[1]),
-        "augment": plan.augment,
+        "augment": augment,
         "label_smoothing": model.recipe.label_smoothing,
         "lr": model.recipe.lr,
         "curve": clock["curve"],
@@ -183,8 +190,9 @@ def summary(records: list[dict], peak: dict | None) -> str:
         from benchmarks.train import peak_text
 
         lines.append(f"machine peak (same run): {peak_text(peak)}")
+    width = max([7] + [len(r["recipe"]) for r in records]) + 1  # the recipe column's
     lines.append(
-        f"{'backend':<11}{'recipe':<8}{'train s (median)':>17}{'setup s':>9}"
+        f"{'backend':<11}{'recipe':<{width}}{'train s (median)':>17}{'setup s':>9}"
         f"{'img/s':>8}  test accuracy per seed  reached"
     )
     groups: dict = {}
@@ -202,7 +210,7 @@ def summary(records: list[dict], peak: dict | None) -> str:
             plain = " ".join(f"{r['test_acc_plain']:.4f}" for r in rs)
             capped += f" ({rs[0]['tta']} TTA; without it: {plain})"
         lines.append(
-            f"{backend:<11}{recipe:<8}{np.median([r['train_seconds'] for r in rs]):>17.1f}"
+            f"{backend:<11}{recipe:<{width}}{np.median([r['train_seconds'] for r in rs]):>17.1f}"
             f"{np.median([r['setup_seconds'] for r in rs]):>9.1f}"
             f"{np.median([r['images_per_s'] for r in rs]):>8.0f}  {accs:<22}  "
             f"{'all' if all(r['reached'] for r in rs) else 'not all'} >= {rs[0]['target']}"
@@ -223,6 +231,9 @@ def plot(records: list[dict], path) -> None:
 
 
 def main(argv=None) -> int:
+    from nin.data import AUGMENTATIONS
+    from nin.training import TTA
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="torch", help="torch, mxnet, tensorflow or all")
     p.add_argument("--recipe", default="sprint", help="comma-separated names of PLANS")
@@ -273,7 +284,25 @@ def main(argv=None) -> int:
         help="the peak lr of the --recipe runs (default: the plan's; the compared runs "
         "keep their plan's)",
     )
-    p.add_argument("--limit-train-batches", type=int, default=None)
+    p.add_argument(
+        "--limit-train-batches",
+        type=int,
+        default=None,
+        help="batches an epoch (default: the plan's: sprint-83k's 650, whole epochs for the "
+        "others)",
+    )
+    p.add_argument(
+        "--augment",
+        default=None,
+        choices=list(AUGMENTATIONS),
+        help="the --recipe runs' training augmentation (default: the plan's)",
+    )
+    p.add_argument(
+        "--tta",
+        default=None,
+        choices=list(TTA),
+        help="how the --recipe runs' final test accuracy is scored (default: the plan's)",
+    )
     p.add_argument("--records", default=None, help="earlier runs' .jsonl files: no training")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -348,6 +377,8 @@ def main(argv=None) -> int:
                 "batch_size": args.batch_size,
                 "limit_train_batches": args.limit_train_batches,
                 "lr": args.lr if timed else None,
+                "augment": args.augment if timed else None,
+                "tta": args.tta if timed else None,
                 "curve": args.curve or bool(args.plot),
             }
         )

@@ -155,8 +155,9 @@ def plan_changes(record: dict) -> list[str]:
         if name in record and record[name] != value
     ]
     limit = record.get("limit_train_batches")  # absent from records older than the flag
-    if limit and limit == record.get("batches_per_epoch"):  # it limited the epoch
-        changed.append(f"{limit} batches an epoch")
+    limited = limit if limit and limit == record.get("batches_per_epoch") else None
+    if limited != plan.limit_train_batches:  # the epoch the run had is not the plan's
+        changed.append(f"{limited} batches an epoch" if limited else "whole epochs")
     augment = record.get("augment", "none")  # absent from records older than augmentation
     if augment != plan.augment:
         changed.append(f"augment {augment}")

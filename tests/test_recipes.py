@@ -222,9 +222,36 @@ def test_the_time_to_accuracy_recipes_are_named_and_bounded():
     assert PLANS["quality"].augment == "flip" and PLANS["quality"].epochs == 10
     assert PLANS["quality"].tta == "flip" and PLANS["sprint"].tta == "none"
     assert PLANS["quality"].resize <= 96 and PLANS["sprint"].resize == 67
+    short = PLANS["sprint-83k"]  # 45 s at the 1,852 images/s issue 18 measured
+    assert (short.recipe, short.resize, short.augment, short.tta) == ("sprint", 67, "flip", "flip")
+    assert short.epochs * short.limit_train_batches * short.batch_size == 83_200
+    assert all(plan.recipe in RECIPES for plan in PLANS.values())
     assert RECIPES["book"].label_smoothing == 0.0 and RECIPES["nin"].label_smoothing == 0.0
     with pytest.raises(ValueError, match="label_smoothing must be a finite number >= 0 and < 1"):
         Recipe("x", label_smoothing=1.0)
+
+
+def test_make_train_runs_the_cli_defaults_which_are_the_sprint_plan():
+    """`nin train` with no flags, `make train` and the sprint plan are one run (issue 18:
+    the CLI default is the recipe that serves `make train` best); `nin experiment` keeps
+    nin's recipe, with which docs/exercises.md was measured."""
+    from nin.cli import build_parser
+
+    plan = PLANS["sprint"]
+    parse = build_parser().parse_args
+    args = parse(["train"])
+    assert (args.recipe, args.epochs, args.resize, args.batch_size) == (
+        plan.recipe,
+        plan.epochs,
+        plan.resize,
+        plan.batch_size,
+    )
+    assert (args.augment, args.tta) == (plan.augment, plan.tta)
+    assert args.lr is None and plan.lr is None  # the recipe's own lr, on both sides
+    make_train = (ROOT / "Makefile").read_text().split("\ntrain:")[1].splitlines()[1].split()
+    flags = make_train[make_train.index("train") + 1 :]
+    assert vars(parse(["train", *flags])) == vars(args)
+    assert parse(["experiment"]).recipe == "nin"
 
 
 @needs("torch")
@@ -266,26 +293,43 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
 
 @needs("torch")
 def test_a_run_that_leaves_its_plan_says_so(synthetic_root):
-    """`--lr` and `--limit-train-batches` reach the run and its record, and the table marks
-    a run that is not its recipe's plan; a run of the plan is not marked."""
+    """`--lr`, `--limit-train-batches`, `--augment` and `--tta` reach the run and its
+    record, and the table marks a run that is not its recipe's plan; a run of the plan is
+    not marked."""
     from benchmarks import time_to_accuracy as tta
 
     common = dict(root=synthetic_root, epochs=1, resize=67, batch_size=100)
     full = tta.run_one("torch", "sprint", 0, 0.9, **common)
     assert full["batches_per_epoch"] == 6 and full["lr"] == RECIPES["sprint"].lr
-    tried = tta.run_one("torch", "sprint", 0, 0.9, lr=5e-3, limit_train_batches=2, **common)
+    variant = dict(lr=5e-3, limit_train_batches=2, augment="flip", tta="flip")
+    tried = tta.run_one("torch", "sprint", 0, 0.9, **variant, **common)
     assert tried["batches_per_epoch"] == 2 and tried["lr"] == 5e-3
+    assert tried["augment"] == "flip" and tried["tta"] == "flip"
+    assert full["augment"] == "none" and full["tta"] == "none"  # the plan's
     assert plan_changes(tried) == [
         "epochs 1",
         "batch_size 100",
         "lr 0.005",
         "2 batches an epoch",
+        "augment flip",
+        "tta flip",
     ]
     plan = PLANS["sprint"]
     as_planned = dict(full, epochs=plan.epochs, batch_size=plan.batch_size, resize=plan.resize)
     assert plan_changes(as_planned) == []
-    table = tta.summary([tried], None)
-    assert "(not the plan: epochs 1, batch_size 100, lr 0.005, 2 batches an epoch)" in table
+    # a plan of its own recipe at its own lr, with a batch limit: a run that trains whole
+    # epochs instead (6 batches of 100 images, under the plan's 650) is not the plan
+    short = tta.run_one("torch", "sprint-83k", 0, 0.9, **common)
+    assert (short["recipe"], short["lr"], short["label_smoothing"]) == ("sprint-83k", 3e-3, 0.1)
+    assert (short["augment"], short["tta"], short["limit_train_batches"]) == ("flip", "flip", 650)
+    assert plan_changes(short) == ["epochs 1", "batch_size 100", "whole epochs"]
+    assert plan_changes(dict(short, epochs=2, batch_size=64, batches_per_epoch=650)) == []
+    table = tta.summary([tried, short], None)
+    assert "torch      sprint-83k" in table  # the recipe column fits the longest name
+    assert (
+        "(not the plan: epochs 1, batch_size 100, lr 0.005, 2 batches an epoch, augment flip, "
+        "tta flip) (flip TTA; without it: " in table
+    )
 
 
 def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, capsys):
@@ -343,12 +387,14 @@ def test_the_picture_draws_each_recipe_as_its_plan_runs_now():
 @needs("torch")
 def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
     """After the timed recipes, each --compare recipe not among them runs once on the same
-    backend, capped at --compare-cap times the first recipe's median; --lr reaches only the
-    timed runs; the cap is recorded and shown; bad flags are refused before any run."""
+    backend, capped at --compare-cap times the first recipe's median; --lr and --augment
+    reach only the timed runs; the cap is recorded and shown; bad flags are refused before
+    any run."""
     from benchmarks import time_to_accuracy as tta
 
     tiny = ["--epochs", "1", "--resize", "67", "--batch-size", "8", "--limit-train-batches"]
     tiny += ["3", "--data-dir", str(synthetic_root), "--no-peak", "--json", "--lr", "5e-3"]
+    tiny += ["--augment", "flip-shift"]
     tta.main(["--recipe", "sprint,quality", "--seeds", "2", "--compare", "nin,sprint", *tiny])
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [(r["recipe"], r["seed"], r["role"]) for r in records] == [
@@ -360,7 +406,8 @@ def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
     ]
     *timed, nin = records
     assert all(r["lr"] == 5e-3 and r["cap_seconds"] is None for r in timed)
-    assert nin["lr"] == RECIPES["nin"].lr  # its plan's, not --lr
+    assert all(r["augment"] == "flip-shift" for r in timed)
+    assert nin["lr"] == RECIPES["nin"].lr and nin["augment"] == "none"  # its plan's
     sprint_median = np.median([r["train_seconds"] for r in timed[:2]])
     assert nin["cap_seconds"] == pytest.approx(2 * sprint_median)
     assert tta.comparison_cap([1.0, 3.0, 10.0], 2) == 6.0
@@ -376,6 +423,9 @@ def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
     ):
         with pytest.raises(SystemExit, match=re.escape(says)):
             tta.main([*tiny, *bad])
+    with pytest.raises(SystemExit) as usage:  # argparse: exit status 2, the choices named
+        tta.main([*tiny, "--tta", "mirror"])
+    assert usage.value.code == 2 and "invalid choice: 'mirror'" in capsys.readouterr().err
 
 
 def test_the_stored_records_still_print(capsys):

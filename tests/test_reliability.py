@@ -149,7 +149,7 @@ def test_default_out_is_a_fresh_folder_per_run(synthetic_root, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert _train(synthetic_root) == 0 and _train(synthetic_root) == 0
     runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 2 and all(r.name.startswith("torch-nin-") for r in runs)
+    assert len(runs) == 2 and all(r.name.startswith("torch-sprint-") for r in runs)
     assert all((r / "checkpoint.npz").exists() for r in runs)
     assert f"writing to runs/{runs[0].name}" in capsys.readouterr().out
 
