@@ -9,7 +9,8 @@ Per backend (records appended to DIR/bench-gpu.jsonl, one JSON object a line):
   probe           a real operation on the device, and the device's name
   speed           training and inference images/s at 224 (batch 128) against the chapter's
                   code, with the machine's bf16/fp32 peak measured by that framework
-  time_to_0.90    the sprint recipe's time to 0.90, once the project has one (else skipped)
+  time_to_0.90    the sprint plan (`make train`'s: two epochs at 67x67) to its end, seed 0:
+                  its training seconds, images/s and test accuracy (benchmarks/time_to_accuracy)
   chapter_epoch   one epoch of the chapter's recipe (NiN(lr=0.05), plain SGD, fp32) at
                   224x224, its seconds and test accuracy
   scaling         data-parallel training (`python -m nin train --devices K`, each framework's
@@ -120,14 +121,7 @@ def one_backend(backend: str, args) -> None:
     for r in records:
         append(out, dict(r, kind="speed", peak_gflop_per_s=peaks))
 
-    append(
-        out,
-        {
-            "backend": backend,
-            "kind": "time_to_0.90",
-            "skipped": "no sprint recipe in this version of nin yet",
-        },
-    )
+    append(out, time_to_090(backend, args))
 
     B.set_seed(0)
     resize = 67 if args.quick else 224
@@ -161,6 +155,29 @@ def one_backend(backend: str, args) -> None:
         },
     )
     scaling(backend, B.num_gpus() if gpu else 2, args, out)
+
+
+def time_to_090(backend: str, args) -> dict:
+    """The sprint plan (nin.training.PLANS, `make train`'s) on the device, seed 0, through
+    benchmarks/time_to_accuracy.py's run: its training seconds and final test accuracy
+    (`--quick`: one epoch of two batches of 8). A failure is recorded, not raised, so that
+    the records after it are still measured."""
+    from benchmarks import time_to_accuracy
+
+    small = {"epochs": 1, "batch_size": 8, "limit_train_batches": 2} if args.quick else {}
+    start = time.perf_counter()
+    try:
+        record = time_to_accuracy.run_one(backend, "sprint", 0, 0.90, root=args.data_dir, **small)
+    except Exception as e:  # noqa: BLE001 - the record says what went wrong
+        return {"backend": backend, "kind": "time_to_0.90", "problem": f"{type(e).__name__}: {e}"}
+    record.pop("curve")
+    return dict(
+        record,
+        kind="time_to_0.90",
+        seconds=time.perf_counter() - start,  # the whole run: set-up, training, evaluation
+        device=args.device,
+        quick=bool(args.quick),
+    )
 
 
 def scaling(backend: str, devices: int, args, out: Path) -> None:

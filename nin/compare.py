@@ -145,18 +145,20 @@ def train_parity(
     root=None,
     reference="torch",
     num_gpus=0,
+    recipe=PARITY_RECIPE,
 ) -> dict:
-    """The same weights and batches, plain SGD, dropout off: per-step losses per backend
-    (on the first GPU with `num_gpus=1`, TF32 off)."""
+    """The same weights and batches, plain SGD (or `recipe`'s optimizer, lr, schedule and
+    weight decay), dropout off: per-step losses per backend (on the first GPU with
+    `num_gpus=1`, TF32 off)."""
     backends = [reference] + [b for b in backends if b != reference]
     spec = _spec.with_dropout(spec, 0.0)
-    spec = _spec.with_class_block_relu(spec, PARITY_RECIPE.class_block_relu)
+    spec = _spec.with_class_block_relu(spec, recipe.class_block_relu)
     named = reference_weights(reference, spec, seed)
     losses, final = {}, {}
     for backend in backends:
         B = get_backend(backend)
         strict_fp32(backend)
-        model = B.NiN(spec=spec, recipe=PARITY_RECIPE)
+        model = B.NiN(spec=spec, recipe=recipe)
         _weights.load_arrays(backend, model.net, spec, named)
         data = B.FashionMNIST(batch_size=batch_size, resize=(size, size), root=root, seed=seed)
         trainer = B.Trainer(

@@ -44,8 +44,9 @@ def _optimizer_settings(backend, optim) -> dict:
     return {
         "lr": float(optim.learning_rate.numpy()),
         "momentum": float(getattr(optim, "momentum", 0.0)),
-        "weight_decay": float(optim.weight_decay or 0.0),
-        "kind": type(optim).__name__.lower(),
+        "weight_decay": optim.coupled_weight_decay,  # Keras' own (decoupled) stays off
+        "keras_weight_decay": optim.weight_decay,
+        "kind": type(optim).__name__.lower().removeprefix("coupled"),
     }
 
 
@@ -78,6 +79,7 @@ def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic
     assert (settings["lr"], settings["momentum"], settings["weight_decay"]) == pytest.approx(
         (0.02, 0.9, 1e-4)
     )
+    assert settings.get("keras_weight_decay") is None  # not also Keras' decoupled one
     # a keyword wins over the named recipe's field, and over a Recipe object's
     model = B.NiN(recipe="nin", optimizer="sgd", momentum=0.5, lr=0.03)
     settings = _optimizer_settings(backend, _prepared(B, model, synthetic_root).optim)
@@ -318,6 +320,34 @@ def test_tensorflow_device_choice():
     assert B.training_device(1, 0) == "/CPU:0"
     # the chapter's `with d2l.try_gpu():` scope is honoured when no GPU count is given
     assert B.training_device(0, 1, "/job:localhost/replica:0/task:0/device:GPU:0").endswith("GPU:0")
+
+
+@needs("tensorflow")
+def test_tensorflow_weight_decay_is_added_to_the_gradient_as_in_pytorch_and_mxnet():
+    """A recipe's weight decay is torch.optim's and MXNet's: wd x w added to the gradient
+    before the update. Keras' own `weight_decay` is decoupled (AdamW's: w shrinks by
+    lr x wd), which for Adam is another recipe: at lr 0.01 and wd 0.1 it moves a weight with
+    no gradient by 0.001 of itself, where the coupled one moves it by lr (Adam's first step
+    is lr x the sign of its gradient)."""
+    import tensorflow as tf
+
+    from nin.backends.tensorflow.model import CoupledAdam, CoupledSGD
+
+    model = get_backend("tensorflow").NiN(recipe=T.Recipe("wd", weight_decay=0.1, lr=0.01))
+    adam = model.configure_optimizers()
+    assert isinstance(adam, CoupledAdam) and adam.weight_decay is None  # Keras' stays off
+    w = tf.Variable([1.0, -2.0])
+    adam.apply_gradients([(tf.zeros(2), w)])
+    np.testing.assert_allclose(w.numpy(), [0.99, -1.99], rtol=1e-6)
+    # SGD with momentum: the decay goes through the momentum buffer, as in torch.optim.SGD:
+    # buffer 0.5 w0, w1 = 0.95 w0; buffer 0.9 x 0.5 w0 + 0.5 w1, w2 = w1 - 0.1 x buffer
+    w = tf.Variable([1.0, -2.0])
+    sgd = CoupledSGD(0.1, momentum=0.9, coupled_weight_decay=0.5)
+    for _ in range(2):
+        sgd.apply_gradients([(tf.zeros(2), w)])
+    np.testing.assert_allclose(w.numpy(), [0.8575, -1.715], rtol=1e-6)
+    with pytest.raises(ValueError, match="coupled_weight_decay"):
+        CoupledAdam(0.01, weight_decay=0.1)
 
 
 @needs("tensorflow")

@@ -9,6 +9,35 @@ from nin import training as _training
 from nin.backends.tensorflow.ops import build, leaf_layers, to_numpy
 
 
+class _CoupledWeightDecay:
+    """Weight decay as PyTorch's and MXNet's optimizers apply it: `coupled_weight_decay` x the
+    weight added to its gradient before the update, so that it goes through Adam's scaling
+    and SGD's momentum. Keras' own `weight_decay` is decoupled (AdamW's: the weight shrinks
+    by lr x decay after the update), another recipe, and stays off (None) here."""
+
+    def __init__(self, *args, coupled_weight_decay=0.0, **kwargs):
+        if kwargs.get("weight_decay"):
+            raise ValueError("pass coupled_weight_decay: Keras' weight_decay is decoupled")
+        super().__init__(*args, **kwargs)
+        self.coupled_weight_decay = float(coupled_weight_decay or 0.0)
+
+    def update_step(self, gradient, variable):
+        if self.coupled_weight_decay:
+            gradient = gradient + tf.cast(self.coupled_weight_decay, gradient.dtype) * variable
+        return super().update_step(gradient, variable)
+
+    def get_config(self):
+        return dict(super().get_config(), coupled_weight_decay=self.coupled_weight_decay)
+
+
+class CoupledAdam(_CoupledWeightDecay, tf.keras.optimizers.Adam):
+    __doc__ = _CoupledWeightDecay.__doc__
+
+
+class CoupledSGD(_CoupledWeightDecay, tf.keras.optimizers.SGD):
+    __doc__ = _CoupledWeightDecay.__doc__
+
+
 class Module(_training.ModuleMixin, tf.keras.Model):
     """d2l's Module for Keras: `self.net`, `loss`, `training_step`, `validation_step`.
 
@@ -38,11 +67,9 @@ class Module(_training.ModuleMixin, tf.keras.Model):
         return self.net(X, training=self.training)
 
     def _optimizer(self, name, lr, momentum=0.0, weight_decay=0.0):
-        if name == "adam":
-            return tf.keras.optimizers.Adam(float(lr), weight_decay=weight_decay or None)
-        return tf.keras.optimizers.SGD(
-            float(lr), momentum=momentum, weight_decay=weight_decay or None
-        )
+        if name == "adam":  # PyTorch's and MXNet's epsilon (Keras' default is 1e-7)
+            return CoupledAdam(float(lr), epsilon=1e-8, coupled_weight_decay=weight_decay)
+        return CoupledSGD(float(lr), momentum=momentum, coupled_weight_decay=weight_decay)
 
     _random = staticmethod(tf.random.normal)
     _top_layers = staticmethod(lambda net: net.layers)
