@@ -70,7 +70,9 @@ def run_one(
     plan = PLANS[recipe]  # `recipe` names a plan; the plan names its Recipe
     epochs, resize = epochs or plan.epochs, resize or plan.resize
     batch_size = batch_size or plan.batch_size
-    limit_train_batches = limit_train_batches or plan.limit_train_batches
+    if limit_train_batches is None:  # 0: whole epochs, whatever the plan's limit
+        limit_train_batches = plan.limit_train_batches
+    limit_train_batches = limit_train_batches or None
     augment, tta = augment or plan.augment, tta or plan.tta
     clock: dict = {"off": 0.0, "curve": []}
 
@@ -288,8 +290,8 @@ def main(argv=None) -> int:
         "--limit-train-batches",
         type=int,
         default=None,
-        help="batches an epoch (default: the plan's: sprint-83k's 650, whole epochs for the "
-        "others)",
+        help="batches an epoch, 0 for whole epochs (default: the plan's: sprint-83k's 650, "
+        "whole epochs for the others)",
     )
     p.add_argument(
         "--augment",
@@ -337,10 +339,12 @@ def main(argv=None) -> int:
         ("--seeds", args.seeds),
         ("--epochs", args.epochs),
         ("--batch-size", args.batch_size),
-        ("--limit-train-batches", args.limit_train_batches),
     ):
         if value is not None and value < 1:
             raise SystemExit(f"{flag} must be at least 1, got {value}")
+    limit = args.limit_train_batches
+    if limit is not None and limit < 0:
+        raise SystemExit(f"--limit-train-batches must be 0 (whole epochs) or more, got {limit}")
     if args.first_seed < 0:
         raise SystemExit(f"--first-seed must be 0 or more, got {args.first_seed}")
     if args.first_seed and compared:

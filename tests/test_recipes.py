@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, needs
 from nin.data import BatchSource, erase, flip_shift
 from nin.experiment import plan_changes, plot_time_to_accuracy
-from nin.training import PLANS, RECIPES, Recipe
+from nin.training import PLANS, RECIPES, Plan, Recipe
 
 
 def test_flip_shift_moves_each_image_whole_and_is_seeded():
@@ -292,7 +292,7 @@ def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path
 
 
 @needs("torch")
-def test_a_run_that_leaves_its_plan_says_so(synthetic_root):
+def test_a_run_that_leaves_its_plan_says_so(synthetic_root, monkeypatch):
     """`--lr`, `--limit-train-batches`, `--augment` and `--tta` reach the run and its
     record, and the table marks a run that is not its recipe's plan; a run of the plan is
     not marked."""
@@ -324,6 +324,14 @@ def test_a_run_that_leaves_its_plan_says_so(synthetic_root):
     assert (short["augment"], short["tta"], short["limit_train_batches"]) == ("flip", "flip", 650)
     assert plan_changes(short) == ["epochs 1", "batch_size 100", "whole epochs"]
     assert plan_changes(dict(short, epochs=2, batch_size=64, batches_per_epoch=650)) == []
+    # 0 asks for whole epochs where the plan has a limit; None keeps the plan's
+    tiny = Plan("sprint", None, epochs=1, resize=67, batch_size=100, limit_train_batches=2)
+    monkeypatch.setitem(PLANS, "tiny", tiny)
+    whole = tta.run_one("torch", "tiny", 0, 0.9, root=synthetic_root, limit_train_batches=0)
+    assert (whole["batches_per_epoch"], whole["limit_train_batches"]) == (6, None)
+    assert plan_changes(whole) == ["whole epochs"]
+    planned = tta.run_one("torch", "tiny", 0, 0.9, root=synthetic_root)
+    assert (planned["batches_per_epoch"], planned["limit_train_batches"]) == (2, 2)
     table = tta.summary([tried, short], None)
     assert "torch      sprint-83k" in table  # the recipe column fits the longest name
     assert (
@@ -417,7 +425,7 @@ def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
     for bad, says in (
         (["--compare", "nope"], "unknown recipe(s) ['nope']"),
         (["--seeds", "0"], "--seeds must be at least 1"),
-        (["--limit-train-batches", "0"], "--limit-train-batches must be at least 1"),
+        (["--limit-train-batches", "-1"], "--limit-train-batches must be 0 (whole epochs)"),
         (["--lr", "0"], "--lr must be a positive number, got 0.0"),
         (["--compare-cap", "0"], "--compare-cap must be a positive number"),
     ):
