@@ -61,8 +61,10 @@ def run_one(
     lr=None,
     augment=None,
     tta=None,
+    num_gpus=1,
 ) -> dict:
-    """One run in this process; the record, less `process_seconds` (the parent's)."""
+    """One run in this process (on the first GPU if there is one, unless `num_gpus=0`); the
+    record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
     from nin.training import PLANS, resolve_recipe, tta_accuracy
@@ -117,7 +119,7 @@ def run_one(
     limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
     trainer = B.Trainer(
         max_epochs=epochs,
-        num_gpus=1,
+        num_gpus=num_gpus,
         fast=True,
         progress=False,
         stuck_check=0,
@@ -155,6 +157,7 @@ def run_one(
         "label_smoothing": model.recipe.label_smoothing,
         "lr": model.recipe.lr,
         "curve": clock["curve"],
+        "device": str(trainer.device),
     }
 
 

@@ -183,17 +183,19 @@ def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
             "probe",
             "speed",
             "speed",
-            "time_to_0.90",
             "chapter_epoch",
             "scaling",
             "scaling",
+            "time_to_0.90",
         ]
         sprint = next(r for r in records if r["kind"] == "time_to_0.90")
         assert "problem" not in sprint, sprint.get("problem")
         assert (sprint["recipe"], sprint["resize"]) == ("sprint", 67)
         assert sprint["batches_per_epoch"] == 2
         assert sprint["train_seconds"] > 0 and 0 <= sprint["test_acc"] <= 1
-        assert sprint["test_images"] > 0 and sprint["device"] == "cpu"
+        assert sprint["test_images"] > 0
+        assert "cpu" in sprint["device"].lower()  # where it trained: "cpu", "/CPU:0", "cpu(0)"
+        assert sprint["seconds"] >= sprint["train_seconds"] and "setup_seconds" not in sprint
         epoch = next(r for r in records if r["kind"] == "chapter_epoch")
         assert epoch["seconds"] > 0 and 0 <= epoch["test_acc"] <= 1
         one, two = [r for r in records if r["kind"] == "scaling"]

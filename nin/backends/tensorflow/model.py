@@ -13,7 +13,8 @@ class _CoupledWeightDecay:
     """Weight decay as PyTorch's and MXNet's optimizers apply it: `coupled_weight_decay` x the
     weight added to its gradient before the update, so that it goes through Adam's scaling
     and SGD's momentum. Keras' own `weight_decay` is decoupled (AdamW's: the weight shrinks
-    by lr x decay after the update), another recipe, and stays off (None) here."""
+    by lr x decay, apart from the gradient's update), another recipe, and stays off (None)
+    here."""
 
     def __init__(self, *args, coupled_weight_decay=0.0, **kwargs):
         if kwargs.get("weight_decay"):
