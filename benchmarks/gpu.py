@@ -41,6 +41,9 @@ from nin.backends import resolve_backends
 RECORDS = "bench-gpu.jsonl"
 
 
+STAGE_FAILED = "stage failed: "  # how a backend's process names a failed stage on stderr
+
+
 def append(path: Path, record: dict) -> None:
     """One record, flushed to disk before the next measurement starts."""
     with open(path, "a") as f:
@@ -89,17 +92,33 @@ def probe(backend: str, gpu: bool) -> float:
     return float((mx.np.ones(4, ctx=mx.gpu() if gpu else mx.cpu()) * 2).sum().item())
 
 
-def one_backend(backend: str, args) -> None:
-    """Everything measured for one backend, in this process; records appended as they come."""
+class Records:
+    """One backend's records, each appended to the file as it comes (`append`), and the
+    problems they name: a stage that failed and let the next ones run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.problems: list[str] = []
+
+    def add(self, record: dict) -> None:
+        if record.get("problem"):
+            self.problems.append(f"{record['kind']}: {record['problem'].splitlines()[-1]}")
+        elif record.get("ok") is False:
+            self.problems.append(f"{record['kind']}: not ok")
+        append(self.path, record)
+
+
+def one_backend(backend: str, args) -> list[str]:
+    """Everything measured for one backend, in this process; records appended as they come.
+    Returns the problems they name."""
     from nin.backends import get_backend
 
-    out = Path(args.out) / RECORDS
+    records = Records(Path(args.out) / RECORDS)
     gpu = args.device == "gpu"
     B = get_backend(backend)  # TensorFlow's backend turns memory growth on at import
     start = time.perf_counter()
     value = probe(backend, gpu)
-    append(
-        out,
+    records.add(
         {
             "backend": backend,
             "kind": "probe",
@@ -116,11 +135,11 @@ def one_backend(backend: str, args) -> None:
     from benchmarks import train as train_bench
 
     size, batch, steps = (67, 4, 1) if args.quick else (224, 128, 10)
-    records, peaks = train_bench.run(
+    speeds, peaks = train_bench.run(
         [backend], [size], batch, steps, json_out=True, gpu=gpu, peak_framework=backend
     )
-    for r in records:
-        append(out, dict(r, kind="speed", peak_gflop_per_s=peaks))
+    for r in speeds:
+        records.add(dict(r, kind="speed", peak_gflop_per_s=peaks))
 
     B.set_seed(0)
     resize = 67 if args.quick else 224
@@ -139,8 +158,7 @@ def one_backend(backend: str, args) -> None:
     history = trainer.fit(B.NiN(lr=0.05), data)
     epoch = history.epochs[-1]
     chapter_seconds = time.perf_counter() - start
-    append(
-        out,
+    records.add(
         {
             "backend": backend,
             "kind": "chapter_epoch",
@@ -153,8 +171,9 @@ def one_backend(backend: str, args) -> None:
             "quick": bool(args.quick),
         },
     )
-    scaling(backend, B.num_gpus() if gpu else 2, args, out)
-    append(out, time_to_090(backend, args))  # last: a run past the budget loses only this
+    scaling(backend, B.num_gpus() if gpu else 2, args, records)
+    records.add(time_to_090(backend, args))  # last: a run past the budget loses only this
+    return records.problems
 
 
 def time_to_090(backend: str, args) -> dict:
@@ -187,7 +206,7 @@ def time_to_090(backend: str, args) -> dict:
     )
 
 
-def scaling(backend: str, devices: int, args, out: Path) -> None:
+def scaling(backend: str, devices: int, args, records: Records) -> None:
     """Images/s of `python -m nin train --devices K` for K = 1 .. `devices` (the same
     per-device batch, so the global batch grows with K), from each run's history."""
     import tempfile
@@ -203,8 +222,7 @@ def scaling(backend: str, devices: int, args, out: Path) -> None:
             cmd += ["--data-dir", args.data_dir] if args.data_dir else []
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
-                append(
-                    out,
+                records.add(
                     {
                         "backend": backend,
                         "kind": "scaling",
@@ -215,8 +233,7 @@ def scaling(backend: str, devices: int, args, out: Path) -> None:
                 return
             history = json.loads((Path(tmp) / "history.json").read_text())
         rates[k] = history["epochs"][-1]["images_per_s"]
-        append(
-            out,
+        records.add(
             {
                 "backend": backend,
                 "kind": "scaling",
@@ -251,8 +268,10 @@ def main(argv=None) -> int:
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        one_backend(args.one, args)
-        return 0
+        problems = one_backend(args.one, args)
+        for problem in problems:  # the records hold them in full; the parent prints these
+            print(f"{STAGE_FAILED}{problem}", file=sys.stderr)
+        return 3 if problems else 0
 
     out = Path(args.out).resolve()  # the children run from the repository's root
     out.mkdir(parents=True, exist_ok=True)
@@ -306,11 +325,17 @@ def main(argv=None) -> int:
                 timeout=args.budget,
                 cwd=Path(__file__).resolve().parent.parent,
             )
-            problem = (
-                None
-                if done.returncode == 0
-                else f"exit code {done.returncode}: {done.stderr.strip()[-1500:]}"
-            )
+            stages = [
+                line[len(STAGE_FAILED) :]
+                for line in done.stderr.splitlines()
+                if line.startswith(STAGE_FAILED)
+            ]
+            if done.returncode == 0:
+                problem = None
+            elif stages:  # it ran to its end; a stage's record names its problem
+                problem = "failed stages: " + "; ".join(stages)
+            else:
+                problem = f"exit code {done.returncode}: {done.stderr.strip()[-1500:]}"
         except subprocess.TimeoutExpired:
             problem = f"ran past its budget of {args.budget:.0f} s"
         seconds = time.perf_counter() - start

@@ -279,9 +279,10 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default=None, help="a .png of the curves (implies --curve)")
     p.add_argument("--no-peak", action="store_true", help="skip the peak measurement")
     # override the plan (small runs for the tests, or a variant to try; the table says so)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--resize", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    every_run = "(every run's, the compared runs' too; default: each plan's)"
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs {every_run}")
+    p.add_argument("--resize", type=int, default=None, help=f"input size {every_run}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"batch size {every_run}")
     p.add_argument(
         "--lr",
         type=float,
@@ -293,8 +294,8 @@ def main(argv=None) -> int:
         "--limit-train-batches",
         type=int,
         default=None,
-        help="batches an epoch, 0 for whole epochs (default: the plan's: sprint-83k's 650, "
-        "whole epochs for the others)",
+        help="batches an epoch, 0 for whole epochs, the compared runs' too (default: each "
+        "plan's: sprint-83k's 650, whole epochs for the others)",
     )
     p.add_argument(
         "--augment",

@@ -25,7 +25,7 @@ from nin import spec as _spec
 from nin import weights as _weights
 from nin.backends import get_backend
 from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
-from nin.training import RECIPES, Board, finish_figure
+from nin.training import RECIPES, Board, finish_figure, get_recipe
 
 __all__ = [
     "strict_fp32",
@@ -147,10 +147,11 @@ def train_parity(
     num_gpus=0,
     recipe=PARITY_RECIPE,
 ) -> dict:
-    """The same weights and batches, plain SGD (or `recipe`'s optimizer, lr, schedule and
-    weight decay), dropout off: per-step losses per backend (on the first GPU with
-    `num_gpus=1`, TF32 off)."""
+    """The same weights and batches, plain SGD (or `recipe`'s, a Recipe or its name in
+    RECIPES: its optimizer, lr, schedule and weight decay), dropout off: per-step losses
+    per backend (on the first GPU with `num_gpus=1`, TF32 off)."""
     backends = [reference] + [b for b in backends if b != reference]
+    recipe = get_recipe(recipe)  # a name in RECIPES, or a Recipe
     spec = _spec.with_dropout(spec, 0.0)
     spec = _spec.with_class_block_relu(spec, recipe.class_block_relu)
     named = reference_weights(reference, spec, seed)

@@ -751,6 +751,14 @@ class TrainerBase(HyperParameters):
     def _set_lr(self, lr: float) -> None:
         raise NotImplementedError
 
+    def _scale_momentum(self, ratio: float) -> None:
+        """Before the lr changes to `ratio` times the last step's: SGD's momentum as
+        torch.optim keeps it (the sum of past gradients, `b = mu b + g`, `w -= lr b`) for
+        the backends whose optimizers keep it with the lr inside (Keras and MXNet: `m = mu m -
+        lr g`, `w += m`; `m` is `-lr b`): their `m` is scaled by the ratio, so that under a
+        changing lr the three apply one rule (at a constant lr the two rules already agree).
+        PyTorch's: nothing to do."""
+
     def _to_float(self, value) -> float:
         raise NotImplementedError
 
@@ -927,9 +935,12 @@ class TrainerBase(HyperParameters):
             if i >= self.num_train_batches:
                 break
             if self.schedule != "constant":
-                self._set_lr(
-                    lr_at(self.train_batch_idx, self._total_steps, self.base_lr, self.schedule)
-                )
+                step = self.train_batch_idx
+                lr = lr_at(step, self._total_steps, self.base_lr, self.schedule)
+                if step:  # the momentum, in the backend's rule, for this step's lr
+                    before = lr_at(step - 1, self._total_steps, self.base_lr, self.schedule)
+                    self._scale_momentum(lr / before)
+                self._set_lr(lr)
             if isinstance(batch, Shards):  # data-parallel: this process's parts
                 pending.append(self._parallel_step(batch))
                 seen += batch.total

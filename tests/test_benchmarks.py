@@ -152,6 +152,30 @@ def test_torch_step_profile_records(capsys):
     assert parts["convolution backward"]["gflop_per_s"] > 0
 
 
+def test_gpu_check_fails_when_a_stage_failed(tmp_path, monkeypatch):
+    """A stage that fails is recorded and the next ones run, but the backend's process
+    then exits non-zero and the check says which stage, instead of 'ok'."""
+    from benchmarks import gpu
+
+    records = gpu.Records(tmp_path / gpu.RECORDS)
+    records.add({"backend": "torch", "kind": "speed", "images_per_s": 1.0})
+    records.add({"backend": "torch", "kind": "probe", "ok": False})
+    records.add({"backend": "torch", "kind": "time_to_0.90", "problem": "Traceback\nValueError: x"})
+    assert records.problems == ["probe: not ok", "time_to_0.90: ValueError: x"]
+    assert len((tmp_path / gpu.RECORDS).read_text().splitlines()) == 3  # all kept
+    monkeypatch.setattr(gpu, "one_backend", lambda backend, args: records.problems)
+    assert gpu.main(["--one", "torch", "--out", str(tmp_path), "--device", "cpu"]) == 3
+
+    class Done:  # the child as the parent sees it
+        returncode, stdout = 3, ""
+        stderr = "a warning\n" + "".join(f"{gpu.STAGE_FAILED}{p}\n" for p in records.problems)
+
+    monkeypatch.setattr(gpu.subprocess, "run", lambda *a, **k: Done())
+    assert gpu.main(["--backends", "torch", "--out", str(tmp_path / "check")]) == 1
+    error = json.loads((tmp_path / "check" / gpu.RECORDS).read_text().splitlines()[-1])
+    assert error["problem"] == "failed stages: probe: not ok; time_to_0.90: ValueError: x"
+
+
 def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
     """benchmarks/gpu.py on the CPU (`--device cpu --quick`): the first backend's process
     aborts after its probe; the next one's records are all written."""

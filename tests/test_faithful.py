@@ -348,6 +348,8 @@ def test_tensorflow_weight_decay_is_added_to_the_gradient_as_in_pytorch_and_mxne
     np.testing.assert_allclose(w.numpy(), [0.8575, -1.715], rtol=1e-6)
     with pytest.raises(ValueError, match="coupled_weight_decay"):
         CoupledAdam(0.01, weight_decay=0.1)
+    with pytest.raises(ValueError, match="coupled_weight_decay"):  # by position too
+        CoupledSGD(0.1, 0.9, False, 0.1)
 
 
 @needs("tensorflow")

@@ -79,6 +79,16 @@ class Trainer(Parallel, _training.TrainerBase):
     def _set_lr(self, lr):
         self.optim.set_learning_rate(lr)
 
+    def _scale_momentum(self, ratio):
+        optimizer = self.optim._optimizer
+        if not (isinstance(optimizer, mx.optimizer.SGD) and optimizer.momentum):
+            return
+        for updater in self.optim._updaters:  # one per context
+            for state in updater.states.values():
+                momentum = state[0] if isinstance(state, (tuple, list)) else state
+                if momentum is not None:
+                    momentum[:] *= ratio
+
     def _to_float(self, value):
         return float(value.item()) if hasattr(value, "item") else float(value)
 

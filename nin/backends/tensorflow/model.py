@@ -17,9 +17,12 @@ class _CoupledWeightDecay:
     here."""
 
     def __init__(self, *args, coupled_weight_decay=0.0, **kwargs):
-        if kwargs.get("weight_decay"):
-            raise ValueError("pass coupled_weight_decay: Keras' weight_decay is decoupled")
         super().__init__(*args, **kwargs)
+        if self.weight_decay:  # by keyword or by position
+            raise ValueError(
+                f"weight_decay={self.weight_decay} is Keras' decoupled decay; "
+                "pass coupled_weight_decay= for PyTorch's and MXNet's"
+            )
         self.coupled_weight_decay = float(coupled_weight_decay or 0.0)
 
     def update_step(self, gradient, variable):

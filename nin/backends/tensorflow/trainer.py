@@ -99,6 +99,11 @@ class Trainer(Parallel, _training.TrainerBase):
     def _set_lr(self, lr):
         self.optim.learning_rate.assign(lr)
 
+    def _scale_momentum(self, ratio):
+        if isinstance(self.optim, tf.keras.optimizers.SGD) and self.optim.momentum:
+            for momentum in getattr(self.optim, "momentums", ()):  # built at the first step
+                momentum.assign(momentum * ratio)
+
     def _to_float(self, value):
         return float(np.asarray(value))
 
