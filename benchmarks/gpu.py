@@ -101,8 +101,9 @@ class Records:
         self.problems: list[str] = []
 
     def add(self, record: dict) -> None:
-        if record.get("problem"):
-            self.problems.append(f"{record['kind']}: {record['problem'].splitlines()[-1]}")
+        if "problem" in record:
+            said = record["problem"].strip().splitlines() or ["(nothing said)"]
+            self.problems.append(f"{record['kind']}: {said[-1]}")
         elif record.get("ok") is False:
             self.problems.append(f"{record['kind']}: not ok")
         append(self.path, record)
@@ -227,7 +228,7 @@ def scaling(backend: str, devices: int, args, records: Records) -> None:
                         "backend": backend,
                         "kind": "scaling",
                         "devices": k,
-                        "problem": done.stderr.strip()[-1500:],
+                        "problem": f"exit code {done.returncode}: " + done.stderr.strip()[-1500:],
                     },
                 )
                 return

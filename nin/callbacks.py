@@ -301,6 +301,7 @@ class Checkpoint(Callback):
             epoch=trainer.epoch,
             max_epochs=trainer.max_epochs,
             history=trainer.history.to_dict(),
+            last_lr=trainer.last_lr,  # SGD momentum's scale in Keras and MXNet (_scale_momentum)
         )
         arrays = dict(trainer._state_arrays())
         arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
@@ -343,6 +344,7 @@ class Checkpoint(Callback):
         trainer._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
         trainer._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
         trainer.epoch = int(meta["epoch"])
+        trainer.last_lr = meta.get("last_lr")  # the last step's, if a stop came mid-epoch
         trainer.history = History.from_dict(meta["history"])
         trainer.history.config = trainer.config()
         if not trainer.is_writer:

@@ -732,6 +732,7 @@ class TrainerBase(HyperParameters):
         self.board = board
         self.history = History()
         self.stop_training = False  # set by a callback (TimeLimit): `fit` ends after that step
+        self.last_lr = None  # the scheduled lr of the last step; `fit` keeps it
         self.bf16 = False  # whether the fast path computes in bf16; `prepare_model` sets it
         self.device = None  # where the step runs; `prepare_model` sets it
 
@@ -897,6 +898,7 @@ class TrainerBase(HyperParameters):
         self._emit("before_fit")  # before any work: a run is never overwritten by accident
         self.prepare(model, data)
         self.epoch, self.history, self.val_batch_idx = 0, History(), 0
+        self.last_lr = None  # the scheduled lr of the last step (a resume restores it)
         self.stop_training = False  # a callback may set it: the loop ends after that step
         self.history.config = self.config()
         self._emit("on_fit_start")  # a resume sets the epoch and the history here
@@ -937,10 +939,13 @@ class TrainerBase(HyperParameters):
             if self.schedule != "constant":
                 step = self.train_batch_idx
                 lr = lr_at(step, self._total_steps, self.base_lr, self.schedule)
-                if step:  # the momentum, in the backend's rule, for this step's lr
+                before = self.last_lr  # None: no step yet, or a checkpoint from before it was kept
+                if before is None and step:
                     before = lr_at(step - 1, self._total_steps, self.base_lr, self.schedule)
+                if before:  # the momentum, in the backend's rule, for this step's lr
                     self._scale_momentum(lr / before)
                 self._set_lr(lr)
+                self.last_lr = lr
             if isinstance(batch, Shards):  # data-parallel: this process's parts
                 pending.append(self._parallel_step(batch))
                 seen += batch.total

@@ -160,9 +160,14 @@ def test_gpu_check_fails_when_a_stage_failed(tmp_path, monkeypatch):
     records = gpu.Records(tmp_path / gpu.RECORDS)
     records.add({"backend": "torch", "kind": "speed", "images_per_s": 1.0})
     records.add({"backend": "torch", "kind": "probe", "ok": False})
+    records.add({"backend": "torch", "kind": "scaling", "problem": ""})  # a silent kill
     records.add({"backend": "torch", "kind": "time_to_0.90", "problem": "Traceback\nValueError: x"})
-    assert records.problems == ["probe: not ok", "time_to_0.90: ValueError: x"]
-    assert len((tmp_path / gpu.RECORDS).read_text().splitlines()) == 3  # all kept
+    assert records.problems == [
+        "probe: not ok",
+        "scaling: (nothing said)",
+        "time_to_0.90: ValueError: x",
+    ]
+    assert len((tmp_path / gpu.RECORDS).read_text().splitlines()) == 4  # all kept
     monkeypatch.setattr(gpu, "one_backend", lambda backend, args: records.problems)
     assert gpu.main(["--one", "torch", "--out", str(tmp_path), "--device", "cpu"]) == 3
 
@@ -173,7 +178,7 @@ def test_gpu_check_fails_when_a_stage_failed(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu.subprocess, "run", lambda *a, **k: Done())
     assert gpu.main(["--backends", "torch", "--out", str(tmp_path / "check")]) == 1
     error = json.loads((tmp_path / "check" / gpu.RECORDS).read_text().splitlines()[-1])
-    assert error["problem"] == "failed stages: probe: not ok; time_to_0.90: ValueError: x"
+    assert error["problem"] == "failed stages: " + "; ".join(records.problems)
 
 
 def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):

@@ -142,6 +142,32 @@ def test_library_messages_name_arguments_and_the_cli_names_its_flags(tmp_path):
     )
 
 
+def test_a_resume_after_a_stop_mid_epoch_scales_momentum_from_the_last_step_run(
+    synthetic_root, tmp_path, monkeypatch
+):
+    """Keras' and MXNet's SGD momentum holds the lr of the last step that ran
+    (`Trainer._scale_momentum`); a run stopped mid-epoch saves a whole epoch, so its
+    checkpoint keeps that lr and the resume scales the buffer from it."""
+    from nin.training import TrainerBase, lr_at
+
+    ratios: list[float] = []
+    monkeypatch.setattr(TrainerBase, "_scale_momentum", lambda self, ratio: ratios.append(ratio))
+
+    class StopAfterTwo(C.Callback):
+        def on_batch_end(self, trainer):
+            trainer.stop_training = trainer.train_batch_idx == 2
+
+    run = dict(epochs=2, batches=4, out_dir=tmp_path / "run")
+    B, data, trainer = _trainer("torch", synthetic_root, callbacks=[StopAfterTwo()], **run)
+    trainer.fit(B.NiN(recipe="nin"), data)
+    assert len(trainer.history.steps) == 2 and trainer.last_lr is not None
+    ratios.clear()
+    B, data, trainer = _trainer("torch", synthetic_root, resume=True, **run)
+    trainer.fit(B.NiN(recipe="nin"), data)
+    lr = [lr_at(step, 8, trainer.base_lr, "onecycle") for step in range(8)]
+    assert ratios == pytest.approx([lr[4] / lr[1], lr[5] / lr[4], lr[6] / lr[5], lr[7] / lr[6]])
+
+
 def test_time_limit_stops_training_after_the_step_that_passes_it(synthetic_root):
     B, data, trainer = _trainer(
         "torch", synthetic_root, epochs=3, batches=12, callbacks=[C.TimeLimit(0)]

@@ -145,26 +145,29 @@ def test_adam_with_weight_decay_is_one_recipe_in_every_backend(synthetic_root):
         assert result["max_weight_rel_diff"][backend] < 2e-2
 
 
+@pytest.mark.skipif(
+    BACKENDS in (["torch"], []), reason="compares PyTorch's rule with another backend's"
+)
 def test_sgd_momentum_under_one_cycle_is_one_rule_in_every_backend(synthetic_root, monkeypatch):
     """SGD with momentum under one-cycle (the lr 25x higher at the second step, then
-    falling): every backend steps as torch.optim does, far closer than TensorFlow with
-    Keras' own rule (the lr inside the buffer: what it and MXNet did until 2026-11-30)."""
+    falling): every backend steps as torch.optim does, far closer than a backend left to
+    its own rule (Keras' and MXNet's keep the lr inside the buffer: what they did until
+    2026-11-30)."""
     from dataclasses import replace
 
-    from nin.backends.tensorflow.trainer import Trainer as TFTrainer
-
-    sgd = replace(compare.PARITY_RECIPE, name="sgd-momentum", lr=0.02, momentum=0.9)
+    sgd = replace(compare.PARITY_RECIPE, name="sgd-momentum", lr=0.01, momentum=0.9)
     sgd = replace(sgd, schedule="onecycle", weight_decay=1e-3)
     kwargs = dict(size=67, batch_size=16, steps=8, root=synthetic_root, recipe=sgd)
     result = compare.train_parity(BACKENDS, S.chapter_spec(), **kwargs)
-    monkeypatch.setattr(TFTrainer, "_scale_momentum", lambda self, ratio: None)
-    keras_rule = compare.train_parity(["torch", "tensorflow"], S.chapter_spec(), **kwargs)
-    # AVX2 CPU, 2026-11-30: backends 4e-6 apart in loss and 1e-5 in weights, against 4e-3
-    # and 0.24 with Keras' rule
-    effect = keras_rule["max_loss_diff"]["tensorflow"]
-    weight_effect = keras_rule["max_weight_rel_diff"]["tensorflow"]
-    for backend in BACKENDS[1:]:
-        assert result["max_loss_diff"][backend] < effect / 100, (effect, result["max_loss_diff"])
+    other = next(b for b in BACKENDS if b != "torch")
+    monkeypatch.setattr(get_backend(other).Trainer, "_scale_momentum", lambda self, ratio: None)
+    own_rule = compare.train_parity(["torch", other], S.chapter_spec(), **kwargs)
+    # AVX2 CPU, 2026-11-30: backends 3e-6 apart in loss and 4e-6 in weights, against 2e-3
+    # and 0.17 with Keras' or MXNet's own rule
+    effect = own_rule["max_loss_diff"][other]
+    weight_effect = own_rule["max_weight_rel_diff"][other]
+    for backend in result["max_loss_diff"]:
+        assert result["max_loss_diff"][backend] < effect / 20, (effect, result["max_loss_diff"])
         assert result["max_weight_rel_diff"][backend] < weight_effect / 100
 
 
