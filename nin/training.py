@@ -752,6 +752,9 @@ class TrainerBase(HyperParameters):
     def _set_lr(self, lr: float) -> None:
         raise NotImplementedError
 
+    def _optimizer_name(self) -> str:  # the class that updates the weights
+        return type(self.optim).__name__
+
     def _scale_momentum(self, ratio: float) -> None:
         """Before the lr changes to `ratio` times the last step's: SGD's momentum as
         torch.optim keeps it (the sum of past gradients, `b = mu b + g`, `w -= lr b`) for
@@ -988,7 +991,7 @@ class TrainerBase(HyperParameters):
         recipe = getattr(self.model, "recipe", None)
         return {
             "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
-            "optimizer": type(self.optim).__name__,
+            "optimizer": self._optimizer_name(),
             "lr": self.base_lr,
             "schedule": self.schedule,
             "device": str(self.device),
@@ -1010,7 +1013,7 @@ class TrainerBase(HyperParameters):
         what = (
             recipe.describe()
             if isinstance(recipe, Recipe)
-            else f"{type(self.optim).__name__} at lr {self.base_lr:g} (the model's optimizer)"
+            else f"{self._optimizer_name()} at lr {self.base_lr:g} (the model's optimizer)"
         )
         if self.fast:
             step = (

@@ -67,6 +67,9 @@ def test_recipe_defaults_apply_when_nothing_is_passed(backend, synthetic_root):
             backend, _prepared(B, B.NiN(recipe=recipe), synthetic_root).optim
         )
         assert settings["lr"] == pytest.approx(lr) and settings["kind"] == kind
+        # the run's record names the optimizer that updates the weights (not gluon's Trainer)
+        config = _prepared(B, B.NiN(recipe=recipe), synthetic_root).config()
+        assert config["optimizer"].lower().removeprefix("coupled") == kind
 
 
 def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic_root):

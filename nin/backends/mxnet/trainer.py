@@ -79,6 +79,9 @@ class Trainer(Parallel, _training.TrainerBase):
     def _set_lr(self, lr):
         self.optim.set_learning_rate(lr)
 
+    def _optimizer_name(self):  # gluon.Trainer's optimizer, not the Trainer
+        return type(self.optim._optimizer).__name__
+
     def _scale_momentum(self, ratio):
         optimizer = self.optim._optimizer
         if not (isinstance(optimizer, mx.optimizer.SGD) and optimizer.momentum):
