@@ -63,12 +63,11 @@ def test_lr_passed_to_nin_reaches_the_optimizer(backend, recipe, synthetic_root)
 def test_recipe_defaults_apply_when_nothing_is_passed(backend, synthetic_root):
     B = get_backend(backend)
     for recipe, lr, kind in (("book", 0.1, "sgd"), ("nin", 1e-3, "adam")):
-        settings = _optimizer_settings(
-            backend, _prepared(B, B.NiN(recipe=recipe), synthetic_root).optim
-        )
+        trainer = _prepared(B, B.NiN(recipe=recipe), synthetic_root)
+        settings = _optimizer_settings(backend, trainer.optim)
         assert settings["lr"] == pytest.approx(lr) and settings["kind"] == kind
         # the run's record names the optimizer that updates the weights (not gluon's Trainer)
-        config = _prepared(B, B.NiN(recipe=recipe), synthetic_root).config()
+        config = trainer.config()
         assert config["optimizer"].lower().removeprefix("coupled") == kind
 
 
