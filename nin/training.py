@@ -1024,7 +1024,13 @@ class TrainerBase(HyperParameters):
         else:
             step = "fp32, the plain step as the chapter runs it (`fast=True` for the fast path)"
         where = self.world.describe() or f"on {self.device}"
+        if threads := self._threads_note():
+            where += f" ({threads})"
         return f"training {where}, {step}; {what}"
+
+    def _threads_note(self) -> str:
+        """The start line's words on the CPU threads the backend runs on, if any."""
+        return ""
 
     def train_batch(self, batch) -> float:
         """One update on one batch; returns its loss (synchronized)."""

@@ -232,6 +232,94 @@ def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
     assert "convolution,jit:avx512_core_amx" in done.stdout or "amx_bf16," in done.stdout
 
 
+def _cpuinfo(tmp_path, cores_of: list[int] | None) -> str:
+    """A /proc/cpuinfo whose processor i sits on core `cores_of[i]` (None: no core ids)."""
+    blocks = [
+        f"processor\t: {i}\nphysical id\t: 0\n"
+        + (f"core id\t\t: {core}\n" if core is not None else "")
+        for i, core in enumerate(cores_of or [None, None])
+    ]
+    path = tmp_path / "cpuinfo"
+    path.write_text("\n".join(blocks) + "\n")
+    return str(path)
+
+
+@needs("mxnet")
+@pytest.mark.parametrize(
+    "cores_of, cpus, machine, environ, chosen, count, words",
+    [
+        ([0, 1], {0, 1}, "x86_64", {}, "2", 2, "nin's choice, where MXNet 1.9.1 alone takes 1"),
+        ([0, 0, 1, 1], {0, 1, 2, 3}, "x86_64", {}, None, 2, "2 OpenMP threads, one per core"),
+        ([0, 1, 2, 3], {0, 1}, "x86_64", {}, "2", 2, "nin's choice"),  # 2 of 4 processors
+        ([0, 1], {0, 1}, "x86_64", {"OMP_NUM_THREADS": "3"}, None, 3, "OMP_NUM_THREADS=3"),
+        ([0, 1], {0, 1}, "x86_64", {"MXNET_OMP_MAX_THREADS": "1"}, "1", 1, "as you set"),
+        (None, {0, 1}, "x86_64", {}, None, 1, "MXNet's 1 OpenMP thread (`OMP_NUM_THREADS`"),
+        ([0, 1, 2, 3], {0, 1, 2, 3}, "aarch64", {}, None, 4, "one per core"),
+    ],
+    ids=["one-thread-a-core", "hyperthreads", "affinity", "omp-set", "mxnet-set", "no-core-ids",
+         "arm"],
+)  # fmt: skip
+def test_mxnet_runs_one_thread_per_core_unless_told(
+    tmp_path, cores_of, cpus, machine, environ, chosen, count, words
+):
+    """MXNet 1.9.1 takes half the processors (two hyperthreads a core, it assumes): where a
+    core has one thread, nin sets MXNet's count to the cores, and never over the caller's."""
+    from nin.backends.mxnet import threads
+
+    given = dict(environ)
+    state, got = threads.choose(environ, _cpuinfo(tmp_path, cores_of), cpus, machine, False)
+    assert environ.get("MXNET_OMP_MAX_THREADS") == chosen
+    assert {k: environ[k] for k in given} == given  # the caller's own values kept
+    assert got == count and words in state
+
+
+@needs("mxnet")
+def test_mxnet_threads_are_mxnets_own_when_it_was_imported_first(tmp_path):
+    from nin.backends.mxnet import threads
+
+    environ: dict = {}
+    state, count = threads.choose(environ, _cpuinfo(tmp_path, [0, 1]), {0, 1}, "x86_64", True)
+    assert environ == {} and count == 1 and "imported before nin" in state
+
+
+@needs("mxnet")
+def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone():
+    """In a fresh process with no thread variables: MXNet reads nin's count at its import, the
+    variable is gone from the environment afterwards (children choose for themselves), the
+    start line and history.json say the count, and PyTorch, imported after MXNet, keeps one
+    thread per core (MXNet 1.9.1 alone sets its own count for the whole process)."""
+    code = (
+        "import os\n"
+        "from nin.backends import mxnet as B\n"
+        "print('left', os.environ.get('MXNET_OMP_MAX_THREADS'))\n"
+        "print('count', B.threads.COUNT)\n"
+        "t = B.Trainer(max_epochs=1, progress=False)\n"
+        "print('line', t._threads_note() == B.threads.STATE)\n"
+        "try:\n"
+        "    import torch\n"
+        "    print('torch', torch.get_num_threads())\n"
+        "except ImportError:\n"
+        "    pass\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    from nin.backends.mxnet import threads
+
+    cores = threads.cores(threads._cpus())
+    assert out["left"] == "None" and out["line"] == "True"
+    if cores is not None:
+        assert int(out["count"]) == cores
+        if "torch" in out:
+            assert int(out["torch"]) == cores
+
+
 @needs("tensorflow")
 def test_tensorflow_starts_quietly():
     """TensorFlow's start-up INFO and WARNING lines (oneDNN, CPU features, TensorRT) stay out

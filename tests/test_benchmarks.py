@@ -292,6 +292,30 @@ def test_time_to_accuracy_refuses_seeds_it_cannot_add():
         tta.main(["--recipe", "quality", "--first-seed", "1"])
 
 
+@pytest.mark.skipif("mxnet" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out mxnet")
+def test_threads_benchmark_records(capsys, monkeypatch):
+    """MXNet's step on its own thread count and on nin's, each in fresh processes: MXNet
+    imported before nin keeps its own count; PyTorch is timed after it where present."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MXNET_OMP_MAX_THREADS", raising=False)
+    from benchmarks import threads as threads_bench
+
+    backends = "mxnet,torch" if "torch" in BACKENDS else "mxnet"
+    threads_bench.main(
+        ["--size", "67", "--batch-size", "2", "--steps", "1", "--rounds", "1",
+         "--backends", backends, "--json"]
+    )  # fmt: skip
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "imported before nin" in record["own"]["threads"]
+    assert "imported before nin" not in record["nin"]["threads"]
+    assert record["nin"]["omp_threads"] >= record["own"]["omp_threads"] >= 1
+    for backend in backends.split(","):
+        assert record["own"][backend] > 0 and record["nin"][backend] > 0
+        assert record["ratio"][backend] == pytest.approx(
+            record["nin"][backend] / record["own"][backend]
+        )
+
+
 def test_mxnet_profile_reads_the_profilers_operator_table():
     """The operator section of `mx.profiler.dumps()` (as MXNet 1.9.1 prints it) becomes
     total ms per operator, and each operator lands in its group."""

@@ -5,7 +5,9 @@ FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine."""
 
 from __future__ import annotations
 
-from nin.backends.mxnet import amx  # first: AMX is opened before MXNet is imported
+# first: AMX is opened, and the threads chosen (MXNet reads them at its import), before MXNet
+# is imported
+from nin.backends.mxnet import amx, threads  # noqa: F401
 
 # isort: split
 from nin.backends import common as _common

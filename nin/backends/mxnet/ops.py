@@ -15,8 +15,9 @@ from mxnet.gluon import nn
 
 from nin import spec as _spec
 from nin.backends import common as _common
-from nin.backends.mxnet import amx
+from nin.backends.mxnet import amx, threads
 
+threads.release()  # MXNet has read its threads at its import
 npx.set_np()
 if amx.STATE in ("on", "late"):  # oneDNN reads its cap at its first operator and keeps it:
     one = np.ones((1, 1, 1, 1))  # read it now, then take nin's cap out of the environment,

@@ -11,7 +11,7 @@ import numpy as onp
 from mxnet import autograd, np
 
 from nin import training as _training
-from nin.backends.mxnet import amx, ops
+from nin.backends.mxnet import amx, ops, threads
 from nin.backends.mxnet.parallel import Parallel
 
 
@@ -26,6 +26,12 @@ class Trainer(Parallel, _training.TrainerBase):
     @property
     def FAST_BF16(self) -> str:  # type: ignore[override]  # the start line's words, as set up
         return "convolutions in bf16" + (" on oneDNN's AMX kernels" if amx.STATE == "on" else "")
+
+    def _threads_note(self) -> str:
+        return threads.STATE
+
+    def config(self) -> dict:
+        return {**super().config(), "omp_threads": threads.COUNT}
 
     def _prepare(self, model, data):
         self.ctx = self.device = self._setup_world()
