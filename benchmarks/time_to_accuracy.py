@@ -158,6 +158,7 @@ def run_one(
         "lr": model.recipe.lr,
         "curve": clock["curve"],
         "device": str(trainer.device),
+        "omp_threads": trainer.config().get("omp_threads"),  # MXNet's; None elsewhere
     }
 
 

@@ -1025,7 +1025,7 @@ class TrainerBase(HyperParameters):
             step = "fp32, the plain step as the chapter runs it (`fast=True` for the fast path)"
         where = self.world.describe() or f"on {self.device}"
         if threads := self._threads_note():
-            where += f" ({threads})"
+            where += f", {threads}"
         return f"training {where}, {step}; {what}"
 
     def _threads_note(self) -> str:

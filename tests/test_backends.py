@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -246,31 +247,61 @@ def _cpuinfo(tmp_path, cores_of: list[int] | None) -> str:
 
 @needs("mxnet")
 @pytest.mark.parametrize(
-    "cores_of, cpus, machine, environ, chosen, count, words",
+    "cores_of, cpus, machine, environ, quota, chosen, count, words",
     [
-        ([0, 1], {0, 1}, "x86_64", {}, "2", 2, "nin's choice, where MXNet 1.9.1 alone takes 1"),
-        ([0, 0, 1, 1], {0, 1, 2, 3}, "x86_64", {}, None, 2, "2 OpenMP threads, one per core"),
-        ([0, 1, 2, 3], {0, 1}, "x86_64", {}, "2", 2, "nin's choice"),  # 2 of 4 processors
-        ([0, 1], {0, 1}, "x86_64", {"OMP_NUM_THREADS": "3"}, None, 3, "OMP_NUM_THREADS=3"),
-        ([0, 1], {0, 1}, "x86_64", {"MXNET_OMP_MAX_THREADS": "1"}, "1", 1, "as you set"),
-        (None, {0, 1}, "x86_64", {}, None, 1, "MXNet's 1 OpenMP thread (`OMP_NUM_THREADS`"),
-        ([0, 1, 2, 3], {0, 1, 2, 3}, "aarch64", {}, None, 4, "one per core"),
+        ([0, 1], {0, 1}, "x86_64", {}, None, "2", 2, "choice, where MXNet 1.9.1 alone takes 1"),
+        ([0, 0, 1, 1], {0, 1, 2, 3}, "x86_64", {}, None, None, 2, "2 OpenMP threads (one per"),
+        ([0, 1, 2, 3], {0, 1}, "x86_64", {}, None, "2", 2, "nin's choice"),  # 2 of 4 processors
+        ([0, 1], {0, 1}, "x86_64", {"OMP_NUM_THREADS": "3"}, None, None, 3, "OMP_NUM_THREADS=3"),
+        ([0, 1], {0, 1}, "x86_64", {"MXNET_OMP_MAX_THREADS": "1"}, None, "1", 1, "as you set"),
+        ([0, 1], {0, 1}, "x86_64", {"OMP_NUM_THREADS": " 4", "MXNET_OMP_MAX_THREADS": "1"}, None,
+         "1", 4, "(OMP_NUM_THREADS=4, MXNET_OMP_MAX_THREADS=1)"),
+        ([0, 1], {0, 1}, "x86_64", {"OMP_NUM_THREADS": ""}, None, "2", 2, "nin's choice"),
+        ([0, 1], {0, 1}, "x86_64", {"MXNET_OMP_MAX_THREADS": ""}, None, "2", 2, "nin's choice"),
+        ([0, 1, 2, 3], {0, 1, 2, 3}, "x86_64", {"OMP_THREAD_LIMIT": "3"}, None, "3", 3,
+         "at most OMP_THREAD_LIMIT=3: nin's choice, where MXNet 1.9.1 alone takes 2"),
+        ([0, 1, 2, 3], {0, 1, 2, 3}, "x86_64", {"OMP_THREAD_LIMIT": "1"}, None, None, 1,
+         "1 OpenMP thread (one per core, at most OMP_THREAD_LIMIT=1;"),
+        ([0, 1, 2, 3], {0, 1, 2, 3}, "x86_64", {}, 3, "3", 3, "at most the cgroup's CPU quota, 3"),
+        (None, {0, 1}, "x86_64", {}, None, None, 1, "MXNet on its own 1 OpenMP thread ("),
+        ([0, 1, 2, 3], {0, 1, 2, 3}, "aarch64", {}, None, None, 4, "one per core"),
     ],
-    ids=["one-thread-a-core", "hyperthreads", "affinity", "omp-set", "mxnet-set", "no-core-ids",
-         "arm"],
+    ids=["one-thread-a-core", "hyperthreads", "affinity", "omp-set", "mxnet-set", "both-set",
+         "omp-empty", "mxnet-empty", "thread-limit", "thread-limit-1", "cgroup-quota",
+         "no-core-ids", "arm"],
 )  # fmt: skip
 def test_mxnet_runs_one_thread_per_core_unless_told(
-    tmp_path, cores_of, cpus, machine, environ, chosen, count, words
+    tmp_path, cores_of, cpus, machine, environ, quota, chosen, count, words
 ):
     """MXNet 1.9.1 takes half the processors (two hyperthreads a core, it assumes): where a
-    core has one thread, nin sets MXNet's count to the cores, and never over the caller's."""
+    core has one thread, nin sets MXNet's count to the cores (within the thread limit and the
+    CPU quota), and never over the caller's own count."""
     from nin.backends.mxnet import threads
 
-    given = dict(environ)
-    state, got = threads.choose(environ, _cpuinfo(tmp_path, cores_of), cpus, machine, False)
+    given = {k: v for k, v in environ.items() if v}
+    state, got, chose = threads.choose(
+        environ, _cpuinfo(tmp_path, cores_of), cpus, machine, False, quota or False
+    )
     assert environ.get("MXNET_OMP_MAX_THREADS") == chosen
+    assert chose == (chosen is not None and "MXNET_OMP_MAX_THREADS" not in given)
     assert {k: environ[k] for k in given} == given  # the caller's own values kept
     assert got == count and words in state
+
+
+@needs("mxnet")
+@pytest.mark.parametrize(
+    "name, value", [("OMP_NUM_THREADS", "4,2"), ("OMP_NUM_THREADS", "abc"),
+                    ("MXNET_OMP_MAX_THREADS", "0"), ("OMP_THREAD_LIMIT", "-1")]
+)  # fmt: skip
+def test_mxnet_thread_counts_it_cannot_read_are_refused_with_the_fix(tmp_path, name, value):
+    """MXNet 1.9.1 aborts the process (dmlc::ParamError) on a count that is not one whole
+    number: nin refuses it first, naming the variable and what to set."""
+    from nin.backends.mxnet import threads
+
+    environ = {name: value}
+    with pytest.raises(ValueError, match=rf"{name}='{re.escape(value)}'.*set it to a number"):
+        threads.choose(environ, _cpuinfo(tmp_path, [0, 1]), {0, 1}, "x86_64", False, False)
+    assert environ == {name: value}
 
 
 @needs("mxnet")
@@ -278,23 +309,62 @@ def test_mxnet_threads_are_mxnets_own_when_it_was_imported_first(tmp_path):
     from nin.backends.mxnet import threads
 
     environ: dict = {}
-    state, count = threads.choose(environ, _cpuinfo(tmp_path, [0, 1]), {0, 1}, "x86_64", True)
-    assert environ == {} and count == 1 and "imported before nin" in state
+    state, count, chose = threads.choose(
+        environ, _cpuinfo(tmp_path, [0, 1]), {0, 1}, "x86_64", True, False
+    )
+    assert environ == {} and count == 1 and not chose
+    assert "imported before nin: import nin.backends.mxnet first" in state
 
 
 @needs("mxnet")
-def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone():
+@pytest.mark.parametrize("before", [None, ""])
+def test_mxnet_threads_variable_is_put_back_as_it_was(monkeypatch, before):
+    from nin.backends.mxnet import threads
+
+    monkeypatch.setattr(threads, "CHOSE", True)
+    monkeypatch.setattr(threads, "COUNT", 2)
+    monkeypatch.setattr(threads, "_BEFORE", before)
+    environ = {"MXNET_OMP_MAX_THREADS": "2"}
+    threads.release(environ)
+    assert environ.get("MXNET_OMP_MAX_THREADS") == before
+    monkeypatch.setattr(threads, "CHOSE", False)  # a value nin did not set is kept
+    environ = {"MXNET_OMP_MAX_THREADS": "2"}
+    threads.release(environ)
+    assert environ == {"MXNET_OMP_MAX_THREADS": "2"}
+
+
+def test_cgroup_cpu_quota_is_read_from_v2_and_v1(tmp_path):
+    from nin.backends.mxnet.threads import cpu_quota
+
+    assert cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
+    assert cpu_quota(str(tmp_path)) == 3
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(str(tmp_path)) is None  # v2 first: no quota
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cpu_quota(str(tmp_path)) == 2
+
+
+@needs("mxnet")
+def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path):
     """In a fresh process with no thread variables: MXNet reads nin's count at its import, the
     variable is gone from the environment afterwards (children choose for themselves), the
     start line and history.json say the count, and PyTorch, imported after MXNet, keeps one
     thread per core (MXNet 1.9.1 alone sets its own count for the whole process)."""
     code = (
-        "import os\n"
+        "import os, sys\n"
         "from nin.backends import mxnet as B\n"
+        "from nin.backends.mxnet import threads as T\n"
         "print('left', os.environ.get('MXNET_OMP_MAX_THREADS'))\n"
-        "print('count', B.threads.COUNT)\n"
-        "t = B.Trainer(max_epochs=1, progress=False)\n"
-        "print('line', t._threads_note() == B.threads.STATE)\n"
+        "print('chose', T.CHOSE, T.COUNT, T.mxnet_default(T._cpus()))\n"
+        "data = B.FashionMNIST(batch_size=8, resize=(67, 67), root=sys.argv[1])\n"
+        "t = B.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1,\n"
+        "              out_dir=sys.argv[2])\n"
+        "t.fit(B.NiN(recipe='nin'), data)\n"
         "try:\n"
         "    import torch\n"
         "    print('torch', torch.get_num_threads())\n"
@@ -302,20 +372,29 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone():
         "    pass\n"
     )
     env = {
-        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "OMP_THREAD_LIMIT")
     }
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-        timeout=300,
+        [sys.executable, "-c", code, str(synthetic_root), str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
     from nin.backends.mxnet import threads
 
-    cores = threads.cores(threads._cpus())
-    assert out["left"] == "None" and out["line"] == "True"
+    cpus = threads._cpus()
+    cores, default = threads.cores(cpus), threads.mxnet_default(cpus)
+    chose, count, _ = out["chose"].split()
+    assert out["left"] == "None"
+    assert chose == str(int(count) != default)  # set where it differs from MXNet's own
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["config"]["omp_threads"] == int(count)
+    started = next(line for line in done.stdout.splitlines() if line.startswith("nin: training"))
+    assert f"on cpu(0), MXNet on {count} OpenMP thread" in started
     if cores is not None:
-        assert int(out["count"]) == cores
+        assert int(count) == cores
         if "torch" in out:
             assert int(out["torch"]) == cores
 

@@ -69,9 +69,6 @@ def test_recipe_defaults_apply_when_nothing_is_passed(backend, synthetic_root):
         # the run's record names the optimizer that updates the weights (not gluon's Trainer)
         config = trainer.config()
         assert config["optimizer"].lower().removeprefix("coupled") == kind
-        if backend == "mxnet":  # and the OpenMP threads MXNet runs on, as its start line says
-            assert config["omp_threads"] == B.threads.COUNT
-            assert f"on {trainer.device} ({B.threads.STATE})" in trainer.describe()
 
 
 def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic_root):

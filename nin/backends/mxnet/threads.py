@@ -6,22 +6,26 @@ run on, as if each core were two hyperthreads, unless `OMP_NUM_THREADS` or
 process: PyTorch's operators, in the same process, drop to it too. On a CPU with one thread
 per core (many cloud machines: README, Speed) that is half the cores. Where neither variable
 is set and the cores differ from MXNet's count, `choose` sets `MXNET_OMP_MAX_THREADS` to the
-cores (MXNet then leaves OpenMP's own count alone); `release` takes it out of the
-environment once MXNet has read it, so that a child process chooses for itself. `STATE` says
-what was done, for the Trainer's start line; `COUNT` is the threads MXNet runs on (None where
+cores (at most `OMP_THREAD_LIMIT` and the cgroup's CPU quota; MXNet then leaves OpenMP's own
+count alone); `release` puts the variable back as it was once MXNet has read it, so that a
+child process chooses for itself. A value MXNet cannot read (it aborts the process on
+anything but a whole number) is refused first, with the fix. `STATE` says what runs, for
+the Trainer's start line; `COUNT` is the threads MXNet's oneDNN kernels run on (None where
 not known), for history.json.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import re
 import sys
 
-__all__ = ["choose", "cores", "mxnet_default", "release", "STATE", "COUNT", "CHOSE"]
+__all__ = ["choose", "cores", "cpu_quota", "mxnet_default", "release", "STATE", "COUNT", "CHOSE"]
 
 VARIABLE = "MXNET_OMP_MAX_THREADS"
-_SET_BY_YOU = ("OMP_NUM_THREADS", VARIABLE)
+_OMP, _LIMIT = "OMP_NUM_THREADS", "OMP_THREAD_LIMIT"
 
 
 def _cpus() -> set[int]:
@@ -41,17 +45,39 @@ def cores(cpus: set[int], cpuinfo: str = "/proc/cpuinfo") -> int | None:
         return None
     found = set()
     for block in text.split("\n\n"):
-        fields = dict(
-            (key.strip(), value.strip())
+        fields = {
+            key.strip(): value.strip()
             for key, _, value in (line.partition(":") for line in block.splitlines())
-        )
+        }
         if "processor" not in fields:
             continue
-        if "core id" not in fields:
+        if "core id" not in fields or not fields["processor"].isdigit():
             return None
         if int(fields["processor"]) in cpus:
             found.add((fields.get("physical id", "0"), fields["core id"]))
     return len(found) or None
+
+
+def cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """The CPUs this process's cgroup may use (its quota over its period, rounded up), from
+    cgroup v2's cpu.max or v1's cpu.cfs_quota_us; None where there is no quota."""
+    for quota_file, period_file in (
+        ("cpu.max", None),
+        ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            with open(os.path.join(root, quota_file)) as f:
+                words = f.read().split()
+            if period_file:
+                with open(os.path.join(root, period_file)) as f:
+                    words.append(f.read().strip())
+            if words[:1] == ["max"]:  # v2's "max 100000": no quota
+                return None
+            quota, period = int(words[0]), int(words[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+    return None
 
 
 def mxnet_default(cpus: set[int], machine: str | None = None) -> int:
@@ -61,37 +87,76 @@ def mxnet_default(cpus: set[int], machine: str | None = None) -> int:
     return max(1, len(cpus) // 2 if x86 else len(cpus))
 
 
+def _whole(environ, name: str) -> int | None:
+    """The variable's count; None where unset or empty (as MXNet reads it). MXNet 1.9.1
+    aborts the process on anything but a whole number: refused here first, with the fix."""
+    value = environ.get(name, "")
+    if not value.strip():
+        return None
+    if not re.fullmatch(r"\s*\+?\d+\s*", value) or int(value) < 1:
+        cpus = _cpus()
+        raise ValueError(
+            f"{name}={value!r}: MXNet 1.9.1 takes one whole number of threads, at least 1 "
+            f"(on anything else it stops the process, or runs a count of its own); set it to "
+            f"a number such as {cores(cpus) or len(cpus)}, or unset it for nin's choice, one "
+            f"thread per core"
+        )
+    return int(value)
+
+
 def choose(
     environ=os.environ,
     cpuinfo: str = "/proc/cpuinfo",
     cpus: set[int] | None = None,
     machine: str | None = None,
     imported: bool | None = None,
-) -> tuple[str, int | None]:
+    quota: int | None | bool = True,
+) -> tuple[str, int | None, bool]:
     """Set MXNet's threads to one per core where the caller set none; call before MXNet is
-    imported. Returns what was done, in words, and the threads MXNet will run on."""
-    for name in _SET_BY_YOU:
-        if environ.get(name):
-            count = environ.get(VARIABLE) or environ[name]
-            return f"OpenMP threads as you set them ({name}={environ[name]})", _int(count)
+    imported. Returns what runs, in words; the threads MXNet's oneDNN kernels run on; and
+    whether `MXNET_OMP_MAX_THREADS` was set here. `quota`: the cgroup's CPU quota (True:
+    read it)."""
+    omp, mine, limit = _whole(environ, _OMP), _whole(environ, VARIABLE), _whole(environ, _LIMIT)
+    if omp or mine:  # with OMP_NUM_THREADS, oneDNN runs on it; MXNet's count caps its own ops
+        given = ", ".join(
+            f"{n}={environ[n].strip()}"
+            for n in (_OMP, VARIABLE, _LIMIT)
+            if environ.get(n, "").strip()
+        )
+        count = int(omp or mine or 1)
+        count = min(count, limit) if limit else count
+        return f"MXNet on {_threads(count)}, as you set them ({given})", count, False
     cpus = _cpus() if cpus is None else cpus
     default = mxnet_default(cpus, machine)
+    default = min(default, limit) if limit else default
+    how = f"`{_OMP}` sets another count"
     if ("mxnet" in sys.modules) if imported is None else imported:
         return (
-            f"MXNet's {_threads(default)}: MXNet was imported before nin, which chooses "
-            "one per core; `OMP_NUM_THREADS` sets them",
+            f"MXNet on its own {_threads(default)} (imported before nin: import "
+            f"nin.backends.mxnet first for one thread per core; {how})",
             default,
+            False,
         )
     found = cores(cpus, cpuinfo)
     if found is None:
-        return f"MXNet's {_threads(default)} (`OMP_NUM_THREADS` sets them)", default
+        return f"MXNet on its own {_threads(default)} ({how})", default, False
+    caps = []
+    quota = cpu_quota() if quota is True else quota or None
+    if quota and quota < found:
+        found = quota
+        caps.append(f"the cgroup's CPU quota, {quota}")
+    if limit and limit < found:
+        found = limit
+        caps.append(f"{_LIMIT}={limit}")
+    per_core = "one per core" + (f", at most {' and '.join(caps)}" if caps else "")
     if found == default:
-        return f"{_threads(found)}, one per core", found
+        return f"MXNet on {_threads(found)} ({per_core}; {how})", found, False
     environ[VARIABLE] = str(found)
     return (
-        f"{_threads(found)}, one per core: nin's choice, where MXNet 1.9.1 alone takes "
-        f"{default}; `OMP_NUM_THREADS` sets them",
+        f"MXNet on {_threads(found)} ({per_core}: nin's choice, where MXNet 1.9.1 alone takes "
+        f"{default}; {how})",
         found,
+        True,
     )
 
 
@@ -99,22 +164,17 @@ def _threads(count: int) -> str:
     return f"{count} OpenMP thread{'s' if count != 1 else ''}"
 
 
-def _int(text: str) -> int | None:
-    try:
-        return int(str(text).split(",")[0])  # OMP_NUM_THREADS may list one count per level
-    except ValueError:
-        return None
-
-
 def release(environ=os.environ) -> None:
-    """Take the count `choose` set out of the environment, once MXNet has read it (at its
-    import): a child process, perhaps on other processors, chooses for itself."""
+    """Put `MXNET_OMP_MAX_THREADS` back as it was before `choose` set it, once MXNet has read
+    it (at its import): a child process, perhaps on other processors, chooses for itself."""
     if CHOSE and environ.get(VARIABLE) == str(COUNT):
-        del environ[VARIABLE]
+        if _BEFORE is None:
+            del environ[VARIABLE]
+        else:
+            environ[VARIABLE] = _BEFORE  # an empty value, which MXNet reads as unset
 
 
 # at the package's first import, before MXNet's (nin/backends/mxnet/__init__.py imports this
 # module first)
-_before = os.environ.get(VARIABLE)
-STATE, COUNT = choose()
-CHOSE = _before is None and os.environ.get(VARIABLE) is not None  # nin set it
+_BEFORE = os.environ.get(VARIABLE)
+STATE, COUNT, CHOSE = choose()

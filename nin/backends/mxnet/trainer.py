@@ -27,8 +27,8 @@ class Trainer(Parallel, _training.TrainerBase):
     def FAST_BF16(self) -> str:  # type: ignore[override]  # the start line's words, as set up
         return "convolutions in bf16" + (" on oneDNN's AMX kernels" if amx.STATE == "on" else "")
 
-    def _threads_note(self) -> str:
-        return threads.STATE
+    def _threads_note(self) -> str:  # on a GPU, the CPU's threads hardly matter
+        return threads.STATE if self.ctx.device_type == "cpu" else ""
 
     def config(self) -> dict:
         return {**super().config(), "omp_threads": threads.COUNT}
