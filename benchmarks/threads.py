@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         p.error("--rounds and --steps must be at least 1")
     given = [
         f"{k}={os.environ[k]}"
-        for k in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")
+        for k in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "OMP_THREAD_LIMIT")
         if os.environ.get(k)
     ]
     if given:  # both sides then run on the caller's count: nothing is compared

@@ -229,6 +229,10 @@ def run(backends, sizes, batch_size, steps, json_out=False, gpu=False, peak_fram
                         "ceiling_ratio": top / base_gflops,
                         "bf16": bf16,
                         "peak_memory_bytes": peak_memory if mode == "train" else None,
+                        # MXNet's OpenMP threads (nin/backends/mxnet/threads.py); else None
+                        "omp_threads": getattr(
+                            getattr(get_backend(backend), "threads", None), "COUNT", None
+                        ),
                     }
                 )
             if not json_out:

@@ -298,6 +298,7 @@ def test_threads_benchmark_records(capsys, monkeypatch):
     imported before nin keeps its own count; PyTorch is timed after it where present."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MXNET_OMP_MAX_THREADS", raising=False)
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
     from benchmarks import threads as threads_bench
 
     backends = "mxnet,torch" if "torch" in BACKENDS else "mxnet"
@@ -308,7 +309,7 @@ def test_threads_benchmark_records(capsys, monkeypatch):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "imported before nin" in record["own"]["threads"]
     assert "imported before nin" not in record["nin"]["threads"]
-    assert record["nin"]["omp_threads"] >= record["own"]["omp_threads"] >= 1
+    assert record["nin"]["omp_threads"] >= 1 and record["own"]["omp_threads"] >= 1
     for backend in backends.split(","):
         assert record["own"][backend] > 0 and record["nin"][backend] > 0
         assert record["ratio"][backend] == pytest.approx(

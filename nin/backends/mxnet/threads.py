@@ -10,8 +10,8 @@ cores (at most `OMP_THREAD_LIMIT` and the cgroup's CPU quota; MXNet then leaves 
 count alone); `release` puts the variable back as it was once MXNet has read it, so that a
 child process chooses for itself. A value MXNet cannot read (it aborts the process on
 anything but a whole number) is refused first, with the fix. `STATE` says what runs, for
-the Trainer's start line; `COUNT` is the threads MXNet's oneDNN kernels run on (None where
-not known), for history.json.
+the Trainer's start line; `COUNT` is the threads MXNet's oneDNN kernels run on, for
+history.json.
 """
 
 from __future__ import annotations
@@ -87,13 +87,18 @@ def mxnet_default(cpus: set[int], machine: str | None = None) -> int:
     return max(1, len(cpus) // 2 if x86 else len(cpus))
 
 
+_INT_MAX = 2**31 - 1
+_WHOLE = re.compile(r"[ \t\n\v\f\r]*\+?[0-9]+[ \t\n\v\f\r]*")  # as MXNet reads an int
+
+
 def _whole(environ, name: str) -> int | None:
-    """The variable's count; None where unset or empty (as MXNet reads it). MXNet 1.9.1
-    aborts the process on anything but a whole number: refused here first, with the fix."""
+    """The variable's count; None where unset or empty (MXNet reads "" as unset). MXNet 1.9.1
+    aborts the process on anything but a whole number (blanks alone too): refused here
+    first, with the fix."""
     value = environ.get(name, "")
-    if not value.strip():
+    if value == "":
         return None
-    if not re.fullmatch(r"\s*\+?\d+\s*", value) or int(value) < 1:
+    if not _WHOLE.fullmatch(value) or not 1 <= int(value) <= _INT_MAX:
         cpus = _cpus()
         raise ValueError(
             f"{name}={value!r}: MXNet 1.9.1 takes one whole number of threads, at least 1 "
@@ -104,6 +109,17 @@ def _whole(environ, name: str) -> int | None:
     return int(value)
 
 
+def _limit(environ) -> tuple[int | None, str]:
+    """OpenMP's `OMP_THREAD_LIMIT` (MXNet does not read it); OpenMP ignores a value that is
+    not a positive whole number, and so does nin, saying so."""
+    value = environ.get(_LIMIT, "")
+    if value.strip() == "":
+        return None, ""
+    if _WHOLE.fullmatch(value) and 1 <= int(value) <= _INT_MAX:
+        return int(value), ""
+    return None, f"; {_LIMIT}={value!r} ignored, as OpenMP ignores it"
+
+
 def choose(
     environ=os.environ,
     cpuinfo: str = "/proc/cpuinfo",
@@ -111,25 +127,26 @@ def choose(
     machine: str | None = None,
     imported: bool | None = None,
     quota: int | None | bool = True,
-) -> tuple[str, int | None, bool]:
+) -> tuple[str, int, bool]:
     """Set MXNet's threads to one per core where the caller set none; call before MXNet is
     imported. Returns what runs, in words; the threads MXNet's oneDNN kernels run on; and
     whether `MXNET_OMP_MAX_THREADS` was set here. `quota`: the cgroup's CPU quota (True:
     read it)."""
-    omp, mine, limit = _whole(environ, _OMP), _whole(environ, VARIABLE), _whole(environ, _LIMIT)
-    if omp or mine:  # with OMP_NUM_THREADS, oneDNN runs on it; MXNet's count caps its own ops
-        given = ", ".join(
-            f"{n}={environ[n].strip()}"
-            for n in (_OMP, VARIABLE, _LIMIT)
-            if environ.get(n, "").strip()
-        )
-        count = int(omp or mine or 1)
-        count = min(count, limit) if limit else count
-        return f"MXNet on {_threads(count)}, as you set them ({given})", count, False
+    omp, mine = _whole(environ, _OMP), _whole(environ, VARIABLE)
+    limit, ignored = _limit(environ)
     cpus = _cpus() if cpus is None else cpus
+    if omp or mine:
+        given = ", ".join(
+            f"{n}={environ[n].strip()}" for n in (_OMP, VARIABLE) if environ.get(n, "")
+        ) + (f", {_LIMIT}={limit}" if limit else "")
+        # with OMP_NUM_THREADS set, MXNet runs on OpenMP's count, that one; without, on its
+        # own count, at most OpenMP's (one thread a processor)
+        count = omp if omp else min(mine or 1, len(cpus))
+        count = min(count, limit) if limit else count
+        return f"MXNet on {_threads(count)}, as you set them ({given}{ignored})", count, False
     default = mxnet_default(cpus, machine)
     default = min(default, limit) if limit else default
-    how = f"`{_OMP}` sets another count"
+    how = f"`{_OMP}` sets another count{ignored}"
     if ("mxnet" in sys.modules) if imported is None else imported:
         return (
             f"MXNet on its own {_threads(default)} (imported before nin: import "
