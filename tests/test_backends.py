@@ -357,6 +357,35 @@ def test_cgroup_cpu_quota_is_read_from_v2_and_v1(tmp_path):
 
 
 @needs("mxnet")
+def test_cgroup_cpu_quota_is_read_in_the_process_own_cgroup_and_above(tmp_path):
+    """A quota set on the process's own cgroup (named in /proc/self/cgroup), not the root,
+    counts; so does one on a folder above it; the smallest wins."""
+    from nin.backends.mxnet.threads import cpu_quota
+
+    root, me = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    job = root / "batch.slice" / "job-7"
+    job.mkdir(parents=True)
+    me.write_text("0::/batch.slice/job-7\n")
+    (root / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(str(root), str(me)) is None
+    (job / "cpu.max").write_text("120000 100000\n")
+    assert cpu_quota(str(root), str(me)) == 2  # the root says none, its own folder says 1.2
+    (root / "batch.slice" / "cpu.max").write_text("50000 100000\n")
+    assert cpu_quota(str(root), str(me)) == 1  # the folder above allows less
+    # cgroup v1: the cpu controller's own line and folder
+    v1_root, v1_me = tmp_path / "v1", tmp_path / "v1-self"
+    v1_me.write_text("5:cpuacct,cpu:/docker/abc\n4:memory:/docker/abc\n0::/\n")
+    folder = v1_root / "cpu" / "docker" / "abc"
+    folder.mkdir(parents=True)
+    (folder / "cpu.cfs_quota_us").write_text("300000\n")
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    (v1_root / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1_root / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(str(v1_root), str(v1_me)) == 3
+    assert cpu_quota(str(v1_root), str(tmp_path / "missing")) is None  # the root's: none
+
+
+@needs("mxnet")
 def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path):
     """In a fresh process with no thread variables: MXNet reads nin's count at its import, the
     variable is gone from the environment afterwards (children choose for themselves), the

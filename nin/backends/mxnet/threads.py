@@ -58,25 +58,71 @@ def cores(cpus: set[int], cpuinfo: str = "/proc/cpuinfo") -> int | None:
     return len(found) or None
 
 
-def cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
-    """The CPUs this process's cgroup may use (its quota over its period, rounded up), from
-    cgroup v2's cpu.max or v1's cpu.cfs_quota_us; None where there is no quota."""
-    for quota_file, period_file in (
-        ("cpu.max", None),
-        ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"),
-    ):
-        try:
-            with open(os.path.join(root, quota_file)) as f:
-                words = f.read().split()
-            if period_file:
-                with open(os.path.join(root, period_file)) as f:
-                    words.append(f.read().strip())
-            if words[:1] == ["max"]:  # v2's "max 100000": no quota
-                return None
-            quota, period = int(words[0]), int(words[1])
-        except (OSError, ValueError, IndexError):
+def _cgroup_paths(self_cgroup: str) -> tuple[str, str]:
+    """This process's cgroup path in cgroup v2's hierarchy and in v1's cpu controller's,
+    from /proc/self/cgroup ("/" where the file does not say)."""
+    v2 = v1 = "/"
+    try:
+        with open(self_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return v2, v1
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
             continue
-        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+        number, controllers, path = parts
+        if number == "0" and controllers == "":
+            v2 = path or "/"
+        elif "cpu" in controllers.split(","):
+            v1 = path or "/"
+    return v2, v1
+
+
+def _up_from(base: str, path: str) -> list[str]:
+    """`base`/`path`, then each folder above it up to `base` itself."""
+    parts = [p for p in path.split("/") if p and p != ".."]
+    return [os.path.join(base, *parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def _cpus_allowed(quota_file: str, period_file: str | None) -> int | None | bool:
+    """The CPUs one cgroup folder's files allow (quota over period, rounded up); None where
+    they set no quota; False where the files are missing or unreadable."""
+    try:
+        with open(quota_file) as f:
+            words = f.read().split()
+        if period_file:
+            with open(period_file) as f:
+                words.append(f.read().strip())
+        if words[:1] == ["max"]:  # v2's "max 100000": no quota
+            return None
+        quota, period = int(words[0]), int(words[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def cpu_quota(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int | None:
+    """The CPUs this process's cgroup may use (its quota over its period, rounded up), from
+    cgroup v2's cpu.max or else v1's cpu.cfs_quota_us, in the process's own cgroup folder
+    (named in `self_cgroup`) and every folder above it: the smallest quota among them counts.
+    None where none sets a quota."""
+    v2_path, v1_path = _cgroup_paths(self_cgroup)
+    for folders, quota_name, period_name in (
+        (_up_from(root, v2_path), "cpu.max", None),
+        (_up_from(os.path.join(root, "cpu"), v1_path), "cpu.cfs_quota_us", "cpu.cfs_period_us"),
+    ):
+        found = [
+            _cpus_allowed(
+                os.path.join(folder, quota_name),
+                period_name and os.path.join(folder, period_name),
+            )
+            for folder in folders
+        ]
+        read = [n for n in found if n is not False]
+        if read:  # this hierarchy has the files: v2 first, v1 only where v2 has none
+            quotas = [n for n in read if n is not None]
+            return min(quotas) if quotas else None
     return None
 
 
