@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -39,6 +40,8 @@ data = B.FashionMNIST(batch_size=batch, resize=(size, size),
 model = B.NiN(recipe="book", lr=0.01)
 trainer = B.Trainer(max_epochs=1, progress=False, fast=fast, stuck_check=0)
 trainer.prepare(model, data)
+if len(sys.argv) > 5 and sys.argv[5] == "dynamic":      # MXNet: hybridized, no static memory
+    model.hybridize(static_alloc=False, static_shape=False)
 batch_data = next(iter(data.train_dataloader()))
 before = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")                 # reset the peak counter
@@ -53,15 +56,20 @@ def measure(backend: str, size: int, batch: int, fast: bool) -> int:
     return step_memory(backend, size, batch, fast)["peak_bytes"]
 
 
-def step_memory(backend: str, size: int, batch: int, fast: bool) -> dict:
+def step_memory(
+    backend: str, size: int, batch: int, fast: bool, dynamic: bool = False, env=None
+) -> dict:
     """One training step's peak memory above the RSS before it ("peak_bytes"), measured in a
     fresh process, and whether it ran in bf16 ("bf16": the fast path on a machine with
-    native bf16)."""
+    native bf16). `dynamic` (MXNet's fast step only): hybridized without static allocation
+    and shapes; `env`: variables set in the child's environment."""
+    argv = [sys.executable, "-c", CHILD, backend, str(size), str(batch), "1" if fast else "0"]
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, backend, str(size), str(batch), "1" if fast else "0"],
+        argv + (["dynamic"] if dynamic else []),
         capture_output=True,
         text=True,
         check=True,
+        env=None if env is None else {**os.environ, **env},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

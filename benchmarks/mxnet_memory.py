@@ -1,0 +1,90 @@
+"""Where MXNet's training-step memory goes: the same step measured with one thing changed.
+
+    python -m benchmarks.mxnet_memory [--size 224] [--batch-size 128] [--json]
+
+Each row is one training step of the chapter's NiN (SGD, as `benchmarks.memory` measures it:
+peak RSS above the RSS before the step, in a fresh process), MXNet run four ways, then
+PyTorch's fast step from the same run as the reference; the baseline is the analytic
+estimate of `nin.resources` (each layer's stored activations, parameters, gradients). Reading
+down the rows:
+
+- the chapter's code (eager) against the hybridized step: what the graph's memory planning
+  saves;
+- hybridized without, then with static allocation and shapes (nin's fast step): what
+  keeping the buffers between steps costs in the first step;
+- nin's fast step with oneDNN turned off (`MXNET_MKLDNN_ENABLED=0`): what oneDNN's own
+  layouts and the reorders between them hold (the step is much slower without oneDNN: this
+  row is for the memory only).
+
+On a CPU with native bf16 the fast step also casts around each convolution; the casts keep
+copies too, which this benchmark measures only there (the `dtype` column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from benchmarks.memory import step_memory
+from nin.resources import memory
+from nin.spec import chapter_spec
+
+VARIANTS = (  # (name, backend, fast, dynamic, environment)
+    ("MXNet, the chapter's code (eager)", "mxnet", False, False, None),
+    ("MXNet hybridized, no static allocation", "mxnet", True, True, None),
+    ("MXNet, nin's fast step (static allocation)", "mxnet", True, False, None),
+    ("MXNet, nin's fast step, oneDNN off", "mxnet", True, False, {"MXNET_MKLDNN_ENABLED": "0"}),
+    ("PyTorch, nin's fast step", "torch", True, False, None),
+)
+
+
+def run(size: int, batch_size: int) -> list[dict]:
+    """One record per variant: its measured peak, the estimate and their ratio."""
+    records = []
+    for name, backend, fast, dynamic, env in VARIANTS:
+        step = step_memory(backend, size, batch_size, fast, dynamic=dynamic, env=env)
+        width = 2 if step["bf16"] else 4
+        estimate = memory(chapter_spec(), size, batch_size, "sgd", width)["training"]
+        records.append(
+            {
+                "variant": name,
+                "backend": backend,
+                "dtype": "bf16" if step["bf16"] else "fp32",
+                "size": size,
+                "batch_size": batch_size,
+                "environment": env or {},
+                "estimate_bytes": estimate,
+                "measured_bytes": step["peak_bytes"],
+                "ratio": step["peak_bytes"] / estimate,
+            }
+        )
+    return records
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    records = run(args.size, args.batch_size)
+    if args.json:
+        for r in records:
+            print(json.dumps(r))
+        return
+    print(
+        f"one training step, chapter NiN, {args.size}x{args.size}, batch {args.batch_size}, SGD; "
+        f"measured = peak RSS above the RSS before the step; estimate = nin.resources"
+    )
+    fast = next(r for r in records if r["variant"].endswith("(static allocation)"))
+    print(f"  {'step':<46}{'dtype':<6}{'measured':>12}{'/ estimate':>11}{'/ fast':>8}")
+    for r in records:
+        print(
+            f"  {r['variant']:<46}{r['dtype']:<6}{r['measured_bytes'] / 2**20:>8,.0f} MiB"
+            f"{r['ratio']:>11.2f}{r['measured_bytes'] / fast['measured_bytes']:>8.2f}"
+        )
+    print(f"  estimate ({fast['dtype']}): {fast['estimate_bytes'] / 2**20:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
