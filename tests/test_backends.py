@@ -383,6 +383,13 @@ def test_cgroup_cpu_quota_is_read_in_the_process_own_cgroup_and_above(tmp_path):
     (v1_root / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cpu_quota(str(v1_root), str(v1_me)) == 3
     assert cpu_quota(str(v1_root), str(tmp_path / "missing")) is None  # the root's: none
+    # a cgroup outside this namespace's ("/../x") is not below the root: the root's counts;
+    # a name that is not UTF-8 is read, not raised on
+    (root / "batch.slice" / "cpu.max").write_text("max 100000\n")
+    me.write_text("0::/../batch.slice/job-7\n")
+    assert cpu_quota(str(root), str(me)) is None
+    me.write_bytes(b"0::/batch.slice/job-7\n1:name=x:/\xff\xfe\n")
+    assert cpu_quota(str(root), str(me)) == 2
 
 
 @needs("mxnet")

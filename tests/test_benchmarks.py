@@ -376,7 +376,7 @@ def test_mxnet_memory_benchmark_records_each_variant(capsys, monkeypatch):
         (["mxnet", "67", "2", "0"], None),
         (["mxnet", "67", "2", "1", "dynamic"], None),
         (["mxnet", "67", "2", "1"], None),
-        (["mxnet", "67", "2", "1"], "0"),
+        (["mxnet", "67", "2", "1", "fp32"], "0"),
         (["torch", "67", "2", "1"], None),
     ]
     for r in records:

@@ -63,9 +63,9 @@ def _cgroup_paths(self_cgroup: str) -> tuple[str, str]:
     from /proc/self/cgroup ("/" where the file does not say)."""
     v2 = v1 = "/"
     try:
-        with open(self_cgroup) as f:
+        with open(self_cgroup, errors="surrogateescape") as f:
             lines = f.read().splitlines()
-    except OSError:
+    except (OSError, ValueError):
         return v2, v1
     for line in lines:
         parts = line.split(":", 2)
@@ -80,8 +80,11 @@ def _cgroup_paths(self_cgroup: str) -> tuple[str, str]:
 
 
 def _up_from(base: str, path: str) -> list[str]:
-    """`base`/`path`, then each folder above it up to `base` itself."""
-    parts = [p for p in path.split("/") if p and p != ".."]
+    """`base`/`path`, then each folder above it up to `base` itself; `base` alone for a path
+    outside this namespace's cgroup ("/../x": it is not below `base`)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    if ".." in parts:
+        parts = []
     return [os.path.join(base, *parts[:n]) for n in range(len(parts), -1, -1)]
 
 
