@@ -13,8 +13,8 @@ down the rows:
 - hybridized without, then with static allocation and shapes (nin's fast step): what
   keeping the buffers between steps costs in the first step;
 - nin's fast step with oneDNN turned off (`MXNET_MKLDNN_ENABLED=0`), in fp32: MXNet's own
-  kernels in place of oneDNN's, with their own layouts and workspaces (the step is slower
-  without oneDNN: this row is for the memory only).
+  kernels in place of oneDNN's, with their own layouts and workspaces (this row is for the
+  memory only: oneDNN's kernels are the ones MXNet trains fast with).
 
 On a CPU with native bf16, nin's fast step also casts around each convolution, so those rows
 run in bf16 there (the `dtype` column) and the oneDNN-off row, in fp32, compares less
