@@ -11,7 +11,7 @@ parameter arrays (`parameter_arrays`, the same code for each backend):
 avg <- avg + (1 - d_t) (w - avg), with d_t = min(d, (1 + t) / (10 + t)) at step t, so that
 the first steps do not weigh for long.
 At the end, each average and the weights themselves are scored on the held-out images,
-without test-time augmentation and with the mirror image (`nin.training.tta_probabilities`),
+without test-time augmentation and with the mirror image (`nin.training.tta_accuracy`),
 in fp32. The test split is never looked at: this is for choosing, not for reporting.
 """
 
@@ -52,7 +52,7 @@ def run(
     """The run's held-out accuracies, its own weights' and each average's."""
     from nin.backends import get_backend
     from nin.callbacks import Callback
-    from nin.training import resolve_recipe, tta_probabilities
+    from nin.training import resolve_recipe, tta_accuracy
 
     if not val_split:
         raise ValueError("--val-split must hold out training images: the test split is not used")
@@ -96,12 +96,7 @@ def run(
     limit = trainer.num_val_batches
 
     def score() -> dict:
-        one, labels = tta_probabilities(B, model, data, "none", "val", limit)
-        two, _ = tta_probabilities(B, model, data, "flip", "val", limit)
-        return {
-            "none": float((one.argmax(1) == labels).mean()),
-            "flip": float((two.argmax(1) == labels).mean()),
-        }
+        return {tta: tta_accuracy(B, model, data, tta, "val", limit) for tta in ("none", "flip")}
 
     own = [np.array(v) for v in B.parameter_arrays(model.net)]
     scores = {"weights": score()}
@@ -147,19 +142,19 @@ def main(argv=None):
         if not 0 < d < 1:
             raise SystemExit(f"--decays: each decay must be between 0 and 1, got {d}")
     record = run(
-        args.backend,
-        args.recipe,
-        args.lr,
-        args.epochs,
-        args.resize,
-        args.batch_size,
-        args.augment,
-        args.val_split,
-        tuple(args.decays),
-        args.seed,
-        args.data_dir,
-        args.limit_train_batches,
-        args.limit_val_batches,
+        backend=args.backend,
+        recipe=args.recipe,
+        lr=args.lr,
+        epochs=args.epochs,
+        resize=args.resize,
+        batch_size=args.batch_size,
+        augment=args.augment,
+        val_split=args.val_split,
+        decays=tuple(args.decays),
+        seed=args.seed,
+        root=args.data_dir,
+        limit_train_batches=args.limit_train_batches,
+        limit_val_batches=args.limit_val_batches,
     )
     if args.json:
         print(json.dumps(record))
