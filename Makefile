@@ -66,9 +66,8 @@ gpu-check: setup
 shapes: setup
 	$(PY) -m nin shapes --backend all
 
-# The full benchmark set (see README, "Speed"); minutes on a 2-core CPU.
+# The step, data and memory benchmarks (see README, "Speed"); minutes on a 2-core CPU.
 bench: setup
 	$(PY) -m benchmarks.train --backend all --size 224 96 --batch-size 128 --steps 5
 	$(PY) -m benchmarks.data --backend all --size 224
 	$(PY) -m benchmarks.memory --backend all --size 224 --batch-size 32
-	$(PY) -m benchmarks.torch_step --size 224 --batch-size 128 --steps 3 --compile

@@ -141,18 +141,6 @@ def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
     assert all(r["measured_bytes"] > 0 and r["estimate_bytes"] > 0 for r in records)
 
 
-@pytest.mark.skipif("torch" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out torch")
-def test_torch_step_profile_records(capsys):
-    from benchmarks import torch_step
-
-    torch_step.main(["--size", "67", "--batch-size", "2", "--steps", "1", "--json"])
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    parts = record["parts"]
-    assert {"convolution forward", "convolution backward", "relu"} <= set(parts)
-    assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
-    assert parts["convolution backward"]["gflop_per_s"] > 0
-
-
 def test_gpu_check_fails_when_a_stage_failed(tmp_path, monkeypatch):
     """A stage that fails is recorded and the next ones run, but the backend's process
     then exits non-zero and the check says which stage, instead of 'ok'."""
