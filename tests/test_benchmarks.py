@@ -306,44 +306,6 @@ def test_threads_benchmark_records(capsys, monkeypatch):
         )
 
 
-def test_mxnet_profile_reads_the_profilers_operator_table():
-    """The operator section of `mx.profiler.dumps()` (as MXNet 1.9.1 prints it) becomes
-    total ms per operator, and each operator lands in its group."""
-    from benchmarks import mxnet_profile as mp
-
-    table = (
-        "Profile Statistics:\n\nMXNET_C_API\n=================\nName  Total Count  Time (ms)\n"
-        "MXNDArrayWaitAll   3   19186.9590   6177.4   6667.1   6395.6\n\n"
-        "operator\n=================\n"
-        "Name                          Total Count        Time (ms)    Min Time (ms)    Max\n"
-        "----                          -----------        ---------    -------------    ---\n"
-        "_backward_Convolution                   6        5404.8          1.0      9.0    3.0\n"
-        "Convolution                             6        2810.4          1.0      9.0    3.0\n"
-        "amp_cast                               12         242.5          0.1      0.2    0.1\n"
-        "_backward_Activation                    6         334.8          0.1      0.2    0.1\n"
-        "multi_sgd_update                       18          37.6          0.0      6.7    2.0\n\n"
-        "Device Storage\n=================\n"
-    )
-    rows = mp.parse_operators(table)
-    assert rows == {
-        "_backward_Convolution": 5404.8,
-        "Convolution": 2810.4,
-        "amp_cast": 242.5,
-        "_backward_Activation": 334.8,
-        "multi_sgd_update": 37.6,
-    }  # the C API section's rows are not operators
-    groups = {name: mp.group_of(name) for name in rows}
-    assert groups == {
-        "_backward_Convolution": "conv backward",
-        "Convolution": "conv forward",
-        "amp_cast": "bf16 casts",
-        "_backward_Activation": "relu",
-        "multi_sgd_update": "update",
-    }
-    assert mp.group_of("_backward_amp_cast") == "bf16 casts"
-    assert mp.group_of("SomethingElse") == "other"
-
-
 @pytest.mark.skipif(
     not {"mxnet", "torch"} <= set(BACKENDS), reason="NIN_TEST_BACKENDS leaves out mxnet or torch"
 )
