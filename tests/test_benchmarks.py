@@ -306,35 +306,6 @@ def test_threads_benchmark_records(capsys, monkeypatch):
         )
 
 
-@pytest.mark.skipif(
-    not {"mxnet", "torch"} <= set(BACKENDS), reason="NIN_TEST_BACKENDS leaves out mxnet or torch"
-)
-def test_mxnet_memory_benchmark_records_each_variant(capsys, monkeypatch):
-    from benchmarks import mxnet_memory
-
-    children = []
-    real = memory_bench.subprocess.run
-
-    def run(argv, **kwargs):  # what each fresh process was asked to run, then run it
-        children.append((argv[3:], (kwargs.get("env") or {}).get("MXNET_MKLDNN_ENABLED")))
-        return real(argv, **kwargs)
-
-    monkeypatch.setattr(memory_bench.subprocess, "run", run)
-    mxnet_memory.main(["--size", "67", "--batch-size", "2", "--json"])
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["variant"] for r in records] == [v[0] for v in mxnet_memory.VARIANTS]
-    assert children == [
-        (["mxnet", "67", "2", "0"], None),
-        (["mxnet", "67", "2", "1", "dynamic"], None),
-        (["mxnet", "67", "2", "1"], None),
-        (["mxnet", "67", "2", "1", "fp32"], "0"),
-        (["torch", "67", "2", "1"], None),
-    ]
-    for r in records:
-        assert r["measured_bytes"] > 0 and r["estimate_bytes"] > 0
-        assert r["ratio"] == pytest.approx(r["measured_bytes"] / r["estimate_bytes"])
-
-
 def test_weight_average_update_is_the_moving_average():
     from benchmarks.weight_average import update
 
