@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
@@ -26,10 +25,6 @@ import json, sys
 import numpy as np
 from nin.backends import get_backend
 backend, size, batch, fast = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-options = sys.argv[5].split(",") if len(sys.argv) > 5 else []
-if "fp32" in options:                                          # no bf16 step, whatever the CPU
-    import nin.training
-    nin.training.cpu_has_bf16 = lambda: False
 B = get_backend(backend)
 
 def rss(field):
@@ -44,8 +39,6 @@ data = B.FashionMNIST(batch_size=batch, resize=(size, size),
 model = B.NiN(recipe="book", lr=0.01)
 trainer = B.Trainer(max_epochs=1, progress=False, fast=fast, stuck_check=0)
 trainer.prepare(model, data)
-if "dynamic" in options:                                # MXNet: hybridized, no static memory
-    model.hybridize(static_alloc=False, static_shape=False)
 batch_data = next(iter(data.train_dataloader()))
 before = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")                 # reset the peak counter
@@ -60,21 +53,15 @@ def measure(backend: str, size: int, batch: int, fast: bool) -> int:
     return step_memory(backend, size, batch, fast)["peak_bytes"]
 
 
-def step_memory(
-    backend: str, size: int, batch: int, fast: bool, options: tuple[str, ...] = (), env=None
-) -> dict:
+def step_memory(backend: str, size: int, batch: int, fast: bool) -> dict:
     """One training step's peak memory above the RSS before it ("peak_bytes"), measured in a
     fresh process, and whether it ran in bf16 ("bf16": the fast path on a machine with
-    native bf16). `options`: "dynamic" (MXNet's fast step: hybridized without static
-    allocation and shapes), "fp32" (the fast step without bf16 on any CPU); `env`: variables
-    set in the child's environment."""
-    argv = [sys.executable, "-c", CHILD, backend, str(size), str(batch), "1" if fast else "0"]
+    native bf16)."""
     out = subprocess.run(
-        argv + ([",".join(options)] if options else []),
+        [sys.executable, "-c", CHILD, backend, str(size), str(batch), "1" if fast else "0"],
         capture_output=True,
         text=True,
         check=True,
-        env=None if env is None else {**os.environ, **env},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
