@@ -281,31 +281,6 @@ def test_time_to_accuracy_refuses_seeds_it_cannot_add():
         tta.main(["--recipe", "quality", "--first-seed", "1"])
 
 
-@pytest.mark.skipif("mxnet" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out mxnet")
-def test_threads_benchmark_records(capsys, monkeypatch):
-    """MXNet's step on its own thread count and on nin's, each in fresh processes: MXNet
-    imported before nin keeps its own count; PyTorch is timed after it where present."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MXNET_OMP_MAX_THREADS", raising=False)
-    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
-    from benchmarks import threads as threads_bench
-
-    backends = "mxnet,torch" if "torch" in BACKENDS else "mxnet"
-    threads_bench.main(
-        ["--size", "67", "--batch-size", "2", "--steps", "1", "--rounds", "1",
-         "--backends", backends, "--json"]
-    )  # fmt: skip
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert "imported before nin" in record["own"]["threads"]
-    assert "imported before nin" not in record["nin"]["threads"]
-    assert record["nin"]["omp_threads"] >= 1 and record["own"]["omp_threads"] >= 1
-    for backend in backends.split(","):
-        assert record["own"][backend] > 0 and record["nin"][backend] > 0
-        assert record["ratio"][backend] == pytest.approx(
-            record["nin"][backend] / record["own"][backend]
-        )
-
-
 def test_weight_average_update_is_the_moving_average():
     from benchmarks.weight_average import update
 
