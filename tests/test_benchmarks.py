@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from benchmarks import data as data_bench
@@ -279,30 +278,3 @@ def test_time_to_accuracy_refuses_seeds_it_cannot_add():
         tta.main(["--first-seed", "-1"])
     with pytest.raises(SystemExit, match="ran there with seed 0: add --compare none"):
         tta.main(["--recipe", "quality", "--first-seed", "1"])
-
-
-def test_weight_average_update_is_the_moving_average():
-    from benchmarks.weight_average import update
-
-    avg = [np.zeros(3, np.float32)]
-    update(avg, [np.ones(3, np.float32)], 0.9, 0)  # d_0 = min(0.9, 1/10) = 0.1
-    np.testing.assert_allclose(avg[0], 0.9)
-    update(avg, [np.full(3, 2, np.float32)], 0.5, 1000)  # d = 0.5: halfway
-    np.testing.assert_allclose(avg[0], 1.45)
-
-
-@pytest.mark.skipif("torch" not in BACKENDS, reason="NIN_TEST_BACKENDS leaves out torch")
-def test_weight_average_scores_each_average_held_out(synthetic_root):
-    from benchmarks import weight_average
-
-    kwargs = dict(epochs=1, resize=67, batch_size=8, val_split=32, root=str(synthetic_root))
-    record = weight_average.run(
-        decays=(0.5, 0.999), limit_train_batches=3, limit_val_batches=2, **kwargs
-    )
-    assert record["steps"] == 3 and len(record["val_acc_per_epoch"]) == 1
-    assert list(record["held_out"]) == ["weights", "ema 0.5", "ema 0.999"]
-    for scores in record["held_out"].values():
-        assert set(scores) == {"none", "flip"}
-        assert all(0 <= a <= 1 for a in scores.values())
-    with pytest.raises(ValueError, match="must hold out"):
-        weight_average.run(decays=(0.5,), **dict(kwargs, val_split=0))
