@@ -109,24 +109,36 @@ def test_the_peak_leaves_out_bf16_where_the_cpu_only_emulates_it(monkeypatch):
     ]  # a GPU: both
 
 
-def test_data_benchmark_records(backend, synthetic_root, capsys):
+def test_data_benchmark_records(backend, synthetic_root, capsys, monkeypatch):
+    """The real pipelines on a fake clock that only the conversions move: the chapter's
+    per-image resize takes 0.5 s a batch and the backend's 0.125 s, so over 2 batches of 8
+    the rates are 16 / 1.0 and 16 / 0.25 images/s, the backend's 4x the baseline's."""
+    from types import SimpleNamespace
+
+    from nin.backends import get_backend
+
+    clock = [0.0]
+    monkeypatch.setattr(data_bench, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def timed(fn, seconds):
+        def run(*args):
+            clock[0] += seconds
+            return fn(*args)
+
+        return run
+
+    B = get_backend(backend)
+    monkeypatch.setattr(data_bench, "chapter_batch", timed(data_bench.chapter_batch, 0.5))
+    monkeypatch.setattr(B, "to_numpy", timed(B.to_numpy, 0.125))  # once a converted batch
     data_bench.main(
-        [
-            "--backend",
-            backend,
-            "--size",
-            "67",
-            "--batch-size",
-            "8",
-            "--batches",
-            "2",
-            "--data-dir",
-            str(synthetic_root),
-            "--json",
-        ]
-    )
+        ["--backend", backend, "--size", "67", "--batch-size", "8", "--batches", "2",
+         "--data-dir", str(synthetic_root), "--json"]
+    )  # fmt: skip
     (record,) = json.loads(capsys.readouterr().out)
-    assert record["backend"] == backend and record["ratio"] > 0
+    assert (record["backend"], record["size"], record["batch_size"]) == (backend, 67, 8)
+    assert record["baseline_images_per_s"] == pytest.approx(16 / 1.0)
+    assert record["images_per_s"] == pytest.approx(16 / 0.25)
+    assert record["ratio"] == pytest.approx(4.0)
 
 
 def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
