@@ -142,6 +142,9 @@ def test_data_benchmark_records(backend, synthetic_root, capsys, monkeypatch):
 
 
 def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
+    from nin.resources import memory
+    from nin.spec import chapter_spec
+
     monkeypatch.setenv("NIN_DATA_DIR", str(synthetic_root))
     memory_bench.main(["--backend", "torch", "--size", "67", "--batch-size", "2", "--json"])
     records = json.loads(capsys.readouterr().out)
@@ -149,7 +152,23 @@ def test_memory_benchmark_records(synthetic_root, monkeypatch, capsys):
 
     fast_dtype = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
     assert [(r["fast"], r["dtype"]) for r in records] == [(False, "fp32"), (True, fast_dtype)]
-    assert all(r["measured_bytes"] > 0 and r["estimate_bytes"] > 0 for r in records)
+    # the estimate for SGD: the parameters and their gradients in fp32, no optimizer state,
+    # and the stored activations, which take half as many bytes in bf16
+    blocks = [(1, 96, 11), (96, 256, 5), (256, 384, 3), (384, 10, 3)]  # (in, out, kernel)
+    # each NiN block: its k x k conv, then two 1 x 1 convs; the chapter's NiN: 1,992,166
+    params = sum(i * o * k * k + o + 2 * (o * o + o) for i, o, k in blocks)
+    weights = 2 * 4 * params
+    plain, fast = records
+    assert plain["estimate_bytes"] == memory(chapter_spec(), 67, 2, "sgd", 4)["training"]
+    activations = plain["estimate_bytes"] - weights
+    assert activations > 0
+    width = 2 if fast_dtype == "bf16" else 4
+    assert fast["estimate_bytes"] == weights + activations * width // 4
+    for r in records:
+        assert r["ratio"] == r["measured_bytes"] / r["estimate_bytes"]
+        # the first step allocates the gradients (4 bytes a parameter) and keeps them: a peak
+        # below that is a unit slip (the kB of /proc/self/status read as bytes)
+        assert r["measured_bytes"] >= 4 * params, r
 
 
 def test_gpu_check_fails_when_a_stage_failed(tmp_path, monkeypatch):
