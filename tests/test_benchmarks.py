@@ -200,6 +200,12 @@ def test_gpu_check_fails_when_a_stage_failed(tmp_path, monkeypatch):
     assert error["problem"] == "failed stages: " + "; ".join(records.problems)
 
 
+def _is_count(accuracy: float, images: int) -> bool:
+    """Whether `accuracy` is k / images for a whole k from 0 to images (to float rounding)."""
+    k = round(accuracy * images)
+    return 0 <= k <= images and accuracy == pytest.approx(k / images, rel=0, abs=1e-9)
+
+
 def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
     """benchmarks/gpu.py on the CPU (`--device cpu --quick`): the first backend's process
     aborts after its probe; the next one's records are all written."""
@@ -240,12 +246,17 @@ def test_gpu_check_survives_a_crashing_backend(synthetic_root, tmp_path):
         assert "problem" not in sprint, sprint.get("problem")
         assert (sprint["recipe"], sprint["resize"]) == ("sprint", 67)
         assert sprint["batches_per_epoch"] == 2
-        assert sprint["train_seconds"] > 0 and 0 <= sprint["test_acc"] <= 1
-        assert sprint["test_images"] > 0
+        # an accuracy is a count of images over their number: the whole synthetic test split
+        # of 100 for the sprint (its score and its plain one), one batch of 8 for the
+        # chapter's epoch (--quick: limit_val_batches=1); a mean over unequal batches, or
+        # over other images, is not
+        assert sprint["test_images"] == 100 and sprint["train_seconds"] > 0
+        assert _is_count(sprint["test_acc"], 100) and _is_count(sprint["test_acc_plain"], 100)
+        assert sprint["reached"] == (sprint["test_acc"] >= 0.90)
         assert "cpu" in sprint["device"].lower()  # where it trained: "cpu", "/CPU:0", "cpu(0)"
         assert sprint["seconds"] >= sprint["train_seconds"] and "setup_seconds" not in sprint
         epoch = next(r for r in records if r["kind"] == "chapter_epoch")
-        assert epoch["seconds"] > 0 and 0 <= epoch["test_acc"] <= 1
+        assert epoch["seconds"] > 0 and _is_count(epoch["test_acc"], 8), epoch
         one, two = [r for r in records if r["kind"] == "scaling"]
         assert (one["devices"], one["efficiency"], one["engine"]) == (1, 1.0, None)
         assert two["devices"] == 2 and two["global_batch"] == 2 * one["global_batch"]
