@@ -66,7 +66,7 @@ gpu-check: setup
 shapes: setup
 	$(PY) -m nin shapes --backend all
 
-# The step, data and memory benchmarks (see README, "Speed"); minutes on a 2-core CPU.
+# The step, data and memory benchmarks (docs/benchmarks.md); minutes on a 2-core CPU.
 bench: setup
 	$(PY) -m benchmarks.train --backend all --size 224 96 --batch-size 128 --steps 5
 	$(PY) -m benchmarks.data --backend all --size 224

@@ -1,13 +1,16 @@
 """Gather the docs site's pages into build/docs for `make docs` (mkdocs.yml reads them there):
-the README as the home page, docs/*.md and their images, the five notebooks (executed at
-build time by mkdocs-jupyter), and one API page per module, generated from the docstrings
-by mkdocstrings."""
+the README as the home page, docs/*.md and their images (docs/benchmarks.md with the tables
+of benchmarks/results/ in place of its marker line: scripts/benchmark_records.py), the five
+notebooks (executed at build time by mkdocs-jupyter), and one API page per module, generated
+from the docstrings by mkdocstrings."""
 
 from __future__ import annotations
 
 import shutil
 import sys
 from pathlib import Path
+
+from benchmark_records import MARKER, records_markdown  # scripts/, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
 # API pages: the d2l surface (one backend shown; the other two have the same names), and the
@@ -35,6 +38,11 @@ def assemble(out: Path) -> None:
     (out / "index.md").write_text((ROOT / "README.md").read_text().replace("](docs/", "]("))
     for page in sorted((ROOT / "docs").glob("*.md")):
         shutil.copy(page, out / page.name)
+    benchmarks = out / "benchmarks.md"
+    text = benchmarks.read_text()
+    if MARKER not in text:
+        raise SystemExit(f"docs/benchmarks.md lost its marker line {MARKER!r}: put it back")
+    benchmarks.write_text(text.replace(MARKER, records_markdown()))
     shutil.copytree(ROOT / "docs" / "img", out / "img")
     shutil.copytree(
         ROOT / "notebooks", out / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")

@@ -7,7 +7,7 @@ import pytest
 from benchmarks import data as data_bench
 from benchmarks import memory as memory_bench
 from benchmarks import train as train_bench
-from conftest import BACKENDS
+from conftest import BACKENDS, ROOT
 from nin.training import cpu_has_bf16
 
 
@@ -320,3 +320,69 @@ def test_time_to_accuracy_refuses_seeds_it_cannot_add():
         tta.main(["--first-seed", "-1"])
     with pytest.raises(SystemExit, match="ran there with seed 0: add --compare none"):
         tta.main(["--recipe", "quality", "--first-seed", "1"])
+
+
+def _records_script():
+    """scripts/benchmark_records.py, which docs/benchmarks.md's tables come from."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_records", ROOT / "scripts" / "benchmark_records.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_records_page_shows_a_new_record_file(tmp_path):
+    """A record file dropped into benchmarks/results/ becomes a table on the next docs build:
+    one row per backend and recipe with the median of its seeds, a memory record in MiB, a
+    held-out history's last epoch, and the pages that name each file."""
+    records = _records_script()
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    (results / "memory").mkdir(parents=True)
+    (results / "held-out").mkdir()
+    docs.mkdir()
+    (docs / "training.md").write_text("see time_to_accuracy-2027-01-02-new.jsonl")
+    run = {"backend": "torch", "recipe": "sprint", "target": 0.9, "capped": False, "epochs": 2}
+    run |= {"resize": 67, "batch_size": 128, "batches_per_epoch": 469, "lr": 0.003}
+    run |= {"peak_gflops": {"fp32": 100.0, "bf16": None}}
+    runs = [  # seeds 0 to 2: medians of 20 s and 150 images/s (means: 30 and 183)
+        dict(run, seed=s, train_seconds=t, images_per_s=i, test_acc=a, reached=a >= 0.9)
+        for s, t, i, a in [(0, 10.0, 300.0, 0.91), (1, 60.0, 100.0, 0.89), (2, 20.0, 150.0, 0.9)]
+    ]
+    (results / "time_to_accuracy-2027-01-02-new.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in runs)
+    )
+    step = {"variant": "a step", "backend": "mxnet", "dtype": "fp32", "size": 224}
+    step |= {"batch_size": 128, "measured_bytes": 3 * 2**20, "estimate_bytes": 2**21, "ratio": 1.5}
+    (results / "memory" / "m-2027-01-02.jsonl").write_text(json.dumps(step) + "\n")
+    recipe = {"name": "quality", "optimizer": "adam", "lr": 0.002}
+    history = {"config": {"recipe": recipe, "optimizer": "Adam", "augment": "flip"}}
+    history["epochs"] = [{"epoch": 10, "val_acc": 0.93456, "images_per_s": 500.4}]
+    (results / "held-out" / "q.history.json").write_text(json.dumps(history))
+    (results / "held-out" / "other.jsonl").write_text("{}\n{}\n")
+
+    page = records.records_markdown(results, tmp_path)
+    row = (
+        "| torch | sprint | timed | 2 epochs (batch 128) at 67x67, lr 0.003, augment none "
+        "| 0, 1, 2 | 20 | 150 | 0.9100, 0.8900, 0.9000 | 2 of 3 >= 0.9 |"
+    )
+    assert row in page.splitlines(), page
+    assert "3 runs; machine peak in the same run: fp32 100 GFLOP/s, bf16 not measured; " in page
+    assert "quoted in docs/training.md." in page
+    assert "| a step | mxnet | fp32 | 224, batch 128 | 3 | 2 | 1.50 |" in page
+    assert (
+        "| `held-out/q.history.json` | quality | Adam, lr 0.002 | flip | not recorded | 10 " in page
+    )
+    assert "| 0.9346 | 500 | not quoted in the docs |" in page
+    assert "- `held-out/other.jsonl`: 2 records; not quoted in the docs." in page
+
+
+def test_the_records_page_lists_every_committed_record():
+    page = _records_script().records_markdown()
+    results = ROOT / "benchmarks" / "results"
+    files = [p for p in results.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for path in files:
+        assert path.name in page, path
