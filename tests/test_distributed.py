@@ -274,7 +274,7 @@ def test_a_wait_that_never_ends_ends_the_process_saying_why(hint, says):
     with exit code 3 and what to look at, instead of waiting for ever."""
     code = (
         "import time\n"
-        "from nin.cli import _within\n"
+        "from nin.cli.train import _within\n"
         f"_within(1, 'meet the others', time.sleep, 60, hint={hint!r})\n"
         "print('returned')\n"
     )

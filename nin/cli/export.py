@@ -1,0 +1,26 @@
+"""`nin export`: a weight file as ONNX or safetensors."""
+
+from __future__ import annotations
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", allow_abbrev=False, help="a weight file as ONNX or safetensors")
+    p.add_argument("--weights", required=True, help="a weights.npz a run wrote (or .safetensors)")
+    p.add_argument("--format", required=True, choices=["onnx", "safetensors"])
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="ONNX: standardize the input in the graph, as the nin recipe's model does",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nin import export
+
+    out = export.export_file(args.weights, args.format, args.out, args.normalize)
+    print(f"nin: wrote {out} ({args.format}, {out.stat().st_size:,} bytes) from {args.weights}")
+    return 0
