@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from nin import spec as _spec
-from nin.backends import resolve_backends
+from nin.backends import BACKENDS, resolve_backends
+from nin.cli import flags
 from nin.cli.flags import non_negative_int, positive_int
 from nin.cli.wording import cli_wording
 
@@ -20,36 +21,32 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--backends",
-        default="torch,mxnet,tensorflow",
+        default=",".join(BACKENDS),
         help="comma-separated backends; add onnxruntime for the exported ONNX graph (inference)",
     )
-    p.add_argument("--reference", default="torch")
+    reference = next(iter(BACKENDS))
     p.add_argument(
-        "--size", type=positive_int, default=None, help="input size (224; 67 with --data-parallel)"
+        "--reference",
+        default=reference,
+        help=f"the backend the others are measured against (default: {reference})",
     )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help="batch (4; the global batch, 16, with --data-parallel)",
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--num-classes", type=positive_int, default=10)
-    p.add_argument("--weights", default=None, help="a canonical weight file (.npz) to load")
-    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for the input batch")
+    flags.add_size(p, None, help="input size (224; 67 with --data-parallel)")
+    flags.add_batch_size(p, None, help="batch (4; the global batch, 16, with --data-parallel)")
+    flags.add_seed(p)
+    flags.add_num_classes(p)
+    flags.add_weights(p, "a canonical weight file (.npz) to load")
+    flags.add_data_dir(p, help="Fashion-MNIST folder for the input batch")
     p.add_argument(
         "--train-steps",
         type=non_negative_int,
         default=0,
         help="instead: train N SGD steps in each backend and compare the losses",
     )
-    p.add_argument(
-        "--num-gpus",
-        type=int,
-        choices=[0, 1],
-        default=0,
-        help="with --train-steps: train on the first GPU (1) or the CPU (0, the "
-        "default); the layer comparison runs in fp32 on the CPU",
+    flags.add_num_gpus(
+        p,
+        0,
+        "with --train-steps: train on the first GPU (1) or the CPU (0, the default); the "
+        "layer comparison runs in fp32 on the CPU",
     )
     p.add_argument(
         "--plot",
@@ -69,7 +66,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="with --data-parallel: the N replicas as N machines on 127.0.0.1 (--nnodes)",
     )
-    p.add_argument("--json", action="store_true")
+    flags.add_json(p)
     p.set_defaults(func=run)
 
 

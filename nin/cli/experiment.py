@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nin import spec as _spec
-from nin.cli.flags import add_recipe_flags, non_negative_int, positive_int
+from nin.cli import flags
 from nin.cli.runs import claim_out, optimizer_slots, recipe_from_args
 from nin.cli.wording import cli_wording
 
@@ -19,29 +19,19 @@ def add_parser(sub) -> None:
         default="nin,nin-1x1-1,nin-1x1-3",
         help="comma-separated names from nin/variants.py, or all",
     )
-    p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
-    p.add_argument("--epochs", type=positive_int, default=1)
-    p.add_argument("--resize", type=positive_int, default=96)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--limit-train-batches", type=positive_int, default=None)
-    add_recipe_flags(p, default="nin")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument(
-        "--out",
-        default=None,
-        help="folder for the results (default: a new runs/experiment-... folder)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    flags.add_backend(p)
+    flags.add_epochs(p, 1)
+    flags.add_resize(p, 96)
+    flags.add_batch_size(p, 128)
+    flags.add_limit_train_batches(p)
+    flags.add_recipe_flags(p, default="nin")
+    flags.add_seed(p)
+    flags.add_data_dir(p)
+    flags.add_out(p, "folder for the results (default: a new runs/experiment-... folder)")
+    flags.add_overwrite(p, "replace the results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--no-fast", action="store_true", help="plain fp32, no graph fast paths")
-    p.add_argument(
-        "--num-gpus",
-        type=int,
-        choices=[0, 1],
-        default=1,
-        help="the first GPU when there is one (1, the default), or 0 for the CPU",
-    )
+    flags.add_no_fast(p, "plain fp32, no graph fast paths")
+    flags.add_num_gpus(p, 1, "the first GPU when there is one (1, the default), or 0 for the CPU")
     p.set_defaults(func=run)
 
 

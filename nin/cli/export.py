@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from nin.cli import flags
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", allow_abbrev=False, help="a weight file as ONNX or safetensors")
-    p.add_argument("--weights", required=True, help="a weights.npz a run wrote (or .safetensors)")
+    flags.add_weights(p, "a weights.npz a run wrote (or .safetensors)", required=True)
     p.add_argument("--format", required=True, choices=["onnx", "safetensors"])
-    p.add_argument("--out", required=True, help="the file to write")
+    flags.add_out(p, "the file to write", required=True)
     p.add_argument(
         "--normalize",
         action="store_true",

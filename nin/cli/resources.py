@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from nin import spec as _spec
-from nin.cli.flags import positive_int
+from nin.cli import flags
 
 __all__ = ["add_parser", "run"]
 
@@ -15,11 +15,17 @@ def add_parser(sub) -> None:
         "resources", allow_abbrev=False, help="parameters, MACs and memory from the spec"
     )
     p.add_argument("--variant", default="nin", help="see nin/variants.py (default: nin)")
-    p.add_argument("--size", type=positive_int, default=224)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--num-classes", type=positive_int, default=10)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
-    p.add_argument("--json", action="store_true")
+    flags.add_size(p, 224, help="input height and width")
+    flags.add_batch_size(p, 128)
+    flags.add_num_classes(p)
+    p.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=["sgd", "momentum", "adam"],
+        help="the optimizer whose state the training memory counts: sgd (none), momentum or "
+        "adam (default: sgd)",
+    )
+    flags.add_json(p)
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from nin import spec as _spec
+from nin.cli.flags import flag_name
 
 __all__ = [
     "CHAPTER_TRAINING_LR",
@@ -63,14 +64,8 @@ def optimizer_slots(recipe) -> str:
     return "adam" if recipe.optimizer == "adam" else "momentum" if recipe.momentum else "sgd"
 
 
-# the args NIN_QUICK caps, with the flag that sets each
-_QUICK_FLAGS = {
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "resize": "--resize",
-    "limit_train_batches": "--limit-train-batches",
-    "limit_val_batches": "--limit-val-batches",
-}
+# the args NIN_QUICK caps
+_QUICK_ARGS = ("epochs", "batch_size", "resize", "limit_train_batches", "limit_val_batches")
 
 
 def apply_quick(args, argv):
@@ -99,9 +94,9 @@ def apply_quick(args, argv):
         ) from None
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
     clashes = [
-        f"{flag} {getattr(args, name)}"
-        for name, flag in _QUICK_FLAGS.items()
-        if flag in given and getattr(args, name) != wanted[name]
+        f"{flag_name(name)} {getattr(args, name)}"
+        for name in _QUICK_ARGS
+        if flag_name(name) in given and getattr(args, name) != wanted[name]
     ]
     if clashes:
         raise ValueError(
@@ -110,7 +105,7 @@ def apply_quick(args, argv):
             f"{wanted['resize']}x{wanted['resize']}, but {', '.join(clashes)} were given: "
             f"unset {ENV_VAR} for the run you asked for, or drop those flags"
         )
-    for name in _QUICK_FLAGS:
+    for name in _QUICK_ARGS:
         if hasattr(args, name):
             setattr(args, name, wanted[name])
     print(

@@ -7,7 +7,7 @@ import sys
 
 from nin import spec as _spec
 from nin.backends import BackendUnavailableError, get_backend, resolve_backends
-from nin.cli.flags import positive_int
+from nin.cli import flags
 from nin.cli.wording import cli_wording
 from nin.resources import num_params
 
@@ -18,10 +18,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "shapes", allow_abbrev=False, help="each backend's layer table and parameter count"
     )
-    p.add_argument("--backend", default="all", help="torch, mxnet, tensorflow or all")
-    p.add_argument("--size", type=positive_int, default=224, help="input height and width")
-    p.add_argument("--num-classes", type=positive_int, default=10)
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    flags.add_backend(p, all_ok=True)
+    flags.add_size(p, 224, help="input height and width")
+    flags.add_num_classes(p)
+    flags.add_json(p)
     p.set_defaults(func=run)
 
 

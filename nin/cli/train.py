@@ -8,7 +8,8 @@ import sys
 
 from nin import spec as _spec
 from nin.backends import get_backend
-from nin.cli.flags import add_recipe_flags, dropout_rate, non_negative_int, positive_int
+from nin.cli import flags
+from nin.cli.flags import dropout_rate, non_negative_int, positive_int
 from nin.cli.runs import (
     CHAPTER_TRAINING_LR,
     claim_out,
@@ -23,49 +24,50 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    """`nin train`'s flags; with none given, it trains `make train`'s run: the sprint plan
+    (nin.training.PLANS), 0.91 in two short epochs, under 10 minutes on a 2-core CPU with or
+    without bf16 (README, Training)."""
+    from nin.training import PLANS
+
+    plan, book = PLANS["sprint"], PLANS["book"]
+    smallest = _spec.min_input_size(_spec.chapter_spec())
     p = sub.add_parser("train", allow_abbrev=False, help="train the chapter's NiN on Fashion-MNIST")
-    # the defaults are `make train`'s: the sprint plan (nin.training.PLANS), 0.91 in two
-    # short epochs, under 10 minutes on a 2-core CPU with or without bf16 (README, Training)
-    p.add_argument("--backend", default="torch", choices=["torch", "mxnet", "tensorflow"])
-    p.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=2,
-        help="passes over the training set (default: 2, the sprint's; the chapter's 10)",
+    flags.add_backend(p)
+    flags.add_epochs(
+        p,
+        plan.epochs,
+        help=f"passes over the training set (default: {plan.epochs}, the sprint plan's; the "
+        f"chapter's {book.epochs})",
     )
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument(
-        "--resize",
-        type=positive_int,
-        default=67,
-        help="image size; the chapter uses 224; 67, the smallest the network takes, is "
-        "the default (the sprint's), 96 is nin's",
+    flags.add_batch_size(
+        p,
+        plan.batch_size,
+        help=f"images a step (default: {plan.batch_size}, the sprint plan's)",
     )
-    add_recipe_flags(p, default="sprint")
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with the Fashion-MNIST IDX files (default: $NIN_DATA_DIR or "
-        "~/.cache/nin/fashion-mnist, downloaded if missing)",
+    flags.add_resize(
+        p,
+        plan.resize,
+        help=f"image size (default: {plan.resize}, the sprint plan's; the chapter uses "
+        f"{book.resize}; {smallest} is the smallest the network takes)",
     )
-    p.add_argument("--limit-train-batches", type=positive_int, default=None)
+    flags.add_recipe_flags(p, default=plan.recipe)
+    flags.add_data_dir(p)
+    flags.add_limit_train_batches(p, plan.limit_train_batches)
     p.add_argument("--limit-val-batches", type=positive_int, default=None)
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument(
-        "--out",
-        default=None,
-        help="folder for history, plot, checkpoint and weights (default: a new "
+    flags.add_seed(p)
+    flags.add_out(
+        p,
+        "folder for history, plot, checkpoint and weights (default: a new "
         "runs/<backend>-<recipe>-<date-time> folder; an existing run is never "
         "replaced without --overwrite)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    p.add_argument(
-        "--no-fast",
-        action="store_true",
-        help="the plain fp32 step as the chapter runs it (default: the fast path: "
-        "bf16 where the hardware has it; channels-last in PyTorch, compiled "
-        "steps in TensorFlow, hybridized ones in MXNet)",
+    flags.add_overwrite(p, "replace the run already in --out")
+    flags.add_no_fast(
+        p,
+        "the plain fp32 step as the chapter runs it (default: the fast path: bf16 where the "
+        "hardware has it; channels-last in PyTorch, compiled steps in TensorFlow, "
+        "hybridized ones in MXNet)",
     )
     p.add_argument(
         "--on-stuck",
@@ -73,22 +75,32 @@ def add_parser(sub) -> None:
         choices=["stop", "warn"],
         help="what to do when the loss stays at chance (default: stop)",
     )
+    _add_data_flags(p, plan)
+    _add_device_flags(p)
+    p.set_defaults(func=run)
+
+
+def _add_data_flags(p, plan) -> None:
+    """What the data and the model are beside the recipe: augmentation, TTA, the validation
+    split, dropout."""
     p.add_argument(
         "--augment",
-        default="none",
+        default=plan.augment,
         choices=list(AUGMENTATIONS),
         help="training-image augmentation, in the shared NumPy pipeline: flip mirrors each "
         "image left-right with probability 1/2 (the quality recipe's), flip-shift also "
         "shifts it by up to 2 pixels each way, flip-erase mirrors and then fills a random "
-        "rectangle of half the images with noise (random erasing) (default: none, as the chapter)",
+        "rectangle of half the images with noise (random erasing) (default: "
+        f"{plan.augment}, the sprint plan's; the chapter's: none)",
     )
     p.add_argument(
         "--tta",
-        default="none",
+        default=plan.tta,
         choices=list(TTA),
         help="after training, also score the validation split with test-time augmentation: "
         "flip sums each image's class probabilities with its mirror image's (the quality "
-        "recipe's), flip-shift adds one-pixel shifts of both (10 views) (default: none)",
+        "recipe's), flip-shift adds one-pixel shifts of both (10 views) (default: "
+        f"{plan.tta}, the sprint plan's)",
     )
     p.add_argument(
         "--val-split",
@@ -103,6 +115,9 @@ def add_parser(sub) -> None:
         default=None,
         help="the dropout rate (default: the chapter's 0.5; 0 turns it off)",
     )
+
+
+def _add_device_flags(p) -> None:
     g = p.add_argument_group(
         "several devices and machines (docs/distributed.md): the global batch (--batch-size) "
         "is split across them, and the same model trains"
@@ -119,8 +134,8 @@ def add_parser(sub) -> None:
         "--node-rank", type=non_negative_int, default=0, help="this machine's rank, from 0"
     )
     g.add_argument("--master", default=None, help="HOST:PORT of the machine with --node-rank 0")
+    # a process the launcher started (PyTorch's torchrun workers)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
