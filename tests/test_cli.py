@@ -4,6 +4,7 @@ the parser is built; the modules and functions stay small."""
 
 import argparse
 import ast
+import re
 import sys
 from collections import Counter
 
@@ -135,3 +136,16 @@ def test_the_modules_and_their_functions_are_small(path):
         and node.end_lineno - node.lineno + 1 > 60
     ]
     assert not long, f"{path.name}: {long}"
+
+
+def test_the_cli_never_branches_on_a_backend_s_name():
+    """What differs between backends is asked of the backend (`nin.distributed.Launch`, its
+    launch.py); the command line names none (docs/design.md)."""
+    pattern = re.compile(r'backend ==|backend !=|"torch"|"mxnet"|"tensorflow"')
+    said = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(CLI.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not said, said

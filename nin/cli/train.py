@@ -4,7 +4,6 @@ or several (docs/distributed.md)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from nin import spec as _spec
 from nin.backends import get_backend
@@ -139,27 +138,55 @@ def _add_device_flags(p) -> None:
 
 
 def run(args) -> int:
-    from nin.resources import check_fits_in_memory
+    from nin.distributed import Layout, check_layout
 
     recipe = recipe_from_args(args)
-    if args.tta != "none" and (_parallel(args) or args.worker):
+    layout = Layout(args.devices, args.nnodes, args.node_rank, args.master, args.worker)
+    if args.tta != "none" and (layout.parallel or layout.worker):
         raise ValueError(
             "--tta scores the model in one process after training; a data-parallel run "
             "(--devices/--nnodes) does not offer it: drop --tta, or train on one device"
         )
-    if (_parallel(args) or args.master or args.node_rank) and not args.worker:
-        from nin.distributed import check_layout
-
-        check_layout(args.devices, args.nnodes, args.node_rank, args.master)
-        if args.master and args.nnodes == 1 and args.backend != "torch":
-            raise ValueError(
-                f"--master is the first machine's address, for --nnodes 2 or more; "
-                f"{args.backend} trains one machine's devices in one process: drop --master"
-            )
-        if args.backend == "torch":
-            return _launch_torch(args, recipe)
+    if not layout.worker:  # (a launcher checked its workers' layout)
+        check_layout(layout.devices, layout.nnodes, layout.node_rank, layout.master)
     B = get_backend(args.backend)
+    launch = B.launch.Launch(layout)  # the backend's hooks: nin.distributed.Launch
+    if not layout.worker:
+        launch.check()
+    if launch.starts_workers():
+        return launch.start_workers(_worker_argv(args, recipe))
+    spec = _checked_spec(args, B, recipe)
+    writer = launch.join()
+    out = _claim_run_folder(args, recipe, writer)
+    if writer:
+        _say_start(args, recipe, out)
+
+    def train(engine: dict) -> None:
+        history = _train(args, B, recipe, spec, engine, out)
+        if writer:
+            _say_done(args, history, out)
+
+    launch.run(train, cli_wording)
+    return 0
+
+
+def _worker_argv(args, recipe) -> list[str]:
+    """The command line the workers run: this one, the run's folder claimed on the first
+    machine first, and named for them when the user gave none."""
     from nin.training import claim_out_dir
+
+    if args.node_rank != 0:
+        return list(args.argv)
+    if args.out is not None:
+        claim_out_dir(args.out, args.resume, args.overwrite)
+        return list(args.argv)
+    return [*args.argv, "--out", str(claim_out(args, args.backend, recipe.name))]
+
+
+def _checked_spec(args, B, recipe):
+    """The network the flags ask for, refused before any work when the input is too small
+    for it or the batch would not fit in this machine's memory."""
+    from nin.resources import check_fits_in_memory
 
     spec = _spec.with_class_block_relu(_spec.chapter_spec(10), recipe.class_block_relu)
     if args.dropout is not None:
@@ -167,158 +194,17 @@ def run(args) -> int:
     _spec.check_input_size(spec, args.resize, name="resize")
     if not B.num_gpus():  # on a GPU the host's memory is not what limits the batch
         check_fits_in_memory(spec, args.resize, args.batch_size, optimizer_slots(recipe))
-    multi_cpu = args.backend == "tensorflow" and args.nnodes > 1 and not B.num_gpus()
-    if multi_cpu and args.devices > 1:
-        raise ValueError(
-            "TensorFlow's MultiWorkerMirroredStrategy runs one CPU replica a machine: "
-            "give --devices 1 on a machine without GPUs"
-        )
-    writer = _join_torch_group() if args.worker else args.node_rank == 0
-    if writer and args.out is not None:  # before the data is read: folder, resume, overwrite
-        claim_out_dir(args.out, args.resume, args.overwrite)
-    out = claim_out(args, args.backend, recipe.name) if writer or args.out else None
-    if writer:
-        _say_start(args, recipe, out)
-    if args.backend == "mxnet" and args.nnodes > 1:
-        return _train_dist_sync(args, B, recipe, spec, out, writer)
-    engine = _start_engine(args, B)
-    history = _train(args, B, recipe, spec, engine, out)
-    if writer:
-        _say_done(args, history, out)
-    if args.worker:
-        _leave_torch_group()
-    return 0
+    return spec
 
 
-def _parallel(args) -> bool:
-    return args.devices > 1 or args.nnodes > 1
-
-
-def _launch_torch(args, recipe) -> int:
-    """`--devices`/`--nnodes` in PyTorch: torchrun starts one worker process per device, each
-    running this same command (with --worker); the first machine claims the run folder."""
-    import subprocess
-
-    import torch
-
-    from nin.distributed import torchrun_command
+def _claim_run_folder(args, recipe, writer: bool):
+    """The run's folder: claimed by the process that writes, before the data is read
+    (folder, resume, overwrite); the others are told --out, or write nothing."""
     from nin.training import claim_out_dir
 
-    if 0 < torch.cuda.device_count() < args.devices:
-        raise ValueError(
-            f"--devices {args.devices} asks for {args.devices} GPUs and this machine has "
-            f"{torch.cuda.device_count()}; ask for {torch.cuda.device_count()} or fewer"
-        )
-    argv = _without_flag(args.argv, "--master")  # torchrun has it (and would take it for its
-    # --master-addr / --master-port); the workers find the group through torchrun
-    if args.node_rank == 0:
-        if args.out is not None:
-            claim_out_dir(args.out, args.resume, args.overwrite)
-        else:
-            argv += ["--out", str(claim_out(args, args.backend, recipe.name))]
-    cmd = torchrun_command(
-        ["nin", *argv, "--worker"], args.devices, args.nnodes, args.node_rank, args.master
-    )
-    print(f"nin: starting {args.devices} PyTorch worker(s) on this machine: {' '.join(cmd)}")
-    return subprocess.call(cmd)
-
-
-def _without_flag(argv: list[str], flag: str) -> list[str]:
-    """`argv` less `flag VALUE` and `flag=VALUE`."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == flag:
-            skip = True
-        elif not a.startswith(flag + "="):
-            out.append(a)
-    return out
-
-
-def _join_torch_group() -> bool:
-    """A worker torchrun started joins the process group it set up; True on rank 0."""
-    import torch
-    from torch import distributed as dist
-
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank() == 0
-
-
-def _leave_torch_group() -> None:
-    """A worker's clean end, as torch.distributed asks: every process past its last
-    collective (a peer that failed after it does not keep this one waiting past 10 minutes),
-    then the process group destroyed before the interpreter exits."""
-    from torch import distributed as dist
-
-    hint = "another worker ended before it (its error is above)"
-    _within(600, "meet the other workers after training", dist.barrier, hint=hint)
-    dist.destroy_process_group()
-
-
-def _start_engine(args, B) -> dict:
-    """This process's part in a data-parallel run (nothing for one device): the Trainer's
-    `devices`, `engine` and `rank`. Called once the run's folder is claimed, so that a refusal
-    comes before any peer waits for this process."""
-    if not _parallel(args):
-        return {}
-    from nin.callbacks import StallWatchdog
-
-    if args.backend == "torch":  # several processes: none waits for ever on a failed one
-        return {"devices": args.devices, "callbacks": [StallWatchdog()]}
-    if args.nnodes == 1:  # one process: TensorFlow's MirroredStrategy, MXNet's contexts
-        if args.backend == "tensorflow" and not B.num_gpus():
-            B.use_cpu_devices(args.devices)  # before TensorFlow starts
-        return {"devices": args.devices}
-    from nin.distributed import free_port, parse_master, rendezvous
-
-    if args.backend == "tensorflow":  # MultiWorkerMirroredStrategy, one process a machine
-        workers = rendezvous(args.master, args.node_rank, args.nnodes, free_port())
-        strategy = B.multi_worker_strategy(
-            workers, args.node_rank, gpus=B.num_gpus() and args.devices
-        )
-        return {"devices": args.devices, "engine": strategy, "callbacks": [StallWatchdog()]}
-    host, port = parse_master(args.master)  # MXNet: dist_sync, its scheduler at --master
-    if args.node_rank == 0:
-        args.servers = B.start_parameter_server(host, port, args.nnodes)
-    kv = _within(
-        600, "join MXNet's dist_sync job at --master", B.join_dist_sync, host, port, args.nnodes
-    )
-    # the scheduler numbers the workers as it likes: the first machine writes, and the data's
-    # parts follow the machines' ranks
-    return {
-        "devices": args.devices,
-        "engine": kv,
-        "rank": args.node_rank,
-        "callbacks": [StallWatchdog()],
-    }
-
-
-def _within(seconds: float, what: str, fn, *fn_args, hint: str = ""):
-    """`fn(*fn_args)`, or this process ended (exit code 3) with a message when it has not
-    returned after `seconds`: a machine that never came leaves the others waiting for ever."""
-    import os
-    import threading
-
-    hint = hint or (
-        "start every machine with the same --nnodes and --master, each with its own --node-rank"
-    )
-
-    def give_up():
-        print(
-            f"error: could not {what} within {seconds:.0f} s: {hint}",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(3)
-
-    timer = threading.Timer(seconds, give_up)
-    timer.daemon = True
-    timer.start()
-    try:
-        return fn(*fn_args)
-    finally:
-        timer.cancel()
+    if writer and args.out is not None:
+        claim_out_dir(args.out, args.resume, args.overwrite)
+    return claim_out(args, args.backend, recipe.name) if writer or args.out else None
 
 
 def _score_with_tta(args, B, model, data, trainer, history, out) -> None:
@@ -383,38 +269,6 @@ def _say_start(args, recipe, out) -> None:
         f"writing to {out}",
         flush=True,
     )
-
-
-def _train_dist_sync(args, B, recipe, spec, out, writer) -> int:
-    """An MXNet dist_sync worker: a failure ends this process at once (a worker that returned
-    would wait forever for the others at the kvstore's exit barrier), a run that stops making
-    progress ends too (a peer that failed leaves the others waiting in a sum that never
-    completes; `StallWatchdog`), and the kvstore is let go before the interpreter ends; the
-    first machine then waits for its scheduler and server."""
-    import gc
-    import os
-    import traceback
-
-    try:
-        engine = _start_engine(args, B)
-        history = _train(args, B, recipe, spec, engine, out)
-        if writer:
-            _say_done(args, history, out)
-        engine.clear()
-        gc.collect()  # the kvstore's destructor: the workers' exit barrier
-    except BaseException as err:  # noqa: BLE001  (any failure: the others must not wait)
-        if not isinstance(err, (ValueError, OSError, RuntimeError)):
-            traceback.print_exc()
-        print(f"error: {cli_wording(str(err))}", file=sys.stderr, flush=True)
-        for proc in getattr(args, "servers", []):
-            proc.kill()
-        os._exit(2)
-    for proc in getattr(args, "servers", []):
-        try:
-            proc.wait(timeout=60)
-        except Exception:  # noqa: BLE001
-            proc.kill()
-    return 0
 
 
 def _train(args, B, recipe, spec, engine, out):
