@@ -55,9 +55,9 @@ test-numpy2:
 	$(NP2)/bin/python -m pip install -q -e ".[torch,test]" "torch==2.13.0" "numpy>=2"
 	$(NP2)/bin/python -c "import numpy; assert numpy.__version__ >= '2', numpy.__version__"
 	NIN_TEST_BACKENDS=torch $(NP2)/bin/python -m pytest -q -m "not d2l" tests/test_spec.py \
-	  tests/test_resources.py tests/test_data.py tests/test_backends.py tests/test_cli_shapes.py \
-	  tests/test_training.py tests/test_faithful.py tests/test_chapter.py tests/test_compare.py \
-	  tests/test_reliability.py tests/test_callbacks.py tests/test_gpu.py
+	  tests/test_resources.py tests/test_data.py tests/test_backends.py tests/test_cli.py \
+	  tests/test_cli_shapes.py tests/test_training.py tests/test_faithful.py tests/test_chapter.py \
+	  tests/test_compare.py tests/test_reliability.py tests/test_callbacks.py tests/test_gpu.py
 
 # On a machine with a GPU: each backend in its own process, records in bench-gpu.jsonl
 gpu-check: setup

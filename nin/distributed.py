@@ -15,6 +15,10 @@ The engines (the backends own them): PyTorch `DistributedDataParallel`, one proc
 (one process per machine); MXNet Gluon over a list of contexts with the `device` kvstore (one
 process) and `dist_sync` (one process per machine, with a scheduler and a server).
 `World` says where this process stands; `Shards` is the batch one process steps on.
+
+`nin train --devices/--nnodes` starts a run through each backend's `Launch` (its
+`nin/backends/<name>/launch.py`, a subclass of `Launch` here): the command line builds the
+`Layout` it was asked for and calls the same hooks whatever the backend.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["World", "Shards", "ShardedLoader", "part_slices", "SINGLE"]
+__all__ = ["World", "Shards", "ShardedLoader", "part_slices", "SINGLE", "Layout", "Launch",
+           "check_layout", "check_one_process_a_machine", "within"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -237,3 +242,111 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+def check_one_process_a_machine(layout: Layout, backend: str) -> None:
+    """Refuse --master on one machine, for an engine that trains a machine's devices in one
+    process (it names the first of several machines)."""
+    if layout.master and layout.nnodes == 1:
+        raise ValueError(
+            f"--master is the first machine's address, for --nnodes 2 or more; "
+            f"{backend} trains one machine's devices in one process: drop --master"
+        )
+
+
+def within(seconds: float, what: str, fn, *fn_args, hint: str = ""):
+    """`fn(*fn_args)`, or this process ended (exit code 3) with a message when it has not
+    returned after `seconds`: a machine that never came leaves the others waiting for ever."""
+    import os
+    import sys
+    import threading
+
+    hint = hint or (
+        "start every machine with the same --nnodes and --master, each with its own --node-rank"
+    )
+
+    def give_up():
+        print(
+            f"error: could not {what} within {seconds:.0f} s: {hint}",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(3)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(*fn_args)
+    finally:
+        timer.cancel()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The devices and machines a run asks for (`nin train --devices --nnodes --node-rank
+    --master`), and whether this process is a worker that a launcher started (`--worker`)."""
+
+    devices: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master: str | None = None
+    worker: bool = False
+
+    @property
+    def parallel(self) -> bool:
+        """Several replicas: devices on this machine, or machines."""
+        return self.devices > 1 or self.nnodes > 1
+
+    @property
+    def beyond_one_process(self) -> bool:
+        """Whether any flag asks for more than this process alone."""
+        return self.parallel or bool(self.master) or bool(self.node_rank)
+
+
+class Launch:
+    """How a backend runs `nin train` on a `Layout`: one hook per step, which the command
+    line calls in this order, for every backend alike:
+
+    1. `check()`: refuse a layout this backend cannot run, before any work (`check_layout`
+       has refused what no backend runs);
+    2. `starts_workers()`: whether this process only starts worker processes, each running
+       the same command with --worker (`start_workers(argv)`, their exit code);
+    3. `join()`: this process in its group of processes; True for the one that writes;
+    4. `run(train, wording)`: `train(trainer_args)` on this process's engine (`engine()`:
+       the Trainer's `devices`, `engine`, `rank`, `callbacks`), then `leave()`.
+
+    This base is one process training a machine's devices; each backend's launch.py
+    subclasses it as `Launch`."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def check(self) -> None:
+        """Refuse a layout this backend cannot run."""
+
+    def starts_workers(self) -> bool:
+        return False
+
+    def start_workers(self, argv: list[str]) -> int:
+        """Start this machine's workers, each running `python -m nin <argv> --worker`."""
+        raise NotImplementedError(f"{type(self).__name__} trains in this process")
+
+    def join(self) -> bool:
+        """Join this process's group (none here); True where it writes the run's files."""
+        return self.layout.node_rank == 0
+
+    def engine(self) -> dict:
+        """This process's part in a data-parallel run, as the Trainer's arguments (nothing
+        for one device). Called once the run's folder is claimed, so that a refusal comes
+        before any peer waits for this process."""
+        return {"devices": self.layout.devices} if self.layout.parallel else {}
+
+    def run(self, train, wording) -> None:
+        """`train(self.engine())`, then `leave()`; `wording` says a library message as
+        the caller's user reads it, for a hook that must print one itself."""
+        train(self.engine())
+        self.leave()
+
+    def leave(self) -> None:
+        """This process's clean end in its group (none here)."""

@@ -124,12 +124,14 @@ def test_every_backend_exposes_the_same_names(backend):
 
 def test_every_backend_package_has_the_same_layout(backend):
     """Each tab is a package of framework code: `ops` (primitives, devices), `model` (d2l's
-    classes), `trainer`, `parallel`; each name of the surface lives where docs/design.md says,
-    and nothing framework-neutral hides in the package's __init__."""
+    classes), `trainer`, `parallel`, `launch` (`nin train`'s hooks); each name of the surface
+    lives where docs/design.md says, and nothing framework-neutral hides in the package's
+    __init__."""
     import importlib
     import inspect
 
     from nin.backends import common
+    from nin.distributed import Launch
 
     B = get_backend(backend)
     modules = {m: importlib.import_module(f"{B.__name__}.{m}") for m in common.BACKEND_MODULES}
@@ -143,6 +145,9 @@ def test_every_backend_package_has_the_same_layout(backend):
             assert value.__module__ == modules[module].__name__, f"{backend}: {name} moved"
         assert getattr(B, name) is value
     assert issubclass(B.Trainer, modules["parallel"].Parallel)  # the engine is a mixin
+    # `nin train`'s hooks: a module attribute, outside __all__ (the chapter's d2l surface)
+    assert B.launch is modules["launch"] and "launch" not in B.__all__
+    assert issubclass(B.launch.Launch, Launch)
     init = inspect.getsource(B)
     assert "def " not in init and "class " not in init, "the __init__ only gathers names"
 

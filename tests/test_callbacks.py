@@ -125,7 +125,7 @@ def test_the_environment_is_read_at_the_edge_not_in_constructors(monkeypatch, sy
 
 
 def test_library_messages_name_arguments_and_the_cli_names_its_flags(tmp_path):
-    """The library's wording is Python's (`resume=True`); cli.py alone turns it into flags."""
+    """The library's wording is Python's (`resume=True`); nin.cli alone turns it into flags."""
     from nin import runs
     from nin.cli import cli_wording
 

@@ -14,6 +14,7 @@ from conftest import BACKENDS, ROOT, needs
 from nin import compare
 from nin.data import BatchSource, Loader
 from nin.distributed import (
+    Layout,
     ShardedLoader,
     Shards,
     World,
@@ -254,12 +255,38 @@ def test_tensorflow_refuses_a_model_built_outside_the_strategy(synthetic_root):
         (["--master", "nowhere"], "HOST:PORT"),
     ],
 )
-def test_the_cli_names_a_bad_layout_before_any_work(argv, message, tmp_path, capsys):
+def test_the_cli_names_a_bad_layout_before_any_work(argv, message, backend, tmp_path, capsys):
     from nin.cli import main
 
-    rc = main(["train", "--backend", "torch", "--out", str(tmp_path / "r"), *argv])
+    rc = main(["train", "--backend", backend, "--out", str(tmp_path / "r"), *argv])
     assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _refusal(backend, argv, tmp_path, capsys) -> str:
+    from nin.cli import main
+
+    rc = main(["train", "--backend", backend, "--out", str(tmp_path / "r"), *argv])
+    assert rc == 2 and not (tmp_path / "r").exists()
+    return capsys.readouterr().err
+
+
+def test_a_backend_s_own_layout_limits_are_named_before_any_work(backend, tmp_path, capsys):
+    """Each backend's launch hook (`Launch.check`) refuses what its engine cannot run; the
+    command line only asks it. PyTorch's torchrun takes --master on one machine."""
+    from nin.backends import get_backend
+
+    err = _refusal(backend, ["--tta", "flip", "--devices", "2"], tmp_path, capsys)
+    assert "--tta scores the model in one process after training" in err
+    if backend == "torch":
+        assert get_backend(backend).launch.Launch(Layout(master="h:1")).starts_workers()
+        return
+    err = _refusal(backend, ["--master", "127.0.0.1:1"], tmp_path, capsys)
+    assert f"{backend} trains one machine's devices in one process: drop --master" in err
+    if backend == "tensorflow" and not get_backend(backend).num_gpus():
+        layout = ["--nnodes", "2", "--master", "127.0.0.1:1", "--devices", "2"]
+        err = _refusal(backend, layout, tmp_path, capsys)
+        assert "MultiWorkerMirroredStrategy runs one CPU replica a machine" in err
 
 
 @pytest.mark.parametrize(
@@ -270,12 +297,12 @@ def test_the_cli_names_a_bad_layout_before_any_work(argv, message, tmp_path, cap
     ],
 )
 def test_a_wait_that_never_ends_ends_the_process_saying_why(hint, says):
-    """`_within`: the rendezvous and the workers' last barrier give up after their time,
+    """`within`: the rendezvous and the workers' last barrier give up after their time,
     with exit code 3 and what to look at, instead of waiting for ever."""
     code = (
         "import time\n"
-        "from nin.cli import _within\n"
-        f"_within(1, 'meet the others', time.sleep, 60, hint={hint!r})\n"
+        "from nin.distributed import within\n"
+        f"within(1, 'meet the others', time.sleep, 60, hint={hint!r})\n"
         "print('returned')\n"
     )
     done = subprocess.run(

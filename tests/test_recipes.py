@@ -231,29 +231,6 @@ def test_the_time_to_accuracy_recipes_are_named_and_bounded():
         Recipe("x", label_smoothing=1.0)
 
 
-def test_make_train_runs_the_cli_defaults_which_are_the_sprint_plan():
-    """`nin train` with no flags, `make train` and the sprint plan are one run (issue 18:
-    the CLI default is the recipe that serves `make train` best); `nin experiment` keeps
-    nin's recipe, with which docs/exercises.md was measured."""
-    from nin.cli import build_parser
-
-    plan = PLANS["sprint"]
-    parse = build_parser().parse_args
-    args = parse(["train"])
-    assert (args.recipe, args.epochs, args.resize, args.batch_size) == (
-        plan.recipe,
-        plan.epochs,
-        plan.resize,
-        plan.batch_size,
-    )
-    assert (args.augment, args.tta) == (plan.augment, plan.tta)
-    assert args.lr is None and plan.lr is None  # the recipe's own lr, on both sides
-    make_train = (ROOT / "Makefile").read_text().split("\ntrain:")[1].splitlines()[1].split()
-    flags = make_train[make_train.index("train") + 1 :]
-    assert vars(parse(["train", *flags])) == vars(args)
-    assert parse(["experiment"]).recipe == "nin"
-
-
 @needs("torch")
 def test_train_records_what_the_recipe_and_the_data_did(synthetic_root, tmp_path):
     cmd = [sys.executable, "-m", "nin", "train", "--backend", "torch", "--recipe", "sprint"]

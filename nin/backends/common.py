@@ -30,7 +30,7 @@ OPS_NAMES = (
     "try_gpu", "gpu", "cpu", "num_gpus", "set_seed", "to_numpy", "synchronize", "strict_fp32",
 )  # fmt: skip
 MODEL_NAMES = ("Module", "Classifier", "NiN", "FashionMNIST")
-BACKEND_MODULES = ("ops", "model", "trainer", "parallel")
+BACKEND_MODULES = ("ops", "model", "trainer", "parallel", "launch")
 
 
 def make_try_gpu(gpu: Callable, cpu: Callable, num_gpus: Callable) -> Callable:
