@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export NIN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/train-labels-idx1-ubyte.gz),$(SHARED_DATA),)
 
-.PHONY: setup setup-gpu train test lint docs test-numpy2 shapes bench gpu-check
+.PHONY: setup setup-gpu train test test-browser lint docs test-numpy2 shapes bench gpu-check
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,8 +31,15 @@ setup-gpu:
 train: setup
 	$(PY) -m nin train --backend torch --recipe sprint --epochs 2 --resize 67 --batch-size 128
 
+# lint, then the suite on two workers (pytest-xdist; worksteal evens out the long cases); the
+# browser check runs apart (test-browser)
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not browser"
+
+# The reader's view in headless Chromium: the notebooks in JupyterLab, the docs site built
+# strictly and opened (needs Debian's chromium; CI installs it)
+test-browser: setup
+	$(PY) -m pytest -q -m browser tests/test_browser.py
 
 # what the pre-commit hooks run (.pre-commit-config.yaml): lint, format, types
 lint: setup

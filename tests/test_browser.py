@@ -13,11 +13,14 @@ import pytest
 from conftest import ROOT
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium package (apt-get "
-    f"install chromium); set CHROMIUM to another build",
-)
+pytestmark = [
+    pytest.mark.browser,  # `make test-browser`, apart from `make test` (minutes: JupyterLab, docs)
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium package "
+        f"(apt-get install chromium); set CHROMIUM to another build",
+    ),
+]
 DRIVER = ROOT / "tests" / "browser_check.py"
 SHOTS = ROOT / "build" / "browser"
 
