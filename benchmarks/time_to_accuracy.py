@@ -7,7 +7,7 @@
         [--augment NAME] [--tta NAME]   (a variant of the plan; the table says so)
 
 Each run (backend, recipe, seed) is a process of its own. `--recipe` names plans
-(`nin.training.PLANS`: a Recipe with its epochs, input size, batch, batches an epoch,
+(`nin.recipes.PLANS`: a Recipe with its epochs, input size, batch, batches an epoch,
 augmentation and test-time augmentation). A run trains its plan to the end, with no
 evaluation while training, then evaluates once on all 10,000 test images. Reported apart:
 - `train_seconds`: the wall time of training, every step (the recipe evaluates nothing);
@@ -67,7 +67,8 @@ def run_one(
     record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
-    from nin.training import PLANS, resolve_recipe, tta_accuracy
+    from nin.recipes import PLANS, resolve_recipe
+    from nin.training import tta_accuracy
 
     plan = PLANS[recipe]  # `recipe` names a plan; the plan names its Recipe
     epochs, resize = epochs or plan.epochs, resize or plan.resize
@@ -329,7 +330,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(**json.loads(args.child))), flush=True)
         return 0
     from nin.backends import resolve_backends
-    from nin.training import PLANS
+    from nin.recipes import PLANS
 
     recipes = [r.strip() for r in args.recipe.split(",") if r.strip()]
     compared = [] if args.compare == "none" else [r.strip() for r in args.compare.split(",")]

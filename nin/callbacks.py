@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from nin import runs
+from nin.recipes import Recipe
 from nin.training import (
     History,
-    Recipe,
     TrainingDivergedError,
     TrainingStuckError,
     _field_diff,

@@ -148,7 +148,8 @@ def test_a_resume_after_a_stop_mid_epoch_scales_momentum_from_the_last_step_run(
     """Keras' and MXNet's SGD momentum holds the lr of the last step that ran
     (`Trainer._scale_momentum`); a run stopped mid-epoch saves a whole epoch, so its
     checkpoint keeps that lr and the resume scales the buffer from it."""
-    from nin.training import TrainerBase, lr_at
+    from nin.recipes import lr_at
+    from nin.training import TrainerBase
 
     ratios: list[float] = []
     monkeypatch.setattr(TrainerBase, "_scale_momentum", lambda self, ratio: ratios.append(ratio))

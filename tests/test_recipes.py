@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, needs
 from nin.data import BatchSource, erase, flip_shift
 from nin.experiment import plan_changes, plot_time_to_accuracy
-from nin.training import PLANS, RECIPES, Plan, Recipe
+from nin.recipes import PLANS, RECIPES, Plan, Recipe
 
 
 def test_flip_shift_moves_each_image_whole_and_is_seeded():

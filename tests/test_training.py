@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from nin import recipes
 from nin import training as T
 from nin.backends import get_backend
 from nin.data import FILES, write_idx
@@ -163,26 +164,26 @@ def test_default_is_the_chapters_model_and_nin_recipe_is_opt_in(backend):
 
     B = get_backend(backend)
     default = B.NiN()
-    assert default.recipe == T.RECIPES["book"] and default.lr == 0.1  # NiN(lr=0.1, ...)
+    assert default.recipe == recipes.RECIPES["book"] and default.lr == 0.1  # NiN(lr=0.1, ...)
     assert default.spec == chapter_spec(10)
     blocks = [layer for layer in default.spec.layers if isinstance(layer, NiNBlock)]
     assert len(blocks) == 4 and blocks[-1].out_channels == 10  # the class block too
     assert all(c.relu for block in blocks for c in block.convs)
     nin = B.NiN(recipe="nin")
     assert [c.relu for c in nin.spec.layers[7].convs] == [False] * 3
-    assert nin.recipe == T.RECIPES["nin"] and nin.lr == 1e-3
+    assert nin.recipe == recipes.RECIPES["nin"] and nin.lr == 1e-3
 
 
 def test_one_cycle_schedule():
-    lrs = [T.lr_at(s, 100, 1.0, "onecycle") for s in range(100)]
+    lrs = [recipes.lr_at(s, 100, 1.0, "onecycle") for s in range(100)]
     assert lrs[0] == pytest.approx(1 / 25) and max(lrs) == pytest.approx(1.0)
     assert lrs[-1] < 0.01 and int(np.argmax(lrs)) == 20
-    assert T.lr_at(50, 100, 0.3, "constant") == 0.3
+    assert recipes.lr_at(50, 100, 0.3, "constant") == 0.3
 
 
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="unknown recipe 'fast'.*book, nin"):
-        T.get_recipe("fast")
+        recipes.get_recipe("fast")
 
 
 def _eval_loss(backend, root, fast):
