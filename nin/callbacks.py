@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from nin import runs
+from nin.data import data_settings
 from nin.recipes import Recipe
 from nin.training import (
     History,
@@ -45,7 +46,6 @@ from nin.training import (
     _field_diff,
     _short,
     _spec_changes,
-    data_settings,
 )
 
 __all__ = [

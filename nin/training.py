@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin.data import data_settings
 from nin.distributed import SINGLE, ShardedLoader, Shards
 from nin.files import atomic_write
 from nin.recipes import PIXEL_MEAN, PIXEL_STD, Recipe, lr_at, resolve_recipe
@@ -47,7 +48,6 @@ __all__ = [
     "RUN_FILES",
     "claim_out_dir",
     "TrainerBase",
-    "data_settings",
     "finish_figure",
     "sample_batch",
     "save_checkpoint",
@@ -422,19 +422,6 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     bf16 fast path would be emulated and slower than fp32, so TensorFlow and MXNet keep fp32.
     (PyTorch asks oneDNN the same question through its own check.)"""
     return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
-
-
-def data_settings(data) -> dict:
-    """What a data module feeds a run: batch size, input size, seed, augmentation and the
-    held-out split (val_* metrics are on held-out training images when it is not 0)."""
-    resize = getattr(data, "resize", None)
-    return {
-        "batch_size": getattr(data, "batch_size", None),
-        "input_size": list(resize) if resize is not None else None,
-        "seed": getattr(data, "seed", None),
-        "augment": getattr(data, "augment", None),
-        "val_split": getattr(data, "val_split", None),
-    }
 
 
 class TrainerBase(HyperParameters):
