@@ -16,7 +16,7 @@ evaluation while training, then evaluates once on all 10,000 test images. Report
 - `process_seconds`: the whole process, as the parent measured it;
 - `eval_seconds`: the final evaluation. A plan with test-time augmentation (`tta`, the
   sprint-83k and quality plans') scores each test image by its class probabilities summed
-  over several views (`nin.training.tta_accuracy`); the record keeps the plain accuracy too.
+  over several views (`nin.tta.tta_accuracy`); the record keeps the plain accuracy too.
 `--cap-seconds` stops training after that long (`nin.callbacks.TimeLimit`), for the slow
 recipes (the chapter's 10 epochs at 224 take hours on a CPU); a capped run says so. Per
 backend: the median training time over the seeds, each seed's accuracy, whether every seed
@@ -68,7 +68,7 @@ def run_one(
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
     from nin.recipes import PLANS, resolve_recipe
-    from nin.training import tta_accuracy
+    from nin.tta import tta_accuracy
 
     plan = PLANS[recipe]  # `recipe` names a plan; the plan names its Recipe
     epochs, resize = epochs or plan.epochs, resize or plan.resize
@@ -83,7 +83,7 @@ def run_one(
         """The plan's test accuracy; with `plain_too`, (it, the plain one). The plain one is
         the trainer's evaluation, as for every plan (on the fast path: bf16 where the CPU
         has it); with test-time augmentation the plan's sums each image's class
-        probabilities over its views, in fp32 (`nin.training.tta_accuracy`)."""
+        probabilities over its views, in fp32 (`nin.tta.tta_accuracy`)."""
         plain = None
         if tta == "none" or plain_too:
             trainer._train_mode(False)
@@ -239,7 +239,7 @@ def plot(records: list[dict], path) -> None:
 
 def main(argv=None) -> int:
     from nin.data import AUGMENTATIONS
-    from nin.training import TTA
+    from nin.tta import TTA
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="torch", help="torch, mxnet, tensorflow or all")
