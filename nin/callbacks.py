@@ -38,9 +38,9 @@ import numpy as np
 
 from nin import runs
 from nin.data import data_settings
+from nin.history import History
 from nin.recipes import Recipe
 from nin.training import (
-    History,
     TrainingDivergedError,
     TrainingStuckError,
     _field_diff,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from nin import spec as _spec
 from nin.backends import get_backend
+from nin.history import finish_figure
 from nin.recipes import PLANS, RECIPES, get_recipe
 from nin.resources import conv_macs, num_params
-from nin.training import finish_figure
 from nin.variants import variant
 
 __all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES",

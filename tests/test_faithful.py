@@ -10,6 +10,7 @@ from conftest import needs, real_d2l
 from nin import recipes
 from nin import training as T
 from nin.backends import get_backend
+from nin.history import Board, History
 
 SMALL = dict(batch_size=16, resize=(67, 67))
 
@@ -480,10 +481,10 @@ def _global_norm(backend, model_or_grads) -> float:
 
 
 def test_board_draws_d2l_points_per_epoch():
-    board = T.Board(live=False, points_per_epoch=2)
-    history = T.History()
+    board = Board(live=False, points_per_epoch=2)
+    history = History()
     history.steps = [((i + 1) / 10, float(i)) for i in range(10)]
     x, y = board.train_curve(history)
     assert list(y) == [2.0, 7.0] and x == pytest.approx([0.3, 0.8])
     with pytest.raises(ValueError, match="plot_train_per_epoch"):
-        T.Board(points_per_epoch=0)
+        Board(points_per_epoch=0)
