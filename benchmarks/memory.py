@@ -28,8 +28,8 @@ from nin.backends import get_backend
 backend, size, batch, fast = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 options = sys.argv[5].split(",") if len(sys.argv) > 5 else []
 if "fp32" in options:                                          # no bf16 step, whatever the CPU
-    import nin.training
-    nin.training.cpu_has_bf16 = lambda: False
+    import nin.machine
+    nin.machine.cpu_has_bf16 = lambda: False
 B = get_backend(backend)
 
 def rss(field):

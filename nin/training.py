@@ -47,9 +47,6 @@ __all__ = [
     "sample_batch",
     "save_checkpoint",
     "read_checkpoint",
-    "note_device",
-    "cpu_has_bf16",
-    "cpu_flags",
     "check_state_fits",
 ]
 
@@ -193,31 +190,6 @@ class TrainingStuckError(RuntimeError):
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def note_device(requested_gpus: int, available_gpus: int) -> None:
-    """Print one line when a GPU was asked for and none is there."""
-    if requested_gpus > 0 and available_gpus == 0:
-        print("nin: no GPU found; training on the CPU.", flush=True)
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags as Linux lists them (empty where the file is missing)."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): where it does not, a
-    bf16 fast path would be emulated and slower than fp32, so TensorFlow and MXNet keep fp32.
-    (PyTorch asks oneDNN the same question through its own check.)"""
-    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 class TrainerBase(HyperParameters):

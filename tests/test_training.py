@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nin import recipes
+from nin import machine, recipes
 from nin import training as T
 from nin.backends import get_backend
 from nin.data import FILES, write_idx
@@ -196,7 +196,7 @@ def _eval_loss(backend, root, fast):
 
 
 @pytest.mark.skipif(
-    not T.cpu_has_bf16(),
+    not machine.cpu_has_bf16(),
     reason="this CPU has no native bf16, so the fast "
     "path stays in fp32 and there is no bf16 rounding to see",
 )
@@ -204,15 +204,6 @@ def test_fast_path_computes_in_bf16(backend, synthetic_root):
     plain, fast = (_eval_loss(backend, synthetic_root, f) for f in (False, True))
     assert abs(fast - plain) / plain < 2e-2, (plain, fast)  # the same model...
     assert abs(fast - plain) / plain > 1e-5, (plain, fast)  # ...rounded to bf16
-
-
-def test_cpu_bf16_detection(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
-    assert not T.cpu_has_bf16(info)
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    assert T.cpu_has_bf16(info)
-    assert not T.cpu_has_bf16(tmp_path / "missing")
 
 
 def test_plain_trainer_undoes_an_earlier_fast_one(backend, synthetic_root):

@@ -7,6 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
+from nin import machine as _machine
 from nin import training as _training
 from nin.backends.torch import ops
 from nin.backends.torch.parallel import Parallel
@@ -23,7 +24,7 @@ class Trainer(Parallel, _training.TrainerBase):
     def _prepare(self, model, data):
         self.device = self._setup_world()
         if not self.world.parallel:
-            _training.note_device(self.num_gpus, ops.num_gpus())
+            _machine.note_device(self.num_gpus, ops.num_gpus())
         data.device = self.device
         self._materialize(model, data)
         model.to(self.device)
