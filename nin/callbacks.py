@@ -40,15 +40,10 @@ from nin import runs
 from nin.data import data_settings
 from nin.history import History
 from nin.recipes import Recipe
-from nin.training import (
-    TrainingDivergedError,
-    TrainingStuckError,
-    _field_diff,
-    _short,
-    _spec_changes,
-)
 
 __all__ = [
+    "TrainingStuckError",
+    "TrainingDivergedError",
     "Callback",
     "RecordHistory",
     "TerminateOnNaN",
@@ -61,6 +56,14 @@ __all__ = [
     "StallWatchdog",
     "default_callbacks",
 ]
+
+
+class TrainingStuckError(RuntimeError):
+    """The loss stayed at chance level (ln num_classes) past the check."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
 
 
 class Callback:
@@ -435,6 +438,33 @@ class QuickCaps(Callback):
         trainer.max_epochs = min(trainer.max_epochs, self.epochs)
         trainer.limit_train_batches = capped(trainer.limit_train_batches, self.train_batches)
         trainer.limit_val_batches = capped(trainer.limit_val_batches, self.val_batches)
+
+
+def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str]:
+    """'name A vs B' for each field two records disagree on (None: not recorded, skipped)."""
+    if not theirs or not mine:
+        return []
+    return [
+        f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
+        for k in mine
+        if k in theirs and theirs[k] != mine[k]
+    ]
+
+
+def _spec_changes(theirs, mine, key) -> str:
+    if key != "spec" or not theirs or not mine:
+        return ""
+    from nin.spec import spec_diff, spec_from_dict
+
+    return "; checkpoint vs this run: " + "; ".join(
+        spec_diff(spec_from_dict(theirs), spec_from_dict(mine))
+    )
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "layers" in value:
+        return f"{value['name']}, {value['num_classes']} classes, {len(value['layers'])} layers"
+    return str(value)
 
 
 def _length(split) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin.callbacks import default_callbacks
 from nin.data import data_settings
 from nin.distributed import SINGLE, ShardedLoader, Shards
 from nin.history import Board, History
@@ -37,8 +38,6 @@ __all__ = [
     "ClassifierMixin",
     "NiNMixin",
     "overrides_validation_step",
-    "TrainingStuckError",
-    "TrainingDivergedError",
     "CheckpointError",
     "RunExistsError",
     "RUN_FILES",
@@ -184,14 +183,6 @@ class NiNMixin:
         return (X - PIXEL_MEAN) / PIXEL_STD if self.normalize else X
 
 
-class TrainingStuckError(RuntimeError):
-    """The loss stayed at chance level (ln num_classes) past the check."""
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
 class TrainerBase(HyperParameters):
     """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation,
     through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`; all else
@@ -259,8 +250,6 @@ class TrainerBase(HyperParameters):
         engine=None,
         rank=None,
     ):
-        from nin.callbacks import default_callbacks
-
         if resume and not out_dir:
             raise ValueError("`resume=True` needs `out_dir`: the folder of the run to continue")
         if devices is not None and (
@@ -637,27 +626,6 @@ class TrainerBase(HyperParameters):
         return mean
 
 
-def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str]:
-    """'name A vs B' for each field two records disagree on (None: not recorded, skipped)."""
-    if not theirs or not mine:
-        return []
-    return [
-        f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
-        for k in mine
-        if k in theirs and theirs[k] != mine[k]
-    ]
-
-
-def _spec_changes(theirs, mine, key) -> str:
-    if key != "spec" or not theirs or not mine:
-        return ""
-    from nin.spec import spec_diff, spec_from_dict
-
-    return "; checkpoint vs this run: " + "; ".join(
-        spec_diff(spec_from_dict(theirs), spec_from_dict(mine))
-    )
-
-
 def sample_batch(data):
     """One batch of `data` (validation's if it has one) to build or materialize a model with;
     a fresh loader, so that the training order is untouched."""
@@ -665,12 +633,6 @@ def sample_batch(data):
     if loader is None:
         loader = data.train_dataloader()
     return next(iter(loader))
-
-
-def _short(value) -> str:
-    if isinstance(value, dict) and "layers" in value:
-        return f"{value['name']}, {value['num_classes']} classes, {len(value['layers'])} layers"
-    return str(value)
 
 
 def _limited_len(loader, limit) -> int:

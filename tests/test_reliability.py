@@ -11,6 +11,7 @@ import pytest
 
 from conftest import BACKENDS, ROOT
 from nin import training as T
+from nin.callbacks import TrainingDivergedError, TrainingStuckError
 
 DRIVER = ROOT / "tests" / "kill_and_resume.py"
 
@@ -234,7 +235,7 @@ def test_stuck_check_counts_batches_across_epochs(backend, tmp_path):
         stuck_check=5,
         on_stuck="stop",
     )
-    with pytest.raises(T.TrainingStuckError, match="after 6 batches"):
+    with pytest.raises(TrainingStuckError, match="after 6 batches"):
         trainer.fit(B.NiN(), B.FashionMNIST(root=tmp_path, batch_size=16, resize=67))
 
 
@@ -255,7 +256,7 @@ def test_nan_is_reported_at_the_step_it_appeared(backend, synthetic_root):
     trainer = B.Trainer(
         max_epochs=1, limit_train_batches=6, limit_val_batches=1, progress=False, stuck_check=0
     )
-    with pytest.raises(T.TrainingDivergedError, match=r"nan at step 3 \(epoch 1, batch 3\)"):
+    with pytest.raises(TrainingDivergedError, match=r"nan at step 3 \(epoch 1, batch 3\)"):
         trainer.fit(model, B.FashionMNIST(root=synthetic_root, batch_size=8, resize=67))
 
 

@@ -8,6 +8,7 @@ import pytest
 from nin import machine, recipes
 from nin import training as T
 from nin.backends import get_backend
+from nin.callbacks import TrainingDivergedError, TrainingStuckError
 from nin.data import FILES, write_idx
 
 SMALL = dict(batch_size=32, resize=(67, 67))
@@ -131,7 +132,7 @@ def blank_root(tmp_path_factory):
 
 
 def test_stuck_run_is_detected(backend, blank_root):
-    with pytest.raises(T.TrainingStuckError, match=r"still at chance level ln\(10\) = 2.303"):
+    with pytest.raises(TrainingStuckError, match=r"still at chance level ln\(10\) = 2.303"):
         _fit(backend, blank_root, batches=10, stuck_check=8, on_stuck="stop")
 
 
@@ -147,7 +148,7 @@ def test_diverging_run_is_detected(backend, synthetic_root):
     step = model.training_step
     model.training_step = lambda batch: step(batch) * float("nan")  # a loss gone NaN
     trainer = B.Trainer(max_epochs=1, limit_train_batches=3, progress=False)
-    with pytest.raises(T.TrainingDivergedError, match="became nan.*diverged.*lower learning"):
+    with pytest.raises(TrainingDivergedError, match="became nan.*diverged.*lower learning"):
         trainer.fit(model, data)
 
 
