@@ -22,15 +22,6 @@ from nin.data import data_settings
 from nin.distributed import SINGLE, ShardedLoader, Shards
 from nin.history import Board, History
 from nin.recipes import PIXEL_MEAN, PIXEL_STD, Recipe, lr_at, resolve_recipe
-from nin.runs import (
-    RUN_FILES,
-    CheckpointError,
-    RunExistsError,
-    check_state_fits,
-    claim_out_dir,
-    read_checkpoint,
-    save_checkpoint,
-)
 
 __all__ = [
     "HyperParameters",
@@ -38,15 +29,8 @@ __all__ = [
     "ClassifierMixin",
     "NiNMixin",
     "overrides_validation_step",
-    "CheckpointError",
-    "RunExistsError",
-    "RUN_FILES",
-    "claim_out_dir",
     "TrainerBase",
     "sample_batch",
-    "save_checkpoint",
-    "read_checkpoint",
-    "check_state_fits",
 ]
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import needs, real_d2l
 from nin import recipes
-from nin import training as T
 from nin.backends import get_backend
 from nin.history import Board, History
+from nin.runs import read_checkpoint
 
 SMALL = dict(batch_size=16, resize=(67, 67))
 
@@ -262,7 +262,7 @@ def test_checkpoint_records_the_resolved_recipe(backend, synthetic_root, tmp_pat
     B.Trainer(
         max_epochs=1, limit_train_batches=1, limit_val_batches=1, progress=False, out_dir=tmp_path
     ).fit(B.NiN(lr=0.07, recipe="nin"), _data(B, synthetic_root))
-    _, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
+    _, meta = read_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["recipe"]["lr"] == 0.07 and meta["recipe"]["optimizer"] == "adam"
     assert meta["history"]["config"]["lr"] == pytest.approx(0.07)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from nin import machine, recipes
-from nin import training as T
 from nin.backends import get_backend
 from nin.callbacks import TrainingDivergedError, TrainingStuckError
 from nin.data import FILES, write_idx
+from nin.runs import CheckpointError, read_checkpoint, save_checkpoint
 
 SMALL = dict(batch_size=32, resize=(67, 67))
 
@@ -54,7 +54,7 @@ def test_history_plot_and_checkpoint_written(backend, synthetic_root, tmp_path):
     assert {"train_loss", "val_loss", "val_acc", "images_per_s"} <= set(history["epochs"][0])
     assert len(history["steps"]) == 6
     assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
+    arrays, meta = read_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 2 and meta["backend"] == trainer.backend_name
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave nothing behind
 
@@ -101,15 +101,15 @@ def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_p
 
 def test_checkpoint_for_another_spec_is_refused(backend, synthetic_root, tmp_path):
     _fit(backend, synthetic_root, out=tmp_path, batches=2)
-    with pytest.raises(T.CheckpointError, match="another spec.*5 classes"):
+    with pytest.raises(CheckpointError, match="another spec.*5 classes"):
         _fit(backend, synthetic_root, out=tmp_path, batches=2, num_classes=5, resume=True)
 
 
 def test_checkpoint_for_another_backend_is_refused(backend, synthetic_root, tmp_path):
     _fit(backend, synthetic_root, out=tmp_path, batches=2)
-    arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
-    T.save_checkpoint(tmp_path / "checkpoint.npz", arrays, dict(meta, backend="caffe"))
-    with pytest.raises(T.CheckpointError, match="another backend \\(caffe\\)"):
+    arrays, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    save_checkpoint(tmp_path / "checkpoint.npz", arrays, dict(meta, backend="caffe"))
+    with pytest.raises(CheckpointError, match="another backend \\(caffe\\)"):
         _fit(backend, synthetic_root, out=tmp_path, batches=2, resume=True)
 
 
@@ -117,7 +117,7 @@ def test_truncated_checkpoint_is_refused(backend, synthetic_root, tmp_path):
     _fit(backend, synthetic_root, out=tmp_path, batches=2)
     path = tmp_path / "checkpoint.npz"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(T.CheckpointError, match="not a readable nin checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable nin checkpoint"):
         _fit(backend, synthetic_root, out=tmp_path, batches=2, resume=True)
 
 

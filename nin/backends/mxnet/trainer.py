@@ -14,6 +14,7 @@ from nin import machine as _machine
 from nin import training as _training
 from nin.backends.mxnet import amx, ops, threads
 from nin.backends.mxnet.parallel import Parallel
+from nin.runs import check_state_fits
 
 
 class Trainer(Parallel, _training.TrainerBase):
@@ -131,7 +132,7 @@ class Trainer(Parallel, _training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         params = self.model._collect_params_with_prefix()
-        _training.check_state_fits(
+        check_state_fits(
             {k: p.shape for k, p in params.items()},
             {k[6:]: v for k, v in arrays.items() if k.startswith("model/")},
         )

@@ -9,6 +9,7 @@ from nin import machine as _machine
 from nin import training as _training
 from nin.backends.tensorflow import ops
 from nin.backends.tensorflow.parallel import Parallel
+from nin.runs import check_state_fits
 
 
 def _scope_device() -> str:
@@ -135,7 +136,7 @@ class Trainer(Parallel, _training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         groups = (("model", self.model.variables), ("optim", self.optim.variables))
-        _training.check_state_fits(
+        check_state_fits(
             {f"{g} variable {i} ({v.name})": v.shape for g, vs in groups for i, v in enumerate(vs)},
             {
                 f"{g} variable {i} ({v.name})": arrays[f"{g}/{i}"]

@@ -11,6 +11,7 @@ from nin import machine as _machine
 from nin import training as _training
 from nin.backends.torch import ops
 from nin.backends.torch.parallel import Parallel
+from nin.runs import check_state_fits
 
 
 class Trainer(Parallel, _training.TrainerBase):
@@ -134,9 +135,7 @@ class Trainer(Parallel, _training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
-        _training.check_state_fits(
-            {k: v.shape for k, v in self.model.state_dict().items()}, model_state
-        )
+        check_state_fits({k: v.shape for k, v in self.model.state_dict().items()}, model_state)
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in model_state.items()})
         state = self.optim.state_dict()
         for key, value in arrays.items():
