@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +165,19 @@ class NiNMixin:
 
     def _normalized(self, X):
         return (X - PIXEL_MEAN) / PIXEL_STD if self.normalize else X
+
+
+@dataclass
+class _EpochTally:
+    """One epoch's running count: when it started, the images stepped on, the steps' losses
+    not yet synced (backend scalars) and those synced (floats), and whether the processes
+    agreed, at the last sync, to stop."""
+
+    start: float
+    seen: int = 0
+    pending: list = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    agreed_stop: bool = False
 
 
 class TrainerBase(HyperParameters):
@@ -436,65 +449,78 @@ class TrainerBase(HyperParameters):
 
     def fit_epoch(self):
         """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
-        start, seen, pending, losses = time.perf_counter(), 0, [], []
-        several = self.world.size > 1  # processes that must stop on the same step
-        agreed_stop = False
-
-        def sync():  # the pending steps' losses as floats (summed over processes), to callbacks
-            nonlocal agreed_stop
-            synced = [self._to_float(v) for v in pending]
-            if several:  # each process holds its part of each loss, and its stop request
-                summed = self._all_sum(np.array([*synced, float(self.stop_training)]))
-                synced, agreed_stop = [float(v) for v in summed[:-1]], bool(summed[-1] > 0)
-            pending.clear()
-            losses.extend(synced)
-            self.images_per_s = seen / (time.perf_counter() - start)
-            self._emit("on_losses", synced)
-
+        tally = _EpochTally(start=time.perf_counter())
         self._train_mode(True)
         self._emit("on_epoch_start")
         for i, batch in enumerate(self.train_dataloader):
             if i >= self.num_train_batches:
                 break
-            if self.schedule != "constant":
-                step = self.train_batch_idx
-                lr = lr_at(step, self._total_steps, self.base_lr, self.schedule)
-                before = self.last_lr  # None: no step yet, or a checkpoint from before it was kept
-                if before is None and step:
-                    before = lr_at(step - 1, self._total_steps, self.base_lr, self.schedule)
-                if before:  # the momentum, in the backend's rule, for this step's lr
-                    self._scale_momentum(lr / before)
-                self._set_lr(lr)
-                self.last_lr = lr
-            if isinstance(batch, Shards):  # data-parallel: this process's parts
-                pending.append(self._parallel_step(batch))
-                seen += batch.total
-            else:
-                pending.append(self._train_step(self.prepare_batch(batch)))
-                seen += len(batch[-1])
-            self.train_batch_idx += 1
-            if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
-                sync()
+            self._set_scheduled_lr()
+            self._take_step(batch, tally)
+            if len(tally.pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
+                self._sync(tally)
             self._emit("on_batch_end")
-            if several:  # processes stop together, on the step after they agreed to
-                if agreed_stop:
-                    self.stop_training = True
-                    break
-            elif self.stop_training:  # a callback ended the run: its last losses recorded too
-                if pending:
-                    sync()
+            if self._stops_after_step(tally):
                 break
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - tally.start
         metrics = self._validate()
         record = {
             "epoch": self.epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": float(np.mean(tally.losses)) if tally.losses else float("nan"),
             **{f"val_{k}": v for k, v in metrics.items()},
-            "images_per_s": seen / train_seconds,
-            "seconds": time.perf_counter() - start,
+            "images_per_s": tally.seen / train_seconds,
+            "seconds": time.perf_counter() - tally.start,
         }
         self.epoch += 1
         self._emit("on_epoch_end", record)
+
+    def _set_scheduled_lr(self) -> None:
+        """The schedule's lr for the step about to run (`lr_at`), SGD momentum rescaled to it
+        (`_scale_momentum`); a constant schedule leaves the optimizer's lr alone."""
+        if self.schedule == "constant":
+            return
+        step = self.train_batch_idx
+        lr = lr_at(step, self._total_steps, self.base_lr, self.schedule)
+        before = self.last_lr  # None: no step yet, or a checkpoint from before it was kept
+        if before is None and step:
+            before = lr_at(step - 1, self._total_steps, self.base_lr, self.schedule)
+        if before:  # the momentum, in the backend's rule, for this step's lr
+            self._scale_momentum(lr / before)
+        self._set_lr(lr)
+        self.last_lr = lr
+
+    def _take_step(self, batch, tally: _EpochTally) -> None:
+        """One training step on `batch`; its loss waits in `tally`, not yet synced."""
+        if isinstance(batch, Shards):  # data-parallel: this process's parts
+            tally.pending.append(self._parallel_step(batch))
+            tally.seen += batch.total
+        else:
+            tally.pending.append(self._train_step(self.prepare_batch(batch)))
+            tally.seen += len(batch[-1])
+        self.train_batch_idx += 1
+
+    def _sync(self, tally: _EpochTally) -> None:
+        """The pending steps' losses as floats (summed over processes), to the callbacks."""
+        synced = [self._to_float(v) for v in tally.pending]
+        if self.world.size > 1:  # each process holds its part of each loss, and its stop request
+            summed = self._all_sum(np.array([*synced, float(self.stop_training)]))
+            synced, tally.agreed_stop = [float(v) for v in summed[:-1]], bool(summed[-1] > 0)
+        tally.pending.clear()
+        tally.losses.extend(synced)
+        self.images_per_s = tally.seen / (time.perf_counter() - tally.start)
+        self._emit("on_losses", synced)
+
+    def _stops_after_step(self, tally: _EpochTally) -> bool:
+        """Whether the epoch ends after this step: several processes stop together, on the
+        step after the sync where they agreed to; one process when a callback asked, its last
+        losses synced first, so that they are recorded too."""
+        if self.world.size > 1:
+            if tally.agreed_stop:
+                self.stop_training = True
+            return tally.agreed_stop
+        if self.stop_training and tally.pending:
+            self._sync(tally)
+        return self.stop_training
 
     def _emit(self, event: str, *args) -> None:
         writer = self.is_writer
