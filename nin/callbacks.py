@@ -4,34 +4,41 @@
 Everything else hangs off it here, called at these points (each a method; the default does
 nothing):
 
-    before_fit(trainer)            before any work: claim the run folder, cap a quick run
-    on_fit_start(trainer)          model and data prepared: resume, print the start line
-    on_epoch_start(trainer)        before the epoch's first step
-    on_losses(trainer, losses)     every sync (10 steps): the steps' losses as floats;
-                                   `trainer.train_batch_idx` counts the steps so far
-    on_batch_end(trainer)          after each training step
-    on_epoch_end(trainer, record)  after validation; `record` is the epoch's metrics
+    before_fit(trainer)                    before any work: claim the run folder, cap a
+                                           quick run
+    on_fit_start(trainer)                  model and data prepared: resume, the start line
+    on_epoch_start(trainer)                before the epoch's first step
+    on_batch_start(trainer, logs)          before each training step, its lr set
+    on_losses(trainer, losses, logs)       every sync (10 steps): the steps' losses as floats
+    on_batch_end(trainer, logs)            after each training step
+    on_validation_end(trainer, metrics, logs)  the epoch's validation metrics ('loss', 'acc')
+    on_epoch_end(trainer, record)          after validation; `record` is the epoch's metrics
     on_fit_end(trainer)
 
-The Trainer runs `default_callbacks(...)` (history, NaN stop, stuck check, progress, board,
-checkpoint), then the caller's `callbacks=[...]`, in order. A callback of your own:
+`logs` (a `Logs`) is what the loop knows at that point, as Keras hands its callbacks `logs`:
+the step, the epoch, the lr, the precision, the training rate, the losses just synced. The
+Trainer runs `default_callbacks(...)` (history, NaN stop, stuck check, run folder, resume,
+progress, board, checkpoint), then the caller's `callbacks=[...]`, in order. A callback of
+your own:
 
     class PrintLR(Callback):
-        def on_epoch_end(self, trainer, record):
-            print(trainer.epoch, trainer._get_lr())
+        def on_validation_end(self, trainer, metrics, logs):
+            print(f"epoch {logs.epoch + 1}: lr {logs.lr:g}, val_acc {metrics['acc']:.4f}")
 
     d2l.Trainer(max_epochs=3, callbacks=[PrintLR()])
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +51,7 @@ from nin.recipes import Recipe
 __all__ = [
     "TrainingStuckError",
     "TrainingDivergedError",
+    "Logs",
     "Callback",
     "RecordHistory",
     "TerminateOnNaN",
@@ -66,10 +74,38 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+@dataclass(frozen=True)
+class Logs:
+    """What the loop knows at a hook, handed to it (as Keras hands its callbacks `logs`), so
+    that a callback reads these rather than the trainer's counters and hooks."""
+
+    step: int  # training steps run so far in the whole run (a resume counts the earlier ones)
+    epoch: int  # the epoch under way, from 0
+    steps_per_epoch: int  # the training batches an epoch takes
+    lr: float  # the optimizer's lr now (at `on_batch_start`: the one this step runs at)
+    precision: str  # what the step computes in: 'bf16' or 'fp32'
+    images_per_s: float | None = None  # this epoch's training rate at its last sync, if any
+    losses: tuple[float, ...] = ()  # at `on_losses`: the losses just synced; the last: `step`'s
+
+    @property
+    def first_step(self) -> int:
+        """The run-wide number (from 1) of the step whose loss is `losses[0]`."""
+        return self.step - len(self.losses) + 1
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Training steps run so far in this epoch."""
+        return self.step - self.epoch * self.steps_per_epoch
+
+
 class Callback:
     """Does nothing at every point of the loop; subclasses pick the points they need.
     `writer_only`: in a data-parallel run, only the first process runs it (it prints,
-    draws or writes); every process runs the others, on the same reduced losses."""
+    draws or writes); every process runs the others, on the same reduced losses.
+
+    A hook gets `logs` when it names a `logs` parameter (`takes_logs`), and is called
+    without it otherwise: callbacks written before `logs` existed (`on_losses(self, trainer,
+    losses)`, `on_batch_end(self, trainer)`) keep working unchanged."""
 
     writer_only = False
 
@@ -82,10 +118,16 @@ class Callback:
     def on_epoch_start(self, trainer) -> None:
         pass
 
-    def on_losses(self, trainer, losses: list[float]) -> None:
+    def on_batch_start(self, trainer, logs: Logs) -> None:
         pass
 
-    def on_batch_end(self, trainer) -> None:
+    def on_losses(self, trainer, losses: list[float], logs: Logs) -> None:
+        pass
+
+    def on_batch_end(self, trainer, logs: Logs) -> None:
+        pass
+
+    def on_validation_end(self, trainer, metrics: dict, logs: Logs) -> None:
         pass
 
     def on_epoch_end(self, trainer, record: dict) -> None:
@@ -95,21 +137,31 @@ class Callback:
         pass
 
 
-def _first_step(trainer, losses) -> int:
-    """The run-wide number (from 1) of the first step in `losses`."""
-    return trainer.train_batch_idx - len(losses) + 1
+def takes_logs(hook) -> bool:
+    """Whether a callback's hook names a `logs` parameter (or takes any keyword): the loop
+    passes `logs` to it then, and calls it as before otherwise."""
+    return _names_logs(getattr(hook, "__func__", hook))
+
+
+@functools.cache
+def _names_logs(function) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == "logs" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 class TerminateOnNaN(Callback):
     """Stop at the first non-finite loss, named by the step that produced it."""
 
-    def on_losses(self, trainer, losses):
+    def on_losses(self, trainer, losses, logs):
         for j, value in enumerate(losses):
             if not math.isfinite(value):
-                step = _first_step(trainer, losses) + j
-                batch = (step - 1) % trainer.num_train_batches + 1
+                step = logs.first_step + j
+                batch = (step - 1) % logs.steps_per_epoch + 1
                 raise TrainingDivergedError(
-                    f"the training loss became {value} at step {step} (epoch {trainer.epoch + 1}, "
+                    f"the training loss became {value} at step {step} (epoch {logs.epoch + 1}, "
                     f"batch {batch}): the run diverged. Try a lower learning rate (`lr`), "
                     f"gradient clipping (Trainer(gradient_clip_val=1), in Python), or "
                     f"`fast=False` for plain fp32."
@@ -119,11 +171,11 @@ class TerminateOnNaN(Callback):
 class RecordHistory(Callback):
     """`trainer.history`: each step's loss (at its fractional epoch) and each epoch's record."""
 
-    def on_losses(self, trainer, losses):
-        n, first = trainer.num_train_batches, _first_step(trainer, losses)
+    def on_losses(self, trainer, losses, logs):
+        n, first = logs.steps_per_epoch, logs.first_step
         for j, loss in enumerate(losses):
-            k = first + j - trainer.epoch * n  # the step's number in its epoch
-            trainer.history.steps.append((trainer.epoch + k / n, loss))
+            k = first + j - logs.epoch * n  # the step's number in its epoch
+            trainer.history.steps.append((logs.epoch + k / n, loss))
 
     def on_epoch_end(self, trainer, record):
         trainer.history.epochs.append(record)
@@ -192,10 +244,10 @@ class ProgressBar(Callback):
         )
         self.losses = []
 
-    def on_losses(self, trainer, losses):
+    def on_losses(self, trainer, losses, logs):
         self.losses += losses
         self.bar.set_postfix(
-            loss=f"{np.mean(self.losses[-10:]):.3f}", img_s=f"{trainer.images_per_s:.0f}"
+            loss=f"{np.mean(self.losses[-10:]):.3f}", img_s=f"{logs.images_per_s:.0f}"
         )
 
     def on_batch_end(self, trainer):
@@ -221,9 +273,8 @@ class LiveBoard(Callback):
         self.every = max(1, trainer.num_train_batches // (trainer.board.points_per_epoch or 10))
         self.next = self.every
 
-    def on_losses(self, trainer, losses):
-        done = trainer.train_batch_idx - trainer.epoch * trainer.num_train_batches
-        if trainer.board.live and done >= self.next:
+    def on_losses(self, trainer, losses, logs):
+        if trainer.board.live and logs.step_in_epoch >= self.next:
             trainer.board.draw(trainer.history)
             self.next += self.every
 
@@ -385,7 +436,8 @@ class StallWatchdog(Callback):
     def _beat(self, *_):
         self.last = time.monotonic()
 
-    on_fit_start = on_epoch_start = on_losses = on_batch_end = on_epoch_end = _beat
+    on_fit_start = on_epoch_start = on_batch_start = on_losses = on_batch_end = _beat
+    on_validation_end = on_epoch_end = _beat
 
     def on_fit_end(self, trainer):
         self.done.set()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nin.callbacks import default_callbacks
+from nin.callbacks import Logs, default_callbacks, takes_logs
 from nin.data import data_settings
 from nin.distributed import SINGLE, ShardedLoader, Shards
 from nin.history import Board, History
@@ -170,14 +170,15 @@ class NiNMixin:
 @dataclass
 class _EpochTally:
     """One epoch's running count: when it started, the images stepped on, the steps' losses
-    not yet synced (backend scalars) and those synced (floats), and whether the processes
-    agreed, at the last sync, to stop."""
+    not yet synced (backend scalars) and those synced (floats), whether the processes agreed,
+    at the last sync, to stop, and the training rate then."""
 
     start: float
     seen: int = 0
     pending: list = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     agreed_stop: bool = False
+    images_per_s: float | None = None  # at the last sync
 
 
 class TrainerBase(HyperParameters):
@@ -456,14 +457,16 @@ class TrainerBase(HyperParameters):
             if i >= self.num_train_batches:
                 break
             self._set_scheduled_lr()
+            self._emit("on_batch_start", logs=self._logs(tally))
             self._take_step(batch, tally)
             if len(tally.pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
                 self._sync(tally)
-            self._emit("on_batch_end")
+            self._emit("on_batch_end", logs=self._logs(tally))
             if self._stops_after_step(tally):
                 break
         train_seconds = time.perf_counter() - tally.start
         metrics = self._validate()
+        self._emit("on_validation_end", metrics, logs=self._logs(tally))
         record = {
             "epoch": self.epoch + 1,
             "train_loss": float(np.mean(tally.losses)) if tally.losses else float("nan"),
@@ -507,8 +510,20 @@ class TrainerBase(HyperParameters):
             synced, tally.agreed_stop = [float(v) for v in summed[:-1]], bool(summed[-1] > 0)
         tally.pending.clear()
         tally.losses.extend(synced)
-        self.images_per_s = tally.seen / (time.perf_counter() - tally.start)
-        self._emit("on_losses", synced)
+        tally.images_per_s = tally.seen / (time.perf_counter() - tally.start)
+        self._emit("on_losses", synced, logs=self._logs(tally, synced))
+
+    def _logs(self, tally: _EpochTally, losses=()) -> Logs:
+        """What the callbacks are told at this point of the loop (nin.callbacks.Logs)."""
+        return Logs(
+            step=self.train_batch_idx,
+            epoch=self.epoch,
+            steps_per_epoch=self.num_train_batches,
+            lr=self._get_lr(),
+            precision="bf16" if self.bf16 else "fp32",
+            images_per_s=tally.images_per_s,
+            losses=tuple(losses),
+        )
 
     def _stops_after_step(self, tally: _EpochTally) -> bool:
         """Whether the epoch ends after this step: several processes stop together, on the
@@ -522,11 +537,17 @@ class TrainerBase(HyperParameters):
             self._sync(tally)
         return self.stop_training
 
-    def _emit(self, event: str, *args) -> None:
+    def _emit(self, event: str, *args, logs: Logs | None = None) -> None:
+        """Call `event` on each callback (a writer-only one on the first process alone); with
+        `logs` for a hook that takes it (nin.callbacks.takes_logs)."""
         writer = self.is_writer
         for callback in self.callbacks:
             if writer or not getattr(callback, "writer_only", False):
-                getattr(callback, event)(self, *args)
+                hook = getattr(callback, event)
+                if logs is not None and takes_logs(hook):
+                    hook(self, *args, logs=logs)
+                else:
+                    hook(self, *args)
 
     def config(self) -> dict:
         """The values this run trains with, as resolved: recorded in history.json and the

@@ -9,7 +9,8 @@ from nin.backends import get_backend
 
 
 class Log(C.Callback):
-    """Records every event with what the trainer says at that moment."""
+    """Records every event with what the trainer says at that moment; its hooks are written
+    as they were before `logs` existed, and are called as they were."""
 
     def __init__(self):
         self.events = []
@@ -71,6 +72,56 @@ def test_a_callback_sees_the_loop_in_order(backend, synthetic_root):
         ("epoch_end", 2, 2, 2),
     ]
     assert ev[-1] == ("fit_end", 2)
+
+
+class LogsSeen(C.Callback):
+    """Records the `logs` of every hook that takes them."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_batch_start(self, trainer, logs):
+        self.events.append(("batch_start", logs))
+
+    def on_losses(self, trainer, losses, logs):
+        self.events.append(("losses", logs, losses))
+
+    def on_batch_end(self, trainer, logs):
+        self.events.append(("batch_end", logs))
+
+    def on_validation_end(self, trainer, metrics, logs):
+        self.events.append(("validation_end", logs, metrics))
+
+
+def test_hooks_that_take_logs_are_told_the_step_lr_rate_and_losses(backend, synthetic_root):
+    from nin.recipes import lr_at
+
+    B, data, trainer = _trainer(backend, synthetic_root, callbacks=[LogsSeen()])
+    ev = trainer.callbacks[-1].events
+    history = trainer.fit(B.NiN(recipe="nin"), data)
+    plain, synced = ["batch_start", "batch_end"], ["batch_start", "losses", "batch_end"]
+    epoch = plain * 9 + synced + plain + synced + ["validation_end"]  # a sync every 10 steps
+    assert [e[0] for e in ev] == epoch * 2
+    starts = [e[1] for e in ev if e[0] == "batch_start"]
+    ends = [e[1] for e in ev if e[0] == "batch_end"]
+    assert [g.step for g in starts] == list(range(24)) and [g.step for g in ends] == [*range(1, 25)]
+    assert [g.epoch for g in ends] == [0] * 12 + [1] * 12 and ends[-1].step_in_epoch == 12
+    assert [g.lr for g in starts] == pytest.approx(
+        [lr_at(step, 24, trainer.base_lr, "onecycle") for step in range(24)], rel=1e-6
+    )  # the lr each step runs at (float32 in some optimizers)
+    assert {g.precision for g in starts + ends} == {"fp32"} and starts[0].images_per_s is None
+    synced = [e for e in ev if e[0] == "losses"]
+    assert [(g.step, g.first_step, len(g.losses)) for _, g, _ in synced] == [
+        (10, 1, 10), (12, 11, 2), (22, 13, 10), (24, 23, 2)
+    ]  # fmt: skip
+    assert all(g.losses == tuple(losses) and g.images_per_s > 0 for _, g, losses in synced)
+    assert [loss for _, g, _ in synced for loss in g.losses] == [s[1] for s in history.steps]
+    validated = [e for e in ev if e[0] == "validation_end"]
+    assert [(g.epoch, g.step) for _, g, _ in validated] == [(0, 12), (1, 24)]
+    assert [m for *_, m in validated] == [
+        {"loss": e["val_loss"], "acc": e["val_acc"]} for e in history.epochs
+    ]
+    assert C.takes_logs(LogsSeen().on_losses) and not C.takes_logs(Log().on_losses)
 
 
 def _settings(**changes):
