@@ -59,7 +59,13 @@ __all__ = [
     "ProgressBar",
     "LiveBoard",
     "TimeLimit",
-    "Checkpoint",
+    "ClaimRunFolder",
+    "ResumeFromCheckpoint",
+    "ExportRun",
+    "SaveCheckpoint",
+    "run_identity",
+    "check_resumable",
+    "export_run_files",
     "QuickCaps",
     "StallWatchdog",
     "default_callbacks",
@@ -282,119 +288,35 @@ class LiveBoard(Callback):
         trainer.board.draw(trainer.history)
 
 
-class Checkpoint(Callback):
-    """A run folder: claimed before any work (never replaced unless `overwrite`); after each
-    epoch weights.npz, history.json, board.png and, last, checkpoint.npz (the commit point);
-    `resume` continues from the checkpoint, which must fit this run field by field. In a
-    data-parallel run the first process claims the folder and writes; every process resumes."""
+class ClaimRunFolder(Callback):
+    """Claim the run folder before any work: never a folder that holds a run, unless `resume`
+    (continue it) or `overwrite` (replace it) says so (nin.runs.claim_out_dir). In a
+    data-parallel run the first process claims it."""
 
-    def __init__(
-        self,
-        out_dir,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
-        wording=None,
-    ):
+    writer_only = True
+
+    def __init__(self, out_dir, resume: bool = False, overwrite: bool = False):
         self.out_dir = Path(out_dir).expanduser()
-        self.resume, self.overwrite, self.progress = resume, overwrite, progress
-        self.wording = wording or _as_is
+        self.resume, self.overwrite = resume, overwrite
 
     def before_fit(self, trainer):
-        if trainer.is_writer:
-            runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
+        runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
+
+
+class ResumeFromCheckpoint(Callback):
+    """Continue the run from the folder's checkpoint.npz (Keras: BackupAndRestore): it must
+    fit this run field by field (`run_identity`); then the model, optimizer, RNG, epoch, lr
+    and history are the checkpoint's, the run's other files are written again from them, and
+    a line says how many epochs are left. In a data-parallel run every process resumes."""
+
+    def __init__(self, out_dir, progress: bool = True, wording=None):
+        self.out_dir = Path(out_dir).expanduser()
+        self.progress, self.wording = progress, wording or _as_is
 
     def on_fit_start(self, trainer):
-        if self.resume:
-            self.load(trainer)
-
-    def on_epoch_end(self, trainer, record):
-        if trainer.is_writer:
-            self.save(trainer)
-
-    def identity(self, trainer) -> dict:
-        """What a checkpoint must match to be resumed: the model, the data and the run."""
-        from nin.spec import spec_to_dict
-
-        spec = getattr(trainer.model, "spec", None)
-        recipe = getattr(trainer.model, "recipe", None)
-        data = trainer.data
-        return {
-            "backend": trainer.backend_name,
-            "spec": spec_to_dict(spec) if spec is not None else None,
-            "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
-            "run": {
-                **data_settings(data),
-                "num_train": _length(getattr(data, "train", None)),
-                "num_val": _length(getattr(data, "val", None)),
-                "num_train_batches": trainer.num_train_batches,
-                "num_val_batches": trainer.num_val_batches,
-                "fast": bool(trainer.fast),
-            },
-        }
-
-    def export(self, trainer) -> None:
-        """weights.npz, history.json and board.png for the state the trainer holds now."""
-        spec = getattr(trainer.model, "spec", None)
-        if spec is not None:  # the same weights in the canonical format, for other backends
-            from nin import weights
-
-            weights.export(
-                trainer.backend_name, trainer.model.net, spec, self.out_dir / "weights.npz"
-            )
-        trainer.history.save(self.out_dir / "history.json")
-        trainer.board.save(trainer.history, self.out_dir / "board.png")
-
-    def save(self, trainer) -> None:
-        """The epoch's files; the checkpoint last, as the commit point: after a kill at any
-        moment, `resume` starts from the last checkpoint and writes the others again."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.export(trainer)
-        meta = dict(
-            self.identity(trainer),
-            epoch=trainer.epoch,
-            max_epochs=trainer.max_epochs,
-            history=trainer.history.to_dict(),
-            last_lr=trainer.last_lr,  # SGD momentum's scale in Keras and MXNet (_scale_momentum)
-        )
-        arrays = dict(trainer._state_arrays())
-        arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
-        runs.save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
-
-    def load(self, trainer) -> None:
         path = self.out_dir / "checkpoint.npz"  # claim_out_dir saw that it exists
         arrays, meta = runs.read_checkpoint(path)
-        mine = self.identity(trainer)
-        for key in ("backend", "spec"):
-            if meta.get(key) != mine[key]:
-                raise runs.CheckpointError(
-                    f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
-                    f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
-                    f"; use another `out_dir` or the matching `backend` and model."
-                )
-        # a checkpoint from before a field existed was made with that field's default
-        recipe = meta.get("recipe") and {"label_smoothing": 0.0, **meta["recipe"]}
-        run = meta.get("run") and {"augment": "none", "val_split": 0, **meta["run"]}
-        differences = _field_diff(recipe, mine["recipe"], "recipe ") + _field_diff(
-            run, mine["run"], ""
-        )
-        schedule = (mine["recipe"] or {}).get("schedule", "constant")
-        if schedule != "constant" and meta.get("max_epochs") not in (None, trainer.max_epochs):
-            differences.append(
-                f"epochs {meta['max_epochs']} vs {trainer.max_epochs} (the "
-                f"{schedule} schedule is laid out over the whole run)"
-            )
-        if differences:
-            raise runs.CheckpointError(
-                f"{path} was made with other settings (checkpoint vs this run): "
-                f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
-                f"run in another `out_dir`."
-            )
-        if int(meta["epoch"]) > trainer.max_epochs:
-            raise runs.CheckpointError(
-                f"{path} is at epoch {meta['epoch']}, past this run's {trainer.max_epochs} "
-                f"epochs; resume with `max_epochs={meta['epoch']}` or more"
-            )
+        check_resumable(path, meta, run_identity(trainer), trainer.max_epochs)
         trainer._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
         trainer._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
         trainer.epoch = int(meta["epoch"])
@@ -403,7 +325,7 @@ class Checkpoint(Callback):
         trainer.history.config = trainer.config()
         if not trainer.is_writer:
             return
-        self.export(trainer)  # anything older than the checkpoint, written again
+        export_run_files(trainer, self.out_dir)  # anything older than the checkpoint, again
         if self.progress:
             left = trainer.max_epochs - trainer.epoch
             print(
@@ -418,6 +340,112 @@ class Checkpoint(Callback):
                 ),
                 flush=True,
             )
+
+
+class ExportRun(Callback):
+    """After each epoch, the run's files for other tools: weights.npz (the canonical format,
+    which every backend loads), history.json and board.png (`export_run_files`)."""
+
+    writer_only = True
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir).expanduser()
+
+    def on_epoch_end(self, trainer, record):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        export_run_files(trainer, self.out_dir)
+
+
+class SaveCheckpoint(Callback):
+    """After each epoch, checkpoint.npz (Keras: ModelCheckpoint): the model, optimizer and RNG
+    state with what a resume must match (`run_identity`), the epoch, the last lr and the
+    history. Placed after `ExportRun`: the checkpoint is the commit point, so that after a
+    kill at any moment a resume starts from the last one and writes the other files again."""
+
+    writer_only = True
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir).expanduser()
+
+    def on_epoch_end(self, trainer, record):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        meta = dict(
+            run_identity(trainer),
+            epoch=trainer.epoch,
+            max_epochs=trainer.max_epochs,
+            history=trainer.history.to_dict(),
+            last_lr=trainer.last_lr,  # SGD momentum's scale in Keras and MXNet (_scale_momentum)
+        )
+        arrays = dict(trainer._state_arrays())
+        arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
+        runs.save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
+
+
+def run_identity(trainer) -> dict:
+    """What a checkpoint must match to be resumed: the model, the data and the run."""
+    from nin.spec import spec_to_dict
+
+    spec = getattr(trainer.model, "spec", None)
+    recipe = getattr(trainer.model, "recipe", None)
+    data = trainer.data
+    return {
+        "backend": trainer.backend_name,
+        "spec": spec_to_dict(spec) if spec is not None else None,
+        "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+        "run": {
+            **data_settings(data),
+            "num_train": _length(getattr(data, "train", None)),
+            "num_val": _length(getattr(data, "val", None)),
+            "num_train_batches": trainer.num_train_batches,
+            "num_val_batches": trainer.num_val_batches,
+            "fast": bool(trainer.fast),
+        },
+    }
+
+
+def check_resumable(path, meta: dict, mine: dict, max_epochs: int) -> None:
+    """Refuse, with what differs and what to do, a checkpoint (`meta`, read from `path`)
+    made for another backend, model, recipe or data, or past this run's `max_epochs`."""
+    for key in ("backend", "spec"):
+        if meta.get(key) != mine[key]:
+            raise runs.CheckpointError(
+                f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
+                f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
+                f"; use another `out_dir` or the matching `backend` and model."
+            )
+    # a checkpoint from before a field existed was made with that field's default
+    recipe = meta.get("recipe") and {"label_smoothing": 0.0, **meta["recipe"]}
+    run = meta.get("run") and {"augment": "none", "val_split": 0, **meta["run"]}
+    differences = _field_diff(recipe, mine["recipe"], "recipe ") + _field_diff(run, mine["run"], "")
+    schedule = (mine["recipe"] or {}).get("schedule", "constant")
+    if schedule != "constant" and meta.get("max_epochs") not in (None, max_epochs):
+        differences.append(
+            f"epochs {meta['max_epochs']} vs {max_epochs} (the "
+            f"{schedule} schedule is laid out over the whole run)"
+        )
+    if differences:
+        raise runs.CheckpointError(
+            f"{path} was made with other settings (checkpoint vs this run): "
+            f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
+            f"run in another `out_dir`."
+        )
+    if int(meta["epoch"]) > max_epochs:
+        raise runs.CheckpointError(
+            f"{path} is at epoch {meta['epoch']}, past this run's {max_epochs} "
+            f"epochs; resume with `max_epochs={meta['epoch']}` or more"
+        )
+
+
+def export_run_files(trainer, out_dir: Path) -> None:
+    """weights.npz, history.json and board.png in `out_dir` for the state the trainer holds
+    now."""
+    spec = getattr(trainer.model, "spec", None)
+    if spec is not None:  # the same weights in the canonical format, for other backends
+        from nin import weights
+
+        weights.export(trainer.backend_name, trainer.model.net, spec, out_dir / "weights.npz")
+    trainer.history.save(out_dir / "history.json")
+    trainer.board.save(trainer.history, out_dir / "board.png")
 
 
 class StallWatchdog(Callback):
@@ -534,8 +562,9 @@ def _as_is(text: str) -> str:
 def default_callbacks(trainer, wording=None) -> list[Callback]:
     """What every Trainer runs, as its arguments (`progress`, `out_dir`, `resume`,
     `overwrite`, `stuck_check`, `on_stuck`) say, in this order: the NaN check before anything
-    records a loss; the checkpoint after the history it saves, and before the progress bar, so
-    that a resume (or its refusal) comes before the start line."""
+    records a loss; the run folder's callbacks (claim, resume, export, checkpoint, the
+    checkpoint last) after the history they save, and before the progress bar, so that a
+    resume (or its refusal) comes before the start line."""
     t, wording = trainer, wording or _as_is
     found: list[Callback] = [
         TerminateOnNaN(),
@@ -548,7 +577,10 @@ def default_callbacks(trainer, wording=None) -> list[Callback]:
     if quick is not None:
         found.insert(0, QuickCaps(quick.epochs, quick.train_batches, quick.val_batches))
     if t.out_dir:  # resumes before the start line; saves before the epoch's line is printed
-        found.append(Checkpoint(t.out_dir, t.resume, t.overwrite, t.progress, wording))
+        found.append(ClaimRunFolder(t.out_dir, t.resume, t.overwrite))
+        if t.resume:
+            found.append(ResumeFromCheckpoint(t.out_dir, t.progress, wording))
+        found += [ExportRun(t.out_dir), SaveCheckpoint(t.out_dir)]
     if t.progress:
         found.append(ProgressBar(wording))
     found.append(LiveBoard())

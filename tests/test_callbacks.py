@@ -139,10 +139,16 @@ def test_the_default_callbacks_and_their_order(tmp_path):
         "TerminateOnNaN",
         "RecordHistory",
         "StuckCheck",
-        "Checkpoint",
+        "ClaimRunFolder",
+        "ExportRun",
+        "SaveCheckpoint",  # the commit point: after the files it vouches for
         "ProgressBar",
         "LiveBoard",
     ]
+    resumed = C.default_callbacks(_settings(out_dir=tmp_path, resume=True))
+    names = [type(c).__name__ for c in resumed]
+    assert names.index("ClaimRunFolder") + 1 == names.index("ResumeFromCheckpoint")
+    assert names.index("ResumeFromCheckpoint") < names.index("ProgressBar")  # its line first
     quiet = C.default_callbacks(_settings(progress=False))
     assert "ProgressBar" not in [type(c).__name__ for c in quiet]
 
@@ -227,3 +233,48 @@ def test_time_limit_stops_training_after_the_step_that_passes_it(synthetic_root)
     history = trainer.fit(B.NiN(recipe="nin"), data)
     assert trainer.callbacks[-1].stopped and trainer.stop_training
     assert len(history.steps) == 1 and len(history.epochs) == 1  # the epoch still validates
+
+
+def test_the_run_folder_claim_refuses_a_run_unless_told(tmp_path):
+    from nin import runs
+
+    (tmp_path / "checkpoint.npz").write_bytes(b"a run")
+    with pytest.raises(runs.RunExistsError):
+        C.ClaimRunFolder(tmp_path).before_fit(None)
+    C.ClaimRunFolder(tmp_path, overwrite=True).before_fit(None)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_checkpoint_export_and_resume_each_do_their_own_job(synthetic_root, tmp_path):
+    """Alone, SaveCheckpoint writes checkpoint.npz only, ExportRun the other files only, and
+    ResumeFromCheckpoint continues from a checkpoint (writing its files again) or refuses one
+    made for another run."""
+    from nin import runs
+
+    class StopAfterAnEpoch(C.Callback):
+        def on_epoch_end(self, trainer, record):
+            trainer.stop_training = True
+
+    saved, exported = tmp_path / "saved", tmp_path / "exported"
+    B, data, trainer = _trainer(
+        "torch", synthetic_root, 2, 3, callbacks=[C.SaveCheckpoint(saved), StopAfterAnEpoch()]
+    )
+    first = trainer.fit(B.NiN(recipe="nin"), data)
+    assert sorted(p.name for p in saved.iterdir()) == ["checkpoint.npz"]
+    _, meta = runs.read_checkpoint(saved / "checkpoint.npz")
+    assert meta["epoch"] == 1 and meta["backend"] == "torch" and meta["run"]["fast"] is False
+
+    resume = C.ResumeFromCheckpoint(saved, progress=False)
+    B, data, trainer = _trainer(
+        "torch", synthetic_root, epochs=2, batches=3, callbacks=[resume, C.ExportRun(exported)]
+    )
+    history = trainer.fit(B.NiN(recipe="nin"), data)
+    assert len(history.epochs) == 2 and history.epochs[0] == first.epochs[0]
+    files = ["board.png", "history.json", "weights.npz"]
+    assert sorted(p.name for p in exported.iterdir()) == files
+    assert sorted(p.name for p in saved.iterdir()) == sorted(["checkpoint.npz", *files])
+    assert runs.read_checkpoint(saved / "checkpoint.npz")[1]["epoch"] == 1  # not saved again
+
+    B, data, trainer = _trainer("torch", synthetic_root, epochs=2, batches=4, callbacks=[resume])
+    with pytest.raises(runs.CheckpointError, match="num train batches 3 vs 4"):
+        trainer.fit(B.NiN(recipe="nin"), data)

@@ -97,7 +97,7 @@ def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
 def test_the_import_graph_sees_top_level_and_function_level_imports():
     graph = nin_import_graph()
     assert "nin.recipes" in graph["nin.training"]  # at the top of training.py
-    assert "nin.weights" in graph["nin.callbacks"]  # inside Checkpoint's export
+    assert "nin.weights" in graph["nin.callbacks"]  # inside export_run_files
     assert "nin.training" in graph["nin.backends.torch"]  # one node for the package
 
 
