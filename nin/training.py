@@ -1,5 +1,5 @@
-"""The backend-neutral half of the d2l shim: hyperparameters, recipes, the epoch loop,
-history, the live board, stuck detection and checkpoints.
+"""The backend-neutral half of the d2l shim: the mixins (hyperparameters, Module, Classifier,
+NiN) and the one loop, `TrainerBase`, whose side jobs are callbacks (nin.callbacks).
 
 Each backend's `Trainer` subclasses `TrainerBase` and supplies only what is framework
 specific: `_prepare` (device, fast paths, optimizer), `_train_step` (forward, loss, backward,
@@ -19,7 +19,7 @@ import numpy as np
 
 from nin.callbacks import Logs, default_callbacks, takes_logs
 from nin.data import data_settings
-from nin.distributed import SINGLE, ShardedLoader, Shards
+from nin.distributed import SINGLE, DataParallelMixin, Shards
 from nin.history import Board, History
 from nin.recipes import PIXEL_MEAN, PIXEL_STD, Recipe, lr_at, resolve_recipe
 
@@ -169,9 +169,8 @@ class NiNMixin:
 
 @dataclass
 class _EpochTally:
-    """One epoch's running count: when it started, the images stepped on, the steps' losses
-    not yet synced (backend scalars) and those synced (floats), whether the processes agreed,
-    at the last sync, to stop, and the training rate then."""
+    """One epoch's running count: its start, the images stepped on, the losses not yet synced
+    (backend scalars) and synced (floats); at the last sync, the rate and an agreed stop."""
 
     start: float
     seen: int = 0
@@ -181,7 +180,7 @@ class _EpochTally:
     images_per_s: float | None = None  # at the last sync
 
 
-class TrainerBase(HyperParameters):
+class TrainerBase(DataParallelMixin, HyperParameters):
     """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation,
     through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`; all else
     the loop does (progress, history, NaN and stuck checks, the board, checkpoints) is a
@@ -316,56 +315,6 @@ class TrainerBase(HyperParameters):
     def _start_epoch_rng(self, epoch: int) -> None:
         pass
 
-    # data parallelism (nin.distributed): the backends that train on several replicas
-    def _process_rank(self) -> int:  # this process among the workers, known before `fit`
-        return 0 if self.rank is None else self.rank
-
-    def _parallel_step(self, shards: Shards):  # -> this process's part of the global loss
-        raise NotImplementedError(f"{self.backend_name} has no data-parallel step")
-
-    def _all_sum(self, values: np.ndarray) -> np.ndarray:  # summed over the processes
-        if self.world.size == 1:
-            return values
-        raise NotImplementedError(f"{self.backend_name} cannot reduce across processes")
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this process prints, draws and writes the run's files (the first one)."""
-        return self._process_rank() == 0
-
-    def _replicas_asked(self, available: int) -> int:
-        """How many replicas this process is asked for: `devices`, else d2l's `num_gpus`
-        as far as there are GPUs (one at least)."""
-        if self.devices is not None:
-            return self.devices
-        return max(1, min(self.num_gpus, available))
-
-    def _local_devices(self, available: int) -> tuple[int, bool]:
-        """(how many devices this process trains on, whether they are GPUs): `devices` GPUs
-        when there are that many, else as many CPU replicas on a machine without GPUs; without
-        `devices`, d2l's `num_gpus` GPUs as far as there are (the CPU when none)."""
-        if self.devices is None:
-            count = self._replicas_asked(available)
-            return count, bool(available and self.num_gpus)
-        if available >= self.devices:
-            return self.devices, True
-        if available:
-            raise ValueError(
-                f"`devices={self.devices}` asks for {self.devices} GPUs and this machine has "
-                f"{available}; ask for {available} or fewer"
-            )
-        return self.devices, False
-
-    def _refuse_clipping_across_replicas(self) -> None:
-        """Clipping by the global norm needs the summed gradients, which these engines only
-        form inside their update step."""
-        if self.gradient_clip_val > 0 and self.world.parallel:
-            raise ValueError(
-                f"{self.backend_name} sums the replicas' gradients inside its update, so "
-                f"`gradient_clip_val` cannot clip the global batch's gradient there; train "
-                f"without clipping, or on one device (PyTorch clips data-parallel runs)"
-            )
-
     def prepare_batch(self, batch):
         """d2l's hook: a batch as the step takes it (each backend moves it to the device)."""
         return batch
@@ -399,27 +348,6 @@ class TrainerBase(HyperParameters):
         self.schedule = recipe.schedule if isinstance(recipe, Recipe) else "constant"
         self.base_lr = self._get_lr()
         self._train_mode(True)
-
-    def _shard_loaders(self) -> None:
-        """Each process reads its parts of every global batch (nin.distributed)."""
-        for name in ("train_dataloader", "val_dataloader"):
-            loader = getattr(self, name)
-            if loader is None:
-                continue
-            if isinstance(loader, ShardedLoader):
-                loader = loader.loader  # a second `fit`: shard the plain loader again
-            if not hasattr(loader, "source"):
-                raise ValueError(
-                    "data-parallel training splits the batches of nin's data module "
-                    "(`FashionMNIST`); this data module's loaders cannot be split"
-                )
-            train = name == "train_dataloader"
-            if not train and self.world.size == 1:
-                setattr(self, name, loader)  # one process validates all of it
-                continue
-            sharded = ShardedLoader(loader, self.world, by_replica=train)
-            sharded.check_splits("training" if train else "validation")
-            setattr(self, name, sharded)
 
     def prepare(self, model, data):
         """`prepare_data` then `prepare_model`: what `fit` does before the first batch."""

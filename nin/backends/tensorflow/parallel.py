@@ -76,8 +76,8 @@ def _strategy_world(strategy) -> "_distributed.World":
 
 
 class Parallel:
-    """The Trainer's world (`TrainerBase`'s hooks `_process_rank`, `_setup_world`,
-    `_parallel_step`, `_all_sum`) for TensorFlow."""
+    """The Trainer's world (the hooks of nin.distributed.DataParallelMixin: `_process_rank`,
+    `_setup_world`, `_parallel_step`, `_all_sum`) for TensorFlow."""
 
     def _process_rank(self):
         if self.rank is not None or self.engine is None:
