@@ -68,6 +68,7 @@ def run_one(
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
     from nin.recipes import PLANS, resolve_recipe
+    from nin.runner import RunSettings, build_run
     from nin.tta import tta_accuracy
 
     plan = PLANS[recipe]  # `recipe` names a plan; the plan names its Recipe
@@ -108,27 +109,25 @@ def run_one(
             clock["end"] = time.perf_counter()
 
     B = get_backend(backend)
-    B.set_seed(seed)
-    data = B.FashionMNIST(
+    settings = RunSettings(
+        recipe=resolve_recipe(plan.recipe, lr=plan.lr if lr is None else lr),
+        epochs=epochs,
         batch_size=batch_size,
-        resize=(resize, resize),
-        root=root,
+        resize=resize,
         seed=seed,
         augment=augment,
-    )
-    model = B.NiN(recipe=resolve_recipe(plan.recipe, lr=plan.lr if lr is None else lr))
-    limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
-    trainer = B.Trainer(
-        max_epochs=epochs,
-        num_gpus=num_gpus,
-        fast=True,
-        progress=False,
-        stuck_check=0,
+        root=root,
         limit_train_batches=limit_train_batches,
         limit_val_batches=0,
-        callbacks=[Clock()] + ([limit] if limit else []),
+        fast=True,
+        num_gpus=num_gpus,
+        progress=False,
+        stuck_check=0,
     )
-    history = trainer.fit(model, data)
+    limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
+    run = build_run(B, settings, callbacks=[Clock()] + ([limit] if limit else []))
+    data, model, trainer = run.data, run.model, run.trainer
+    history = run.fit()
     start = time.perf_counter()
     acc, plain = test_accuracy(trainer, plain_too=True)  # on the whole test split, once
     eval_seconds = time.perf_counter() - start

@@ -17,7 +17,7 @@ API = {
         "The d2l surface (PyTorch tab)",
         [f"nin.backends.torch.{m}" for m in ("ops", "model", "trainer", "parallel")],
     ),
-    "training": ("Recipes, the loop, history, board", ["nin.recipes", "nin.training", "nin.history", "nin.tta"]),
+    "training": ("Recipes, the loop, history, board", ["nin.recipes", "nin.training", "nin.history", "nin.tta", "nin.runner"]),
     "callbacks": ("Callbacks", ["nin.callbacks"]),
     "spec": ("The spec", ["nin.spec"]),
     "weights": ("Weights", ["nin.weights"]),
