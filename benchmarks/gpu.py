@@ -178,7 +178,7 @@ def one_backend(backend: str, args) -> list[str]:
 
 
 def time_to_090(backend: str, args) -> dict:
-    """The sprint plan (nin.training.PLANS, `make train`'s) on the device, seed 0, through
+    """The sprint plan (nin.recipes.PLANS, `make train`'s) on the device, seed 0, through
     benchmarks/time_to_accuracy.py's run: its training seconds, images/s and final test
     accuracy, and `device`, where it trained (`--quick`: one epoch of two batches of 8). A
     failure is recorded, not raised. `seconds` is the whole run (build, training, the final

@@ -7,7 +7,7 @@
         [--augment NAME] [--tta NAME]   (a variant of the plan; the table says so)
 
 Each run (backend, recipe, seed) is a process of its own. `--recipe` names plans
-(`nin.training.PLANS`: a Recipe with its epochs, input size, batch, batches an epoch,
+(`nin.recipes.PLANS`: a Recipe with its epochs, input size, batch, batches an epoch,
 augmentation and test-time augmentation). A run trains its plan to the end, with no
 evaluation while training, then evaluates once on all 10,000 test images. Reported apart:
 - `train_seconds`: the wall time of training, every step (the recipe evaluates nothing);
@@ -16,7 +16,7 @@ evaluation while training, then evaluates once on all 10,000 test images. Report
 - `process_seconds`: the whole process, as the parent measured it;
 - `eval_seconds`: the final evaluation. A plan with test-time augmentation (`tta`, the
   sprint-83k and quality plans') scores each test image by its class probabilities summed
-  over several views (`nin.training.tta_accuracy`); the record keeps the plain accuracy too.
+  over several views (`nin.tta.tta_accuracy`); the record keeps the plain accuracy too.
 `--cap-seconds` stops training after that long (`nin.callbacks.TimeLimit`), for the slow
 recipes (the chapter's 10 epochs at 224 take hours on a CPU); a capped run says so. Per
 backend: the median training time over the seeds, each seed's accuracy, whether every seed
@@ -67,7 +67,9 @@ def run_one(
     record, less `process_seconds` (the parent's)."""
     from nin.backends import get_backend
     from nin.callbacks import Callback, TimeLimit
-    from nin.training import PLANS, resolve_recipe, tta_accuracy
+    from nin.recipes import PLANS, resolve_recipe
+    from nin.runner import RunSettings, build_run
+    from nin.tta import tta_accuracy
 
     plan = PLANS[recipe]  # `recipe` names a plan; the plan names its Recipe
     epochs, resize = epochs or plan.epochs, resize or plan.resize
@@ -82,7 +84,7 @@ def run_one(
         """The plan's test accuracy; with `plain_too`, (it, the plain one). The plain one is
         the trainer's evaluation, as for every plan (on the fast path: bf16 where the CPU
         has it); with test-time augmentation the plan's sums each image's class
-        probabilities over its views, in fp32 (`nin.training.tta_accuracy`)."""
+        probabilities over its views, in fp32 (`nin.tta.tta_accuracy`)."""
         plain = None
         if tta == "none" or plain_too:
             trainer._train_mode(False)
@@ -107,27 +109,25 @@ def run_one(
             clock["end"] = time.perf_counter()
 
     B = get_backend(backend)
-    B.set_seed(seed)
-    data = B.FashionMNIST(
+    settings = RunSettings(
+        recipe=resolve_recipe(plan.recipe, lr=plan.lr if lr is None else lr),
+        epochs=epochs,
         batch_size=batch_size,
-        resize=(resize, resize),
-        root=root,
+        resize=resize,
         seed=seed,
         augment=augment,
-    )
-    model = B.NiN(recipe=resolve_recipe(plan.recipe, lr=plan.lr if lr is None else lr))
-    limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
-    trainer = B.Trainer(
-        max_epochs=epochs,
-        num_gpus=num_gpus,
-        fast=True,
-        progress=False,
-        stuck_check=0,
+        root=root,
         limit_train_batches=limit_train_batches,
         limit_val_batches=0,
-        callbacks=[Clock()] + ([limit] if limit else []),
+        fast=True,
+        num_gpus=num_gpus,
+        progress=False,
+        stuck_check=0,
     )
-    history = trainer.fit(model, data)
+    limit = TimeLimit(cap, off_clock=lambda: clock["off"]) if cap else None
+    run = build_run(B, settings, callbacks=[Clock()] + ([limit] if limit else []))
+    data, model, trainer = run.data, run.model, run.trainer
+    history = run.fit()
     start = time.perf_counter()
     acc, plain = test_accuracy(trainer, plain_too=True)  # on the whole test split, once
     eval_seconds = time.perf_counter() - start
@@ -238,7 +238,7 @@ def plot(records: list[dict], path) -> None:
 
 def main(argv=None) -> int:
     from nin.data import AUGMENTATIONS
-    from nin.training import TTA
+    from nin.tta import TTA
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="torch", help="torch, mxnet, tensorflow or all")
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(**json.loads(args.child))), flush=True)
         return 0
     from nin.backends import resolve_backends
-    from nin.training import PLANS
+    from nin.recipes import PLANS
 
     recipes = [r.strip() for r in args.recipe.split(",") if r.strip()]
     compared = [] if args.compare == "none" else [r.strip() for r in args.compare.split(",")]

@@ -28,9 +28,9 @@ import numpy as np
 from benchmarks import memory as memory_bench
 from benchmarks.chapter_code import BASELINES
 from nin.backends import get_backend, resolve_backends
+from nin.machine import cpu_has_bf16
 from nin.resources import conv_macs
 from nin.spec import chapter_spec
-from nin.training import cpu_has_bf16
 
 
 def _seconds(fn) -> float:
@@ -55,7 +55,7 @@ def machine_peak(gpu: bool = False, framework: str | None = None) -> dict:
     chapter's largest convolution (block 2's 5 x 5, 96 -> 256 channels at 26 x 26,
     channels-last), each its fastest of several calls. With `framework` 'tensorflow' or
     'mxnet' (or where PyTorch is missing): that framework's own measure (`_framework_peak`).
-    bf16 is None on a CPU without native bf16 (`nin.training.cpu_has_bf16`): emulated, it
+    bf16 is None on a CPU without native bf16 (`nin.machine.cpu_has_bf16`): emulated, it
     takes minutes to measure and is no peak."""
     import importlib.util
 

@@ -4,51 +4,54 @@
 Everything else hangs off it here, called at these points (each a method; the default does
 nothing):
 
-    before_fit(trainer)            before any work: claim the run folder, cap a quick run
-    on_fit_start(trainer)          model and data prepared: resume, print the start line
-    on_epoch_start(trainer)        before the epoch's first step
-    on_losses(trainer, losses)     every sync (10 steps): the steps' losses as floats;
-                                   `trainer.train_batch_idx` counts the steps so far
-    on_batch_end(trainer)          after each training step
-    on_epoch_end(trainer, record)  after validation; `record` is the epoch's metrics
+    before_fit(trainer)                    before any work: claim the run folder, cap a
+                                           quick run
+    on_fit_start(trainer)                  model and data prepared: resume, the start line
+    on_epoch_start(trainer)                before the epoch's first step
+    on_batch_start(trainer, logs)          before each training step, its lr set
+    on_losses(trainer, losses, logs)       every sync (10 steps): the steps' losses as floats
+    on_batch_end(trainer, logs)            after each training step
+    on_validation_end(trainer, metrics, logs)  the epoch's validation metrics ('loss', 'acc')
+    on_epoch_end(trainer, record)          after validation; `record` is the epoch's metrics
     on_fit_end(trainer)
 
-The Trainer runs `default_callbacks(...)` (history, NaN stop, stuck check, progress, board,
-checkpoint), then the caller's `callbacks=[...]`, in order. A callback of your own:
+`logs` (a `Logs`) is what the loop knows at that point, as Keras hands its callbacks `logs`:
+the step, the epoch, the lr, the precision, the training rate, the losses just synced. The
+Trainer runs `default_callbacks(...)` (history, NaN stop, stuck check, run folder, resume,
+progress, board, checkpoint), then the caller's `callbacks=[...]`, in order. A callback of
+your own:
 
     class PrintLR(Callback):
-        def on_epoch_end(self, trainer, record):
-            print(trainer.epoch, trainer._get_lr())
+        def on_validation_end(self, trainer, metrics, logs):
+            print(f"epoch {logs.epoch + 1}: lr {logs.lr:g}, val_acc {metrics['acc']:.4f}")
 
     d2l.Trainer(max_epochs=3, callbacks=[PrintLR()])
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nin import runs
-from nin.training import (
-    History,
-    Recipe,
-    TrainingDivergedError,
-    TrainingStuckError,
-    _field_diff,
-    _short,
-    _spec_changes,
-    data_settings,
-)
+from nin.data import data_settings
+from nin.history import History
+from nin.recipes import Recipe
 
 __all__ = [
+    "TrainingStuckError",
+    "TrainingDivergedError",
+    "Logs",
     "Callback",
     "RecordHistory",
     "TerminateOnNaN",
@@ -56,17 +59,59 @@ __all__ = [
     "ProgressBar",
     "LiveBoard",
     "TimeLimit",
-    "Checkpoint",
+    "ClaimRunFolder",
+    "ResumeFromCheckpoint",
+    "ExportRun",
+    "SaveCheckpoint",
+    "run_identity",
+    "check_resumable",
+    "export_run_files",
     "QuickCaps",
     "StallWatchdog",
     "default_callbacks",
 ]
 
 
+class TrainingStuckError(RuntimeError):
+    """The loss stayed at chance level (ln num_classes) past the check."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Logs:
+    """What the loop knows at a hook, handed to it (as Keras hands its callbacks `logs`), so
+    that a callback reads these rather than the trainer's counters and hooks."""
+
+    step: int  # training steps run so far in the whole run (a resume counts the earlier ones)
+    epoch: int  # the epoch under way, from 0
+    steps_per_epoch: int  # the training batches an epoch takes
+    lr: float  # the optimizer's lr now (at `on_batch_start`: the one this step runs at)
+    precision: str  # what the step computes in: 'bf16' or 'fp32'
+    images_per_s: float | None = None  # this epoch's training rate at its last sync, if any
+    losses: tuple[float, ...] = ()  # at `on_losses`: the losses just synced; the last: `step`'s
+
+    @property
+    def first_step(self) -> int:
+        """The run-wide number (from 1) of the step whose loss is `losses[0]`."""
+        return self.step - len(self.losses) + 1
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Training steps run so far in this epoch."""
+        return self.step - self.epoch * self.steps_per_epoch
+
+
 class Callback:
     """Does nothing at every point of the loop; subclasses pick the points they need.
     `writer_only`: in a data-parallel run, only the first process runs it (it prints,
-    draws or writes); every process runs the others, on the same reduced losses."""
+    draws or writes); every process runs the others, on the same reduced losses.
+
+    A hook gets `logs` when it names a `logs` parameter (`takes_logs`), and is called
+    without it otherwise: callbacks written before `logs` existed (`on_losses(self, trainer,
+    losses)`, `on_batch_end(self, trainer)`) keep working unchanged."""
 
     writer_only = False
 
@@ -79,10 +124,16 @@ class Callback:
     def on_epoch_start(self, trainer) -> None:
         pass
 
-    def on_losses(self, trainer, losses: list[float]) -> None:
+    def on_batch_start(self, trainer, logs: Logs) -> None:
         pass
 
-    def on_batch_end(self, trainer) -> None:
+    def on_losses(self, trainer, losses: list[float], logs: Logs) -> None:
+        pass
+
+    def on_batch_end(self, trainer, logs: Logs) -> None:
+        pass
+
+    def on_validation_end(self, trainer, metrics: dict, logs: Logs) -> None:
         pass
 
     def on_epoch_end(self, trainer, record: dict) -> None:
@@ -92,21 +143,31 @@ class Callback:
         pass
 
 
-def _first_step(trainer, losses) -> int:
-    """The run-wide number (from 1) of the first step in `losses`."""
-    return trainer.train_batch_idx - len(losses) + 1
+def takes_logs(hook) -> bool:
+    """Whether a callback's hook names a `logs` parameter (or takes any keyword): the loop
+    passes `logs` to it then, and calls it as before otherwise."""
+    return _names_logs(getattr(hook, "__func__", hook))
+
+
+@functools.cache
+def _names_logs(function) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == "logs" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 class TerminateOnNaN(Callback):
     """Stop at the first non-finite loss, named by the step that produced it."""
 
-    def on_losses(self, trainer, losses):
+    def on_losses(self, trainer, losses, logs):
         for j, value in enumerate(losses):
             if not math.isfinite(value):
-                step = _first_step(trainer, losses) + j
-                batch = (step - 1) % trainer.num_train_batches + 1
+                step = logs.first_step + j
+                batch = (step - 1) % logs.steps_per_epoch + 1
                 raise TrainingDivergedError(
-                    f"the training loss became {value} at step {step} (epoch {trainer.epoch + 1}, "
+                    f"the training loss became {value} at step {step} (epoch {logs.epoch + 1}, "
                     f"batch {batch}): the run diverged. Try a lower learning rate (`lr`), "
                     f"gradient clipping (Trainer(gradient_clip_val=1), in Python), or "
                     f"`fast=False` for plain fp32."
@@ -116,11 +177,11 @@ class TerminateOnNaN(Callback):
 class RecordHistory(Callback):
     """`trainer.history`: each step's loss (at its fractional epoch) and each epoch's record."""
 
-    def on_losses(self, trainer, losses):
-        n, first = trainer.num_train_batches, _first_step(trainer, losses)
+    def on_losses(self, trainer, losses, logs):
+        n, first = logs.steps_per_epoch, logs.first_step
         for j, loss in enumerate(losses):
-            k = first + j - trainer.epoch * n  # the step's number in its epoch
-            trainer.history.steps.append((trainer.epoch + k / n, loss))
+            k = first + j - logs.epoch * n  # the step's number in its epoch
+            trainer.history.steps.append((logs.epoch + k / n, loss))
 
     def on_epoch_end(self, trainer, record):
         trainer.history.epochs.append(record)
@@ -189,10 +250,10 @@ class ProgressBar(Callback):
         )
         self.losses = []
 
-    def on_losses(self, trainer, losses):
+    def on_losses(self, trainer, losses, logs):
         self.losses += losses
         self.bar.set_postfix(
-            loss=f"{np.mean(self.losses[-10:]):.3f}", img_s=f"{trainer.images_per_s:.0f}"
+            loss=f"{np.mean(self.losses[-10:]):.3f}", img_s=f"{logs.images_per_s:.0f}"
         )
 
     def on_batch_end(self, trainer):
@@ -218,9 +279,8 @@ class LiveBoard(Callback):
         self.every = max(1, trainer.num_train_batches // (trainer.board.points_per_epoch or 10))
         self.next = self.every
 
-    def on_losses(self, trainer, losses):
-        done = trainer.train_batch_idx - trainer.epoch * trainer.num_train_batches
-        if trainer.board.live and done >= self.next:
+    def on_losses(self, trainer, losses, logs):
+        if trainer.board.live and logs.step_in_epoch >= self.next:
             trainer.board.draw(trainer.history)
             self.next += self.every
 
@@ -228,119 +288,35 @@ class LiveBoard(Callback):
         trainer.board.draw(trainer.history)
 
 
-class Checkpoint(Callback):
-    """A run folder: claimed before any work (never replaced unless `overwrite`); after each
-    epoch weights.npz, history.json, board.png and, last, checkpoint.npz (the commit point);
-    `resume` continues from the checkpoint, which must fit this run field by field. In a
-    data-parallel run the first process claims the folder and writes; every process resumes."""
+class ClaimRunFolder(Callback):
+    """Claim the run folder before any work: never a folder that holds a run, unless `resume`
+    (continue it) or `overwrite` (replace it) says so (nin.runs.claim_out_dir). In a
+    data-parallel run the first process claims it."""
 
-    def __init__(
-        self,
-        out_dir,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
-        wording=None,
-    ):
+    writer_only = True
+
+    def __init__(self, out_dir, resume: bool = False, overwrite: bool = False):
         self.out_dir = Path(out_dir).expanduser()
-        self.resume, self.overwrite, self.progress = resume, overwrite, progress
-        self.wording = wording or _as_is
+        self.resume, self.overwrite = resume, overwrite
 
     def before_fit(self, trainer):
-        if trainer.is_writer:
-            runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
+        runs.claim_out_dir(self.out_dir, self.resume, self.overwrite)
+
+
+class ResumeFromCheckpoint(Callback):
+    """Continue the run from the folder's checkpoint.npz (Keras: BackupAndRestore): it must
+    fit this run field by field (`run_identity`); then the model, optimizer, RNG, epoch, lr
+    and history are the checkpoint's, the run's other files are written again from them, and
+    a line says how many epochs are left. In a data-parallel run every process resumes."""
+
+    def __init__(self, out_dir, progress: bool = True, wording=None):
+        self.out_dir = Path(out_dir).expanduser()
+        self.progress, self.wording = progress, wording or _as_is
 
     def on_fit_start(self, trainer):
-        if self.resume:
-            self.load(trainer)
-
-    def on_epoch_end(self, trainer, record):
-        if trainer.is_writer:
-            self.save(trainer)
-
-    def identity(self, trainer) -> dict:
-        """What a checkpoint must match to be resumed: the model, the data and the run."""
-        from nin.spec import spec_to_dict
-
-        spec = getattr(trainer.model, "spec", None)
-        recipe = getattr(trainer.model, "recipe", None)
-        data = trainer.data
-        return {
-            "backend": trainer.backend_name,
-            "spec": spec_to_dict(spec) if spec is not None else None,
-            "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
-            "run": {
-                **data_settings(data),
-                "num_train": _length(getattr(data, "train", None)),
-                "num_val": _length(getattr(data, "val", None)),
-                "num_train_batches": trainer.num_train_batches,
-                "num_val_batches": trainer.num_val_batches,
-                "fast": bool(trainer.fast),
-            },
-        }
-
-    def export(self, trainer) -> None:
-        """weights.npz, history.json and board.png for the state the trainer holds now."""
-        spec = getattr(trainer.model, "spec", None)
-        if spec is not None:  # the same weights in the canonical format, for other backends
-            from nin import weights
-
-            weights.export(
-                trainer.backend_name, trainer.model.net, spec, self.out_dir / "weights.npz"
-            )
-        trainer.history.save(self.out_dir / "history.json")
-        trainer.board.save(trainer.history, self.out_dir / "board.png")
-
-    def save(self, trainer) -> None:
-        """The epoch's files; the checkpoint last, as the commit point: after a kill at any
-        moment, `resume` starts from the last checkpoint and writes the others again."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.export(trainer)
-        meta = dict(
-            self.identity(trainer),
-            epoch=trainer.epoch,
-            max_epochs=trainer.max_epochs,
-            history=trainer.history.to_dict(),
-            last_lr=trainer.last_lr,  # SGD momentum's scale in Keras and MXNet (_scale_momentum)
-        )
-        arrays = dict(trainer._state_arrays())
-        arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
-        runs.save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
-
-    def load(self, trainer) -> None:
         path = self.out_dir / "checkpoint.npz"  # claim_out_dir saw that it exists
         arrays, meta = runs.read_checkpoint(path)
-        mine = self.identity(trainer)
-        for key in ("backend", "spec"):
-            if meta.get(key) != mine[key]:
-                raise runs.CheckpointError(
-                    f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
-                    f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
-                    f"; use another `out_dir` or the matching `backend` and model."
-                )
-        # a checkpoint from before a field existed was made with that field's default
-        recipe = meta.get("recipe") and {"label_smoothing": 0.0, **meta["recipe"]}
-        run = meta.get("run") and {"augment": "none", "val_split": 0, **meta["run"]}
-        differences = _field_diff(recipe, mine["recipe"], "recipe ") + _field_diff(
-            run, mine["run"], ""
-        )
-        schedule = (mine["recipe"] or {}).get("schedule", "constant")
-        if schedule != "constant" and meta.get("max_epochs") not in (None, trainer.max_epochs):
-            differences.append(
-                f"epochs {meta['max_epochs']} vs {trainer.max_epochs} (the "
-                f"{schedule} schedule is laid out over the whole run)"
-            )
-        if differences:
-            raise runs.CheckpointError(
-                f"{path} was made with other settings (checkpoint vs this run): "
-                f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
-                f"run in another `out_dir`."
-            )
-        if int(meta["epoch"]) > trainer.max_epochs:
-            raise runs.CheckpointError(
-                f"{path} is at epoch {meta['epoch']}, past this run's {trainer.max_epochs} "
-                f"epochs; resume with `max_epochs={meta['epoch']}` or more"
-            )
+        check_resumable(path, meta, run_identity(trainer), trainer.max_epochs)
         trainer._load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("rng/")})
         trainer._load_rng_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("rng/")})
         trainer.epoch = int(meta["epoch"])
@@ -349,7 +325,7 @@ class Checkpoint(Callback):
         trainer.history.config = trainer.config()
         if not trainer.is_writer:
             return
-        self.export(trainer)  # anything older than the checkpoint, written again
+        export_run_files(trainer, self.out_dir)  # anything older than the checkpoint, again
         if self.progress:
             left = trainer.max_epochs - trainer.epoch
             print(
@@ -364,6 +340,112 @@ class Checkpoint(Callback):
                 ),
                 flush=True,
             )
+
+
+class ExportRun(Callback):
+    """After each epoch, the run's files for other tools: weights.npz (the canonical format,
+    which every backend loads), history.json and board.png (`export_run_files`)."""
+
+    writer_only = True
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir).expanduser()
+
+    def on_epoch_end(self, trainer, record):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        export_run_files(trainer, self.out_dir)
+
+
+class SaveCheckpoint(Callback):
+    """After each epoch, checkpoint.npz (Keras: ModelCheckpoint): the model, optimizer and RNG
+    state with what a resume must match (`run_identity`), the epoch, the last lr and the
+    history. Placed after `ExportRun`: the checkpoint is the commit point, so that after a
+    kill at any moment a resume starts from the last one and writes the other files again."""
+
+    writer_only = True
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir).expanduser()
+
+    def on_epoch_end(self, trainer, record):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        meta = dict(
+            run_identity(trainer),
+            epoch=trainer.epoch,
+            max_epochs=trainer.max_epochs,
+            history=trainer.history.to_dict(),
+            last_lr=trainer.last_lr,  # SGD momentum's scale in Keras and MXNet (_scale_momentum)
+        )
+        arrays = dict(trainer._state_arrays())
+        arrays.update({f"rng/{k}": v for k, v in trainer._rng_arrays().items()})
+        runs.save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
+
+
+def run_identity(trainer) -> dict:
+    """What a checkpoint must match to be resumed: the model, the data and the run."""
+    from nin.spec import spec_to_dict
+
+    spec = getattr(trainer.model, "spec", None)
+    recipe = getattr(trainer.model, "recipe", None)
+    data = trainer.data
+    return {
+        "backend": trainer.backend_name,
+        "spec": spec_to_dict(spec) if spec is not None else None,
+        "recipe": asdict(recipe) if isinstance(recipe, Recipe) else None,
+        "run": {
+            **data_settings(data),
+            "num_train": _length(getattr(data, "train", None)),
+            "num_val": _length(getattr(data, "val", None)),
+            "num_train_batches": trainer.num_train_batches,
+            "num_val_batches": trainer.num_val_batches,
+            "fast": bool(trainer.fast),
+        },
+    }
+
+
+def check_resumable(path, meta: dict, mine: dict, max_epochs: int) -> None:
+    """Refuse, with what differs and what to do, a checkpoint (`meta`, read from `path`)
+    made for another backend, model, recipe or data, or past this run's `max_epochs`."""
+    for key in ("backend", "spec"):
+        if meta.get(key) != mine[key]:
+            raise runs.CheckpointError(
+                f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
+                f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
+                f"; use another `out_dir` or the matching `backend` and model."
+            )
+    # a checkpoint from before a field existed was made with that field's default
+    recipe = meta.get("recipe") and {"label_smoothing": 0.0, **meta["recipe"]}
+    run = meta.get("run") and {"augment": "none", "val_split": 0, **meta["run"]}
+    differences = _field_diff(recipe, mine["recipe"], "recipe ") + _field_diff(run, mine["run"], "")
+    schedule = (mine["recipe"] or {}).get("schedule", "constant")
+    if schedule != "constant" and meta.get("max_epochs") not in (None, max_epochs):
+        differences.append(
+            f"epochs {meta['max_epochs']} vs {max_epochs} (the "
+            f"{schedule} schedule is laid out over the whole run)"
+        )
+    if differences:
+        raise runs.CheckpointError(
+            f"{path} was made with other settings (checkpoint vs this run): "
+            f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
+            f"run in another `out_dir`."
+        )
+    if int(meta["epoch"]) > max_epochs:
+        raise runs.CheckpointError(
+            f"{path} is at epoch {meta['epoch']}, past this run's {max_epochs} "
+            f"epochs; resume with `max_epochs={meta['epoch']}` or more"
+        )
+
+
+def export_run_files(trainer, out_dir: Path) -> None:
+    """weights.npz, history.json and board.png in `out_dir` for the state the trainer holds
+    now."""
+    spec = getattr(trainer.model, "spec", None)
+    if spec is not None:  # the same weights in the canonical format, for other backends
+        from nin import weights
+
+        weights.export(trainer.backend_name, trainer.model.net, spec, out_dir / "weights.npz")
+    trainer.history.save(out_dir / "history.json")
+    trainer.board.save(trainer.history, out_dir / "board.png")
 
 
 class StallWatchdog(Callback):
@@ -382,7 +464,8 @@ class StallWatchdog(Callback):
     def _beat(self, *_):
         self.last = time.monotonic()
 
-    on_fit_start = on_epoch_start = on_losses = on_batch_end = on_epoch_end = _beat
+    on_fit_start = on_epoch_start = on_batch_start = on_losses = on_batch_end = _beat
+    on_validation_end = on_epoch_end = _beat
 
     def on_fit_end(self, trainer):
         self.done.set()
@@ -437,6 +520,33 @@ class QuickCaps(Callback):
         trainer.limit_val_batches = capped(trainer.limit_val_batches, self.val_batches)
 
 
+def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str]:
+    """'name A vs B' for each field two records disagree on (None: not recorded, skipped)."""
+    if not theirs or not mine:
+        return []
+    return [
+        f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
+        for k in mine
+        if k in theirs and theirs[k] != mine[k]
+    ]
+
+
+def _spec_changes(theirs, mine, key) -> str:
+    if key != "spec" or not theirs or not mine:
+        return ""
+    from nin.spec import spec_diff, spec_from_dict
+
+    return "; checkpoint vs this run: " + "; ".join(
+        spec_diff(spec_from_dict(theirs), spec_from_dict(mine))
+    )
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "layers" in value:
+        return f"{value['name']}, {value['num_classes']} classes, {len(value['layers'])} layers"
+    return str(value)
+
+
 def _length(split) -> int | None:
     """How many examples a data module's (images, labels) split holds, if it has one."""
     try:
@@ -452,8 +562,9 @@ def _as_is(text: str) -> str:
 def default_callbacks(trainer, wording=None) -> list[Callback]:
     """What every Trainer runs, as its arguments (`progress`, `out_dir`, `resume`,
     `overwrite`, `stuck_check`, `on_stuck`) say, in this order: the NaN check before anything
-    records a loss; the checkpoint after the history it saves, and before the progress bar, so
-    that a resume (or its refusal) comes before the start line."""
+    records a loss; the run folder's callbacks (claim, resume, export, checkpoint, the
+    checkpoint last) after the history they save, and before the progress bar, so that a
+    resume (or its refusal) comes before the start line."""
     t, wording = trainer, wording or _as_is
     found: list[Callback] = [
         TerminateOnNaN(),
@@ -466,7 +577,10 @@ def default_callbacks(trainer, wording=None) -> list[Callback]:
     if quick is not None:
         found.insert(0, QuickCaps(quick.epochs, quick.train_batches, quick.val_batches))
     if t.out_dir:  # resumes before the start line; saves before the epoch's line is printed
-        found.append(Checkpoint(t.out_dir, t.resume, t.overwrite, t.progress, wording))
+        found.append(ClaimRunFolder(t.out_dir, t.resume, t.overwrite))
+        if t.resume:
+            found.append(ResumeFromCheckpoint(t.out_dir, t.progress, wording))
+        found += [ExportRun(t.out_dir), SaveCheckpoint(t.out_dir)]
     if t.progress:
         found.append(ProgressBar(wording))
     found.append(LiveBoard())

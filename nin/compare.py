@@ -25,7 +25,8 @@ from nin import spec as _spec
 from nin import weights as _weights
 from nin.backends import get_backend
 from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
-from nin.training import RECIPES, Board, finish_figure, get_recipe
+from nin.history import Board, finish_figure
+from nin.recipes import RECIPES, get_recipe
 
 __all__ = [
     "strict_fp32",

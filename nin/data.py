@@ -21,7 +21,7 @@ import numpy as np
 __all__ = [
     "FILES", "MD5", "MIRRORS", "TEXT_LABELS", "DataFileError", "DataUnavailableError",
     "default_root", "read_idx", "write_idx", "download", "load_fashion_mnist",
-    "resize_matrix", "BatchSource", "Loader", "FashionMNISTBase",
+    "resize_matrix", "BatchSource", "Loader", "FashionMNISTBase", "data_settings",
 ]  # fmt: skip
 
 # split -> (images file, labels file), as the official mirrors name them
@@ -396,6 +396,19 @@ class Loader:
     def __iter__(self):
         for images, labels in self.source:
             yield self.convert(images, labels)
+
+
+def data_settings(data) -> dict:
+    """What a data module feeds a run: batch size, input size, seed, augmentation and the
+    held-out split (val_* metrics are on held-out training images when it is not 0)."""
+    resize = getattr(data, "resize", None)
+    return {
+        "batch_size": getattr(data, "batch_size", None),
+        "input_size": list(resize) if resize is not None else None,
+        "seed": getattr(data, "seed", None),
+        "augment": getattr(data, "augment", None),
+        "val_split": getattr(data, "val_split", None),
+    }
 
 
 class FashionMNISTBase:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["World", "Shards", "ShardedLoader", "part_slices", "SINGLE", "Layout", "Launch",
-           "check_layout", "check_one_process_a_machine", "within"]  # fmt: skip
+__all__ = ["World", "Shards", "ShardedLoader", "DataParallelMixin", "part_slices", "SINGLE",
+           "Layout", "Launch", "check_layout", "check_one_process_a_machine", "within"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,90 @@ class ShardedLoader:
             else:
                 s = self.world.my_share(len(labels))
                 yield convert(images[s], labels[s])
+
+
+class DataParallelMixin:
+    """The Trainer's data-parallel part that no framework changes (`TrainerBase` inherits
+    it): which process writes, how many replicas are asked for, the loaders cut into each
+    process's parts, the refusals; each backend's `Parallel` adds its engine
+    (`_setup_world`, `_parallel_step`, `_all_sum`) and its own `_process_rank`."""
+
+    world: World
+    rank: int | None
+    devices: int | None
+    num_gpus: int
+    gradient_clip_val: float
+    backend_name: str
+
+    def _process_rank(self) -> int:  # this process among the workers, known before `fit`
+        return 0 if self.rank is None else self.rank
+
+    def _parallel_step(self, shards: Shards):  # -> this process's part of the global loss
+        raise NotImplementedError(f"{self.backend_name} has no data-parallel step")
+
+    def _all_sum(self, values: np.ndarray) -> np.ndarray:  # summed over the processes
+        if self.world.size == 1:
+            return values
+        raise NotImplementedError(f"{self.backend_name} cannot reduce across processes")
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process prints, draws and writes the run's files (the first one)."""
+        return self._process_rank() == 0
+
+    def _replicas_asked(self, available: int) -> int:
+        """How many replicas this process is asked for: `devices`, else d2l's `num_gpus`
+        as far as there are GPUs (one at least)."""
+        if self.devices is not None:
+            return self.devices
+        return max(1, min(self.num_gpus, available))
+
+    def _local_devices(self, available: int) -> tuple[int, bool]:
+        """(how many devices this process trains on, whether they are GPUs): `devices` GPUs
+        when there are that many, else as many CPU replicas on a machine without GPUs; without
+        `devices`, d2l's `num_gpus` GPUs as far as there are (the CPU when none)."""
+        if self.devices is None:
+            count = self._replicas_asked(available)
+            return count, bool(available and self.num_gpus)
+        if available >= self.devices:
+            return self.devices, True
+        if available:
+            raise ValueError(
+                f"`devices={self.devices}` asks for {self.devices} GPUs and this machine has "
+                f"{available}; ask for {available} or fewer"
+            )
+        return self.devices, False
+
+    def _refuse_clipping_across_replicas(self) -> None:
+        """Clipping by the global norm needs the summed gradients, which these engines only
+        form inside their update step."""
+        if self.gradient_clip_val > 0 and self.world.parallel:
+            raise ValueError(
+                f"{self.backend_name} sums the replicas' gradients inside its update, so "
+                f"`gradient_clip_val` cannot clip the global batch's gradient there; train "
+                f"without clipping, or on one device (PyTorch clips data-parallel runs)"
+            )
+
+    def _shard_loaders(self) -> None:
+        """Each process reads its parts of every global batch (nin.distributed)."""
+        for name in ("train_dataloader", "val_dataloader"):
+            loader = getattr(self, name)
+            if loader is None:
+                continue
+            if isinstance(loader, ShardedLoader):
+                loader = loader.loader  # a second `fit`: shard the plain loader again
+            if not hasattr(loader, "source"):
+                raise ValueError(
+                    "data-parallel training splits the batches of nin's data module "
+                    "(`FashionMNIST`); this data module's loaders cannot be split"
+                )
+            train = name == "train_dataloader"
+            if not train and self.world.size == 1:
+                setattr(self, name, loader)  # one process validates all of it
+                continue
+            sharded = ShardedLoader(loader, self.world, by_replica=train)
+            sharded.check_splits("training" if train else "validation")
+            setattr(self, name, sharded)
 
 
 def parse_master(master: str) -> tuple[str, int]:

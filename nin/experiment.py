@@ -13,8 +13,10 @@ from pathlib import Path
 
 from nin import spec as _spec
 from nin.backends import get_backend
+from nin.history import finish_figure
+from nin.recipes import PLANS, RECIPES, get_recipe
 from nin.resources import conv_macs, num_params
-from nin.training import PLANS, RECIPES, finish_figure, get_recipe
+from nin.runner import RunSettings, build_run
 from nin.variants import variant
 
 __all__ = ["run_experiment", "format_table", "plot_results", "claim", "save", "RESULT_FILES",
@@ -50,22 +52,25 @@ def run_experiment(
         _spec.check_input_size(spec, resize, name="resize")
     rows = []
     for name, spec in specs.items():
-        B.set_seed(seed)
-        data = B.FashionMNIST(batch_size=batch_size, resize=(resize, resize), root=root, seed=seed)
-        model = B.NiN(spec=spec, recipe=recipe)
-        trainer = B.Trainer(
-            max_epochs=epochs,
+        settings = RunSettings(
+            recipe=recipe,
+            spec=spec,
+            epochs=epochs,
+            batch_size=batch_size,
+            resize=resize,
+            seed=seed,
+            root=root,
             limit_train_batches=limit_train_batches,
-            progress=progress,
-            stuck_check=0,
             fast=fast,
             num_gpus=num_gpus,
-            wording=wording,
+            progress=progress,
+            stuck_check=0,
         )
+        run = build_run(B, settings, wording=wording)
         if progress:
             print(f"--- {name}: {num_params(spec, resize):,} parameters", flush=True)
         start = time.perf_counter()
-        history = trainer.fit(model, data)
+        history = run.fit()
         rows.append(
             {
                 "variant": name,

@@ -23,7 +23,7 @@ import numpy as np
 from nin import spec as _spec
 from nin import weights as _weights
 from nin.files import atomic_write
-from nin.training import PIXEL_MEAN, PIXEL_STD
+from nin.recipes import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
     "OPSET",

@@ -1,5 +1,6 @@
-"""A run's folder and its checkpoint file: what `Checkpoint` (nin.callbacks) writes and
-resumes from, and what the CLI checks before it reads any data.
+"""A run's folder and its checkpoint file: what the run-folder callbacks (nin.callbacks:
+`ClaimRunFolder`, `ExportRun`, `SaveCheckpoint`, `ResumeFromCheckpoint`) claim, write and
+resume from, and what the CLI checks before it reads any data.
 
 A folder holds one run (`RUN_FILES`); it is never replaced unless the caller asks
 (`overwrite`), and `resume` continues it from `checkpoint.npz`, the file written last.

@@ -1,5 +1,5 @@
-"""The backend-neutral half of the d2l shim: hyperparameters, recipes, the epoch loop,
-history, the live board, stuck detection and checkpoints.
+"""The backend-neutral half of the d2l shim: the mixins (hyperparameters, Module, Classifier,
+NiN) and the one loop, `TrainerBase`, whose side jobs are callbacks (nin.callbacks).
 
 Each backend's `Trainer` subclasses `TrainerBase` and supplies only what is framework
 specific: `_prepare` (device, fast paths, optimizer), `_train_step` (forward, loss, backward,
@@ -10,62 +10,27 @@ the state conversion for checkpoints and the random state (`_rng_arrays`).
 from __future__ import annotations
 
 import inspect
-import io
 import itertools
-import json
-import math
-import numbers
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from nin.distributed import SINGLE, ShardedLoader, Shards
-from nin.files import atomic_write
-from nin.runs import (
-    RUN_FILES,
-    CheckpointError,
-    RunExistsError,
-    check_state_fits,
-    claim_out_dir,
-    read_checkpoint,
-    save_checkpoint,
-)
+from nin.callbacks import Logs, default_callbacks, takes_logs
+from nin.data import data_settings
+from nin.distributed import SINGLE, DataParallelMixin, Shards
+from nin.history import Board, History
+from nin.recipes import PIXEL_MEAN, PIXEL_STD, Recipe, lr_at, resolve_recipe
 
 __all__ = [
     "HyperParameters",
     "ModuleMixin",
     "ClassifierMixin",
     "NiNMixin",
-    "Recipe",
-    "RECIPES",
-    "CHOICES",
-    "RECIPE_FLAGS",
-    "Plan",
-    "PLANS",
-    "get_recipe",
-    "resolve_recipe",
     "overrides_validation_step",
-    "lr_at",
-    "History",
-    "Board",
-    "TrainingStuckError",
-    "TrainingDivergedError",
-    "CheckpointError",
-    "RunExistsError",
-    "RUN_FILES",
-    "claim_out_dir",
     "TrainerBase",
-    "data_settings",
-    "finish_figure",
     "sample_batch",
-    "save_checkpoint",
-    "read_checkpoint",
-    "note_device",
-    "cpu_has_bf16",
-    "cpu_flags",
-    "check_state_fits",
 ]
 
 
@@ -202,453 +167,20 @@ class NiNMixin:
         return (X - PIXEL_MEAN) / PIXEL_STD if self.normalize else X
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How the network is initialized and optimized. `book` (the default of `NiN`) is the
-    chapter's: Xavier init, a ReLU after every convolution, raw [0, 1] inputs,
-    plain SGD at a constant lr. `nin` is opt-in: He init, a linear class block, standardized
-    inputs, Adam on a one-cycle schedule; docs/training.md shows why the book's recipe can sit
-    at chance (loss ln 10) for epochs. Every field is a default that the caller can override."""
-
-    name: str
-    init: str = "kaiming"  # 'kaiming' (He, for ReLU nets) or 'xavier' (the book's)
-    class_block_relu: str = "none"  # ReLUs in the last (class-score) block: 'all' is the book's
-    normalize: bool = True  # standardize inputs with Fashion-MNIST's mean and std
-    optimizer: str = "adam"  # 'adam' or 'sgd'
-    momentum: float = 0.0  # for 'sgd'
-    weight_decay: float = 0.0
-    schedule: str = "onecycle"  # 'onecycle' (warm-up, then cosine decay) or 'constant'
-    lr: float = 1e-3  # the peak lr for 'onecycle', the lr for 'constant'
-    label_smoothing: float = 0.0  # the loss's targets: 1 - e on the label, e spread evenly
-
-    def __post_init__(self):
-        if not isinstance(self.normalize, bool):
-            raise ValueError(
-                f"recipe {self.name!r}: normalize must be True or False, got {self.normalize!r}"
-            )
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"recipe {self.name!r}: {name} must be one of "
-                    f"{', '.join(map(str, allowed))}, got {getattr(self, name)!r}"
-                )
-        # an lr above 1e6 overflows float32 in the frameworks' updates, and means a typo
-        for name, low, high, bounds in (
-            ("lr", 0, 1e6 + 1, "> 0 and at most 1e6"),
-            ("momentum", 0, 1, ">= 0 and < 1"),
-            ("weight_decay", 0, math.inf, ">= 0"),
-            ("label_smoothing", 0, 1, ">= 0 and < 1"),
-        ):
-            value = getattr(self, name)
-            ok = (
-                isinstance(value, numbers.Real)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and low <= value < high
-                and (name != "lr" or value > 0)
-            )
-            if not ok:
-                raise ValueError(
-                    f"recipe {self.name!r}: {name} must be a finite number {bounds}, got {value!r}"
-                )
-        if self.momentum and self.optimizer != "sgd":
-            raise ValueError(
-                f"recipe {self.name!r}: momentum {self.momentum} is for SGD; "
-                f"{self.optimizer} has none (use `optimizer='sgd'`, "
-                f"or drop the momentum)"
-            )
-
-    def changes_from(self, reference: "Recipe") -> list[str]:
-        """What this recipe does differently from `reference`, one phrase per field."""
-        changed = []
-        for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(reference, f.name)
-            if f.name != "name" and mine != theirs:
-                changed.append(f"{f.name} {mine} (the chapter's: {theirs})")
-        return changed
-
-    def describe(self) -> str:
-        """One line: the optimizer, lr, schedule and set-up that will run."""
-        opt = self.optimizer + (f" momentum {self.momentum}" if self.momentum else "")
-        wd = f", weight decay {self.weight_decay}" if self.weight_decay else ""
-        inputs = "standardized inputs" if self.normalize else "raw [0, 1] inputs"
-        return (
-            f"recipe {self.name}: {opt} at lr {self.lr:g} ({self.schedule}{wd}), "
-            f"{self.init} init, class-block ReLU {self.class_block_relu}, {inputs}"
-        )
-
-
-# the values each categorical Recipe field takes
-CHOICES = {
-    "init": ("kaiming", "xavier"),
-    "class_block_relu": ("none", "hidden", "all"),
-    "normalize": (True, False),
-    "optimizer": ("adam", "sgd"),
-    "schedule": ("onecycle", "constant"),
-}
-
-# the Recipe fields a caller may override, with what each one sets (the CLI's flag help)
-RECIPE_FLAGS = {
-    "lr": "learning rate, the peak of a one-cycle schedule (book: the chapter's "
-    "0.05 on the command line, NiN()'s 0.1 in Python; nin: 1e-3; sprint, quality: 2e-3)",
-    "optimizer": "the optimizer",
-    "momentum": "SGD momentum",
-    "weight_decay": "weight decay",
-    "schedule": "the lr schedule",
-    "init": "weight initialization",
-    "class_block_relu": "ReLUs in the class-score block",
-    "normalize": "standardize the inputs",
-    "label_smoothing": "label smoothing e: the loss's target is 1 - e on the label and e "
-    "spread over all classes (0: plain cross-entropy, the chapter's)",
-}
-
-RECIPES = {
-    # the chapter's: NiN(lr=0.1) by default, NiN(lr=0.05) in its training cell
-    "book": Recipe(
-        "book",
-        init="xavier",
-        class_block_relu="all",
-        normalize=False,
-        optimizer="sgd",
-        schedule="constant",
-        lr=0.1,
-    ),
-    "nin": Recipe("nin"),
-    # time to accuracy (benchmarks/time_to_accuracy.py, PLANS): nin's, with label smoothing
-    # and a higher peak lr; `quality` adds weight decay (and its plan, augmentation)
-    "sprint": Recipe("sprint", lr=2e-3, label_smoothing=0.1),
-    "quality": Recipe("quality", lr=2e-3, weight_decay=5e-5, label_smoothing=0.1),
-}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How long, at what size and batch a recipe trains, for runs that compare recipes
-    (benchmarks/time_to_accuracy.py): its one place, recorded with each run."""
-
-    recipe: str  # the name in RECIPES
-    lr: float | None  # None: the recipe's own
-    epochs: int
-    resize: int
-    batch_size: int
-    augment: str = "none"  # the data module's `augment` (nin.data.AUGMENTATIONS)
-    tta: str = "none"  # test-time augmentation (TTA): how `tta_accuracy` scores the test split
-    limit_train_batches: int | None = None  # batches an epoch (None: the whole training set)
-
-
-# test-time augmentation: the views of each test image whose class probabilities are summed
-TTA = {
-    "none": "the image itself",
-    "flip": "the image and its mirror image",
-    "flip-shift": "the image and its mirror image, each also shifted by one pixel up, down, "
-    "left and right: 10 views",
-}
-
-
-def tta_views(images: np.ndarray, tta: str) -> list[np.ndarray]:
-    """The views of a uint8 N x 28 x 28 batch that `tta` scores (shifts fill with 0, the
-    background, as `nin.data.flip_shift` does)."""
-    if tta not in TTA:
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA)}")
-    views = [images] if tta == "none" else [images, images[:, :, ::-1]]
-    if tta == "flip-shift":
-        h, w = images.shape[1:]
-        for view in list(views):
-            padded = np.pad(view, ((0, 0), (1, 1), (1, 1)))
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                views.append(padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
-    return [np.ascontiguousarray(v) for v in views]
-
-
-def tta_probabilities(
-    backend, model, data, tta: str = "flip", split: str = "test", limit_batches=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities summed over each image's views (`tta_views`), labels) for
-    `data`'s test split or its validation split (`split='val'`: the held-out images with
-    `val_split`, else the test split), the model in inference mode and fp32 (the backend's
-    `predict`); the first `limit_batches` batches only, if given. `backend` is the backend
-    module (`nin.backends.get_backend`) or its name; `data` its FashionMNIST."""
-    from nin.backends import get_backend
-    from nin.data import BatchSource
-
-    if split not in ("test", "val"):
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    B = get_backend(backend) if isinstance(backend, str) else backend
-    images, labels = data.test if split == "test" else data.val
-    source = BatchSource(images, labels, data.batch_size, False, limit_batches=limit_batches)
-    summed, seen = [], []
-    for x, y in source:
-        probs = np.zeros(1)
-        for view in tta_views(x, tta):
-            X, _ = data.convert_batch(view, y)
-            logits = np.asarray(B.predict(model, B.to_numpy(X)), np.float64)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs = probs + e / e.sum(axis=1, keepdims=True)
-        summed.append(probs)
-        seen.append(y)
-    return np.concatenate(summed), np.concatenate(seen)
-
-
-def tta_accuracy(backend, model, data, tta: str = "flip", split: str = "test", limit_batches=None):
-    """Accuracy with test-time augmentation: each image counts as the class whose
-    probabilities, summed over its views, are highest (`tta_probabilities`, same arguments)."""
-    probs, labels = tta_probabilities(backend, model, data, tta, split, limit_batches)
-    return float((probs.argmax(axis=1) == labels).mean())
-
-
-PLANS = {
-    # the chapter's training cell: NiN(lr=0.05), 10 epochs at 224 x 224, batch 128
-    "book": Plan("book", 0.05, epochs=10, resize=224, batch_size=128),
-    # `make train`'s until 2026-11-30
-    "nin": Plan("nin", None, epochs=3, resize=96, batch_size=128),
-    # to 0.90 soon, and `make train`'s (the command line's defaults): the smallest input the
-    # network takes, two epochs
-    "sprint": Plan("sprint", None, epochs=2, resize=67, batch_size=128),
-    # to 0.90 in 83,200 images (45 s at the 1,852 images/s that issue 18 measured at 67 x 67):
-    # two passes of 650 batches of 64, half the images mirrored, each test image scored with
-    # its mirror image (chosen on a held-out split: docs/training.md)
-    "sprint-83k": Plan(
-        "sprint",
-        3e-3,
-        epochs=2,
-        resize=67,
-        batch_size=64,
-        augment="flip",
-        tta="flip",
-        limit_train_batches=650,
-    ),
-    # aimed at 0.945 in ten epochs: 96 x 96, half the training images mirrored, each test
-    # image scored with its mirror image (chosen on a held-out split: docs/training.md)
-    "quality": Plan("quality", None, 10, resize=96, batch_size=128, augment="flip", tta="flip"),
-}
-# Fashion-MNIST's pixel mean and standard deviation over the training set, in [0, 1] units
-PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
-
-
-def get_recipe(recipe) -> Recipe:
-    """A registered recipe by name ('book', 'nin'), or a Recipe object as it is."""
-    if isinstance(recipe, Recipe):
-        return recipe
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[recipe]
-
-
-def resolve_recipe(recipe="book", **overrides) -> Recipe:
-    """`recipe` (a name or a Recipe) with every override that is not None put in its place:
-    the recipe supplies defaults, what the caller passes wins."""
-    recipe = get_recipe(recipe)
-    names = {f.name for f in fields(Recipe)} - {"name"}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise TypeError(
-            f"unknown recipe field(s) {', '.join(unknown)}; the fields are "
-            f"{', '.join(sorted(names))}"
-        )
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(recipe, **given) if given else recipe
-
-
-def lr_at(step: int, total: int, base_lr: float, schedule: str, warmup: float = 0.2) -> float:
-    """Learning rate at `step` of `total`: constant, or one-cycle (linear warm-up from
-    base/25 over the first 20%, then cosine decay to base/1e4)."""
-    if schedule == "constant" or total <= 1:
-        return base_lr
-    if schedule != "onecycle":
-        raise ValueError(f"unknown schedule {schedule!r}; use 'onecycle' or 'constant'")
-    peak = max(1, int(total * warmup))
-    if step < peak:
-        return base_lr / 25 + (base_lr - base_lr / 25) * step / peak
-    t = (step - peak) / max(1, total - peak)
-    return base_lr / 1e4 + (base_lr - base_lr / 1e4) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-class TrainingStuckError(RuntimeError):
-    """The loss stayed at chance level (ln num_classes) past the check."""
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-class History:
-    """Per-step training loss, per-epoch metrics and the run's resolved settings (`config`:
-    recipe, lr, device, precision); saved as JSON."""
-
-    def __init__(self):
-        self.steps: list[tuple[float, float]] = []  # (fractional epoch, train loss)
-        self.epochs: list[dict] = []
-        self.config: dict = {}
-
-    def to_dict(self) -> dict:
-        return {"config": self.config, "steps": self.steps, "epochs": self.epochs}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "History":
-        h = cls()
-        h.steps = [tuple(s) for s in data.get("steps", [])]
-        h.epochs = list(data.get("epochs", []))
-        h.config = dict(data.get("config", {}))
-        return h
-
-    def save(self, path) -> None:
-        atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
-
-
-class Board:
-    """d2l's ProgressBoard for a whole run: train loss by step, val loss and accuracy by
-    epoch. Redrawn live in a notebook; `save` writes a PNG.
-
-    `points_per_epoch` is d2l's `plot_train_per_epoch`: the training loss is drawn as that many
-    averages per epoch, as d2l's board draws it; None draws every step, smoothed. `xlim` is
-    d2l's (the Trainer sets it to the run's epochs)."""
-
-    def __init__(
-        self, title: str = "", live: bool | None = None, points_per_epoch: int | None = None
-    ):
-        if points_per_epoch is not None and points_per_epoch < 1:
-            raise ValueError(
-                f"points_per_epoch (plot_train_per_epoch) must be at least 1, "
-                f"got {points_per_epoch}"
-            )
-        self.title = title
-        self.live = _in_notebook() if live is None else live
-        self.points_per_epoch = points_per_epoch
-        self.xlabel, self.xlim = "epoch", None
-        self._handle = None
-
-    def train_curve(self, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """(epochs, losses) of the training curve as drawn."""
-        if not history.steps:
-            return np.array([]), np.array([])
-        x, y = (np.array(v, dtype=float) for v in zip(*history.steps))
-        if self.points_per_epoch is None:
-            return x, _smooth(y)
-        per_epoch = max(1, int(np.sum(x <= 1.0 + 1e-9)))
-        every_n = max(1, per_epoch // self.points_per_epoch)  # d2l's every_n
-        whole = len(x) // every_n * every_n
-        if whole == 0:
-            return x, y
-        return (x[:whole].reshape(-1, every_n).mean(1), y[:whole].reshape(-1, every_n).mean(1))
-
-    def figure(self, history: History):
-        import matplotlib
-
-        if not self.live:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        if history.steps:
-            x, y = self.train_curve(history)
-            ax.plot(x, y, label="train_loss", color="C0")
-        if history.epochs:
-            ep = [e["epoch"] for e in history.epochs]
-            for key, style, color in (("val_loss", "--o", "C1"), ("val_acc", "-.s", "C2")):
-                values = [e[key] for e in history.epochs]
-                ax.plot(ep, values, style, label=key, color=color, markersize=4)
-        ax.set_xlabel(self.xlabel)
-        if self.xlim:
-            ax.set_xlim(self.xlim)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right")
-        if self.title:
-            ax.set_title(self.title, fontsize=10)
-        fig.tight_layout()
-        return fig
-
-    def draw(self, history: History) -> None:
-        if not self.live:
-            return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        fig = self.figure(history)
-        if self._handle is None:
-            self._handle = display(fig, display_id=True)
-        else:
-            self._handle.update(fig)
-        plt.close(fig)
-
-    def save(self, history: History, path) -> None:
-        import matplotlib.pyplot as plt
-
-        fig = self.figure(history)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write(Path(path), buf.getvalue())
-
-
-def finish_figure(fig, path=None):
-    """Lay out `fig`; saved to `path` and closed, or returned for a notebook to show."""
-    fig.tight_layout()
-    if path is None:
-        return fig
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
-
-
-def _smooth(y: np.ndarray, window: int = 20) -> np.ndarray:
-    if len(y) < window:
-        return y
-    kernel = np.ones(window) / window
-    head = np.cumsum(y[: window - 1]) / np.arange(1, window)
-    return np.concatenate([head, np.convolve(y, kernel, mode="valid")])
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:
-        return False
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-def note_device(requested_gpus: int, available_gpus: int) -> None:
-    """Print one line when a GPU was asked for and none is there."""
-    if requested_gpus > 0 and available_gpus == 0:
-        print("nin: no GPU found; training on the CPU.", flush=True)
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags as Linux lists them (empty where the file is missing)."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): where it does not, a
-    bf16 fast path would be emulated and slower than fp32, so TensorFlow and MXNet keep fp32.
-    (PyTorch asks oneDNN the same question through its own check.)"""
-    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
-
-
-def data_settings(data) -> dict:
-    """What a data module feeds a run: batch size, input size, seed, augmentation and the
-    held-out split (val_* metrics are on held-out training images when it is not 0)."""
-    resize = getattr(data, "resize", None)
-    return {
-        "batch_size": getattr(data, "batch_size", None),
-        "input_size": list(resize) if resize is not None else None,
-        "seed": getattr(data, "seed", None),
-        "augment": getattr(data, "augment", None),
-        "val_split": getattr(data, "val_split", None),
-    }
-
-
-class TrainerBase(HyperParameters):
+@dataclass
+class _EpochTally:
+    """One epoch's running count: its start, the images stepped on, the losses not yet synced
+    (backend scalars) and synced (floats); at the last sync, the rate and an agreed stop."""
+
+    start: float
+    seen: int = 0
+    pending: list = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    agreed_stop: bool = False
+    images_per_s: float | None = None  # at the last sync
+
+
+class TrainerBase(DataParallelMixin, HyperParameters):
     """d2l's Trainer: `fit(model, data)` runs `max_epochs` epochs of training and validation,
     through d2l's `prepare_data`, `prepare_model`, `fit_epoch` and `prepare_batch`; all else
     the loop does (progress, history, NaN and stuck checks, the board, checkpoints) is a
@@ -715,8 +247,6 @@ class TrainerBase(HyperParameters):
         engine=None,
         rank=None,
     ):
-        from nin.callbacks import default_callbacks
-
         if resume and not out_dir:
             raise ValueError("`resume=True` needs `out_dir`: the folder of the run to continue")
         if devices is not None and (
@@ -785,56 +315,6 @@ class TrainerBase(HyperParameters):
     def _start_epoch_rng(self, epoch: int) -> None:
         pass
 
-    # data parallelism (nin.distributed): the backends that train on several replicas
-    def _process_rank(self) -> int:  # this process among the workers, known before `fit`
-        return 0 if self.rank is None else self.rank
-
-    def _parallel_step(self, shards: Shards):  # -> this process's part of the global loss
-        raise NotImplementedError(f"{self.backend_name} has no data-parallel step")
-
-    def _all_sum(self, values: np.ndarray) -> np.ndarray:  # summed over the processes
-        if self.world.size == 1:
-            return values
-        raise NotImplementedError(f"{self.backend_name} cannot reduce across processes")
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this process prints, draws and writes the run's files (the first one)."""
-        return self._process_rank() == 0
-
-    def _replicas_asked(self, available: int) -> int:
-        """How many replicas this process is asked for: `devices`, else d2l's `num_gpus`
-        as far as there are GPUs (one at least)."""
-        if self.devices is not None:
-            return self.devices
-        return max(1, min(self.num_gpus, available))
-
-    def _local_devices(self, available: int) -> tuple[int, bool]:
-        """(how many devices this process trains on, whether they are GPUs): `devices` GPUs
-        when there are that many, else as many CPU replicas on a machine without GPUs; without
-        `devices`, d2l's `num_gpus` GPUs as far as there are (the CPU when none)."""
-        if self.devices is None:
-            count = self._replicas_asked(available)
-            return count, bool(available and self.num_gpus)
-        if available >= self.devices:
-            return self.devices, True
-        if available:
-            raise ValueError(
-                f"`devices={self.devices}` asks for {self.devices} GPUs and this machine has "
-                f"{available}; ask for {available} or fewer"
-            )
-        return self.devices, False
-
-    def _refuse_clipping_across_replicas(self) -> None:
-        """Clipping by the global norm needs the summed gradients, which these engines only
-        form inside their update step."""
-        if self.gradient_clip_val > 0 and self.world.parallel:
-            raise ValueError(
-                f"{self.backend_name} sums the replicas' gradients inside its update, so "
-                f"`gradient_clip_val` cannot clip the global batch's gradient there; train "
-                f"without clipping, or on one device (PyTorch clips data-parallel runs)"
-            )
-
     def prepare_batch(self, batch):
         """d2l's hook: a batch as the step takes it (each backend moves it to the device)."""
         return batch
@@ -869,27 +349,6 @@ class TrainerBase(HyperParameters):
         self.base_lr = self._get_lr()
         self._train_mode(True)
 
-    def _shard_loaders(self) -> None:
-        """Each process reads its parts of every global batch (nin.distributed)."""
-        for name in ("train_dataloader", "val_dataloader"):
-            loader = getattr(self, name)
-            if loader is None:
-                continue
-            if isinstance(loader, ShardedLoader):
-                loader = loader.loader  # a second `fit`: shard the plain loader again
-            if not hasattr(loader, "source"):
-                raise ValueError(
-                    "data-parallel training splits the batches of nin's data module "
-                    "(`FashionMNIST`); this data module's loaders cannot be split"
-                )
-            train = name == "train_dataloader"
-            if not train and self.world.size == 1:
-                setattr(self, name, loader)  # one process validates all of it
-                continue
-            sharded = ShardedLoader(loader, self.world, by_replica=train)
-            sharded.check_splits("training" if train else "validation")
-            setattr(self, name, sharded)
-
     def prepare(self, model, data):
         """`prepare_data` then `prepare_model`: what `fit` does before the first batch."""
         self.prepare_data(data)
@@ -919,71 +378,104 @@ class TrainerBase(HyperParameters):
 
     def fit_epoch(self):
         """d2l's: one epoch of training steps, then validation (and the epoch's record)."""
-        start, seen, pending, losses = time.perf_counter(), 0, [], []
-        several = self.world.size > 1  # processes that must stop on the same step
-        agreed_stop = False
-
-        def sync():  # the pending steps' losses as floats (summed over processes), to callbacks
-            nonlocal agreed_stop
-            synced = [self._to_float(v) for v in pending]
-            if several:  # each process holds its part of each loss, and its stop request
-                summed = self._all_sum(np.array([*synced, float(self.stop_training)]))
-                synced, agreed_stop = [float(v) for v in summed[:-1]], bool(summed[-1] > 0)
-            pending.clear()
-            losses.extend(synced)
-            self.images_per_s = seen / (time.perf_counter() - start)
-            self._emit("on_losses", synced)
-
+        tally = _EpochTally(start=time.perf_counter())
         self._train_mode(True)
         self._emit("on_epoch_start")
         for i, batch in enumerate(self.train_dataloader):
             if i >= self.num_train_batches:
                 break
-            if self.schedule != "constant":
-                step = self.train_batch_idx
-                lr = lr_at(step, self._total_steps, self.base_lr, self.schedule)
-                before = self.last_lr  # None: no step yet, or a checkpoint from before it was kept
-                if before is None and step:
-                    before = lr_at(step - 1, self._total_steps, self.base_lr, self.schedule)
-                if before:  # the momentum, in the backend's rule, for this step's lr
-                    self._scale_momentum(lr / before)
-                self._set_lr(lr)
-                self.last_lr = lr
-            if isinstance(batch, Shards):  # data-parallel: this process's parts
-                pending.append(self._parallel_step(batch))
-                seen += batch.total
-            else:
-                pending.append(self._train_step(self.prepare_batch(batch)))
-                seen += len(batch[-1])
-            self.train_batch_idx += 1
-            if len(pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
-                sync()
-            self._emit("on_batch_end")
-            if several:  # processes stop together, on the step after they agreed to
-                if agreed_stop:
-                    self.stop_training = True
-                    break
-            elif self.stop_training:  # a callback ended the run: its last losses recorded too
-                if pending:
-                    sync()
+            self._set_scheduled_lr()
+            self._emit("on_batch_start", logs=self._logs(tally))
+            self._take_step(batch, tally)
+            if len(tally.pending) >= 10 or i + 1 == self.num_train_batches:  # sync every 10 steps
+                self._sync(tally)
+            self._emit("on_batch_end", logs=self._logs(tally))
+            if self._stops_after_step(tally):
                 break
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - tally.start
         metrics = self._validate()
+        self._emit("on_validation_end", metrics, logs=self._logs(tally))
         record = {
             "epoch": self.epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": float(np.mean(tally.losses)) if tally.losses else float("nan"),
             **{f"val_{k}": v for k, v in metrics.items()},
-            "images_per_s": seen / train_seconds,
-            "seconds": time.perf_counter() - start,
+            "images_per_s": tally.seen / train_seconds,
+            "seconds": time.perf_counter() - tally.start,
         }
         self.epoch += 1
         self._emit("on_epoch_end", record)
 
-    def _emit(self, event: str, *args) -> None:
+    def _set_scheduled_lr(self) -> None:
+        """The schedule's lr for the step about to run (`lr_at`), SGD momentum rescaled to it
+        (`_scale_momentum`); a constant schedule leaves the optimizer's lr alone."""
+        if self.schedule == "constant":
+            return
+        step = self.train_batch_idx
+        lr = lr_at(step, self._total_steps, self.base_lr, self.schedule)
+        before = self.last_lr  # None: no step yet, or a checkpoint from before it was kept
+        if before is None and step:
+            before = lr_at(step - 1, self._total_steps, self.base_lr, self.schedule)
+        if before:  # the momentum, in the backend's rule, for this step's lr
+            self._scale_momentum(lr / before)
+        self._set_lr(lr)
+        self.last_lr = lr
+
+    def _take_step(self, batch, tally: _EpochTally) -> None:
+        """One training step on `batch`; its loss waits in `tally`, not yet synced."""
+        if isinstance(batch, Shards):  # data-parallel: this process's parts
+            tally.pending.append(self._parallel_step(batch))
+            tally.seen += batch.total
+        else:
+            tally.pending.append(self._train_step(self.prepare_batch(batch)))
+            tally.seen += len(batch[-1])
+        self.train_batch_idx += 1
+
+    def _sync(self, tally: _EpochTally) -> None:
+        """The pending steps' losses as floats (summed over processes), to the callbacks."""
+        synced = [self._to_float(v) for v in tally.pending]
+        if self.world.size > 1:  # each process holds its part of each loss, and its stop request
+            summed = self._all_sum(np.array([*synced, float(self.stop_training)]))
+            synced, tally.agreed_stop = [float(v) for v in summed[:-1]], bool(summed[-1] > 0)
+        tally.pending.clear()
+        tally.losses.extend(synced)
+        tally.images_per_s = tally.seen / (time.perf_counter() - tally.start)
+        self._emit("on_losses", synced, logs=self._logs(tally, synced))
+
+    def _logs(self, tally: _EpochTally, losses=()) -> Logs:
+        """What the callbacks are told at this point of the loop (nin.callbacks.Logs)."""
+        return Logs(
+            step=self.train_batch_idx,
+            epoch=self.epoch,
+            steps_per_epoch=self.num_train_batches,
+            lr=self._get_lr(),
+            precision="bf16" if self.bf16 else "fp32",
+            images_per_s=tally.images_per_s,
+            losses=tuple(losses),
+        )
+
+    def _stops_after_step(self, tally: _EpochTally) -> bool:
+        """Whether the epoch ends after this step: several processes stop together, on the
+        step after the sync where they agreed to; one process when a callback asked, its last
+        losses synced first, so that they are recorded too."""
+        if self.world.size > 1:
+            if tally.agreed_stop:
+                self.stop_training = True
+            return tally.agreed_stop
+        if self.stop_training and tally.pending:
+            self._sync(tally)
+        return self.stop_training
+
+    def _emit(self, event: str, *args, logs: Logs | None = None) -> None:
+        """Call `event` on each callback (a writer-only one on the first process alone); with
+        `logs` for a hook that takes it (nin.callbacks.takes_logs)."""
         writer = self.is_writer
         for callback in self.callbacks:
             if writer or not getattr(callback, "writer_only", False):
-                getattr(callback, event)(self, *args)
+                hook = getattr(callback, event)
+                if logs is not None and takes_logs(hook):
+                    hook(self, *args, logs=logs)
+                else:
+                    hook(self, *args)
 
     def config(self) -> dict:
         """The values this run trains with, as resolved: recorded in history.json and the
@@ -1093,27 +585,6 @@ class TrainerBase(HyperParameters):
         return mean
 
 
-def _field_diff(theirs: dict | None, mine: dict | None, prefix: str) -> list[str]:
-    """'name A vs B' for each field two records disagree on (None: not recorded, skipped)."""
-    if not theirs or not mine:
-        return []
-    return [
-        f"{prefix}{k.replace('_', ' ')} {theirs.get(k)!r} vs {mine.get(k)!r}"
-        for k in mine
-        if k in theirs and theirs[k] != mine[k]
-    ]
-
-
-def _spec_changes(theirs, mine, key) -> str:
-    if key != "spec" or not theirs or not mine:
-        return ""
-    from nin.spec import spec_diff, spec_from_dict
-
-    return "; checkpoint vs this run: " + "; ".join(
-        spec_diff(spec_from_dict(theirs), spec_from_dict(mine))
-    )
-
-
 def sample_batch(data):
     """One batch of `data` (validation's if it has one) to build or materialize a model with;
     a fresh loader, so that the training order is untouched."""
@@ -1121,12 +592,6 @@ def sample_batch(data):
     if loader is None:
         loader = data.train_dataloader()
     return next(iter(loader))
-
-
-def _short(value) -> str:
-    if isinstance(value, dict) and "layers" in value:
-        return f"{value['name']}, {value['num_classes']} classes, {len(value['layers'])} layers"
-    return str(value)
 
 
 def _limited_len(loader, limit) -> int:

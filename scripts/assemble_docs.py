@@ -20,7 +20,10 @@ API = {
         "The d2l surface (PyTorch tab)",
         [f"nin.backends.torch.{m}" for m in ("ops", "model", "trainer", "parallel")],
     ),
-    "training": ("Recipes, the loop, history, board", ["nin.training"]),
+    "training": (
+        "Recipes, the loop, history, board, one run, TTA",
+        ["nin.recipes", "nin.training", "nin.history", "nin.runner", "nin.tta"],
+    ),
     "callbacks": ("Callbacks", ["nin.callbacks"]),
     "spec": ("The spec", ["nin.spec"]),
     "weights": ("Weights", ["nin.weights"]),

@@ -41,12 +41,12 @@ def arm(point: str, backend: str) -> None:
         Trainer._train_step = train_step
     elif kind == "save":
         (epoch,) = numbers
-        save, write = callbacks.Checkpoint.save, files.atomic_write
+        export, write = callbacks.ExportRun.on_epoch_end, files.atomic_write
         state = {}
 
-        def saving(self, trainer):
+        def exporting(self, trainer, record):
             state["epoch"] = trainer.epoch
-            return save(self, trainer)
+            return export(self, trainer, record)
 
         def half_written(path, data):
             if state.get("epoch") == epoch and Path(path).name == "weights.npz":
@@ -55,7 +55,7 @@ def arm(point: str, backend: str) -> None:
                 die()
             return write(path, data)
 
-        callbacks.Checkpoint.save, files.atomic_write = saving, half_written
+        callbacks.ExportRun.on_epoch_end, files.atomic_write = exporting, half_written
     elif kind == "between":
         (epoch,) = numbers
         fit_epoch = training.TrainerBase.fit_epoch

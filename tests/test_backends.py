@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, needs, run_python
 from nin import spec as S
 from nin.backends import get_backend, resolve_backends
+from nin.machine import cpu_flags
 from nin.resources import num_params
 
 
@@ -230,7 +231,7 @@ def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
         capture_output=True, text=True, cwd=ROOT, env={**env_now, **env}, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    has_amx = "amx_bf16" in _amx().cpu_flags("/proc/cpuinfo")
+    has_amx = "amx_bf16" in cpu_flags("/proc/cpuinfo")
     if not has_amx:
         assert "amx not on this CPU cap left for children: None" in done.stdout
         return
@@ -344,59 +345,6 @@ def test_mxnet_threads_variable_is_put_back_as_it_was(monkeypatch, before):
     assert environ == {"MXNET_OMP_MAX_THREADS": "2"}
 
 
-@needs("mxnet")  # the module sits in MXNet's backend package
-def test_cgroup_cpu_quota_is_read_from_v2_and_v1(tmp_path):
-    from nin.backends.mxnet.threads import cpu_quota
-
-    assert cpu_quota(str(tmp_path)) is None
-    (tmp_path / "cpu").mkdir()
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert cpu_quota(str(tmp_path)) is None
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
-    assert cpu_quota(str(tmp_path)) == 3
-    (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert cpu_quota(str(tmp_path)) is None  # v2 first: no quota
-    (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert cpu_quota(str(tmp_path)) == 2
-
-
-@needs("mxnet")
-def test_cgroup_cpu_quota_is_read_in_the_process_own_cgroup_and_above(tmp_path):
-    """A quota set on the process's own cgroup (named in /proc/self/cgroup), not the root,
-    counts; so does one on a folder above it; the smallest wins."""
-    from nin.backends.mxnet.threads import cpu_quota
-
-    root, me = tmp_path / "cgroup", tmp_path / "self-cgroup"
-    job = root / "batch.slice" / "job-7"
-    job.mkdir(parents=True)
-    me.write_text("0::/batch.slice/job-7\n")
-    (root / "cpu.max").write_text("max 100000\n")
-    assert cpu_quota(str(root), str(me)) is None
-    (job / "cpu.max").write_text("120000 100000\n")
-    assert cpu_quota(str(root), str(me)) == 2  # the root says none, its own folder says 1.2
-    (root / "batch.slice" / "cpu.max").write_text("50000 100000\n")
-    assert cpu_quota(str(root), str(me)) == 1  # the folder above allows less
-    # cgroup v1: the cpu controller's own line and folder
-    v1_root, v1_me = tmp_path / "v1", tmp_path / "v1-self"
-    v1_me.write_text("5:cpuacct,cpu:/docker/abc\n4:memory:/docker/abc\n0::/\n")
-    folder = v1_root / "cpu" / "docker" / "abc"
-    folder.mkdir(parents=True)
-    (folder / "cpu.cfs_quota_us").write_text("300000\n")
-    (folder / "cpu.cfs_period_us").write_text("100000\n")
-    (v1_root / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    (v1_root / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert cpu_quota(str(v1_root), str(v1_me)) == 3
-    assert cpu_quota(str(v1_root), str(tmp_path / "missing")) is None  # the root's: none
-    # a cgroup outside this namespace's ("/../x") is not below the root: the root's counts;
-    # a name that is not UTF-8 is read, not raised on
-    (root / "batch.slice" / "cpu.max").write_text("max 100000\n")
-    me.write_text("0::/../batch.slice/job-7\n")
-    assert cpu_quota(str(root), str(me)) is None
-    me.write_bytes(b"0::/batch.slice/job-7\n1:name=x:/\xff\xfe\n")
-    assert cpu_quota(str(root), str(me)) == 2
-
-
 @needs("mxnet")
 def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path):
     """In a fresh process with no thread variables: MXNet reads nin's count at its import, the
@@ -407,8 +355,9 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
         "import os, sys\n"
         "from nin.backends import mxnet as B\n"
         "from nin.backends.mxnet import threads as T\n"
+        "from nin.machine import process_cpus\n"
         "print('left', os.environ.get('MXNET_OMP_MAX_THREADS'))\n"
-        "print('chose', T.CHOSE, T.COUNT, T.mxnet_default(T._cpus()))\n"
+        "print('chose', T.CHOSE, T.COUNT, T.mxnet_default(process_cpus()))\n"
         "data = B.FashionMNIST(batch_size=8, resize=(67, 67), root=sys.argv[1])\n"
         "t = B.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1,\n"
         "              out_dir=sys.argv[2])\n"
@@ -430,10 +379,11 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    from nin import machine
     from nin.backends.mxnet import threads
 
-    cpus = threads._cpus()
-    cores, default = threads.cores(cpus), threads.mxnet_default(cpus)
+    cpus = machine.process_cpus()
+    cores, default = machine.cores(cpus), threads.mxnet_default(cpus)
     chose, count, _ = out["chose"].split()
     assert out["left"] == "None"
     assert chose == str(int(count) != default)  # set where it differs from MXNet's own
@@ -441,7 +391,7 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
     assert history["config"]["omp_threads"] == int(count)
     started = next(line for line in done.stdout.splitlines() if line.startswith("nin: training"))
     assert f"on cpu(0), MXNet on {count} OpenMP thread" in started
-    quota = threads.cpu_quota()
+    quota = machine.cpu_quota()
     if cores is not None:
         assert int(count) == min(cores, quota or cores)
         if "torch" in out and quota is None:  # OpenMP's own count otherwise: one a processor

@@ -8,7 +8,7 @@ from benchmarks import data as data_bench
 from benchmarks import memory as memory_bench
 from benchmarks import train as train_bench
 from conftest import BACKENDS, ROOT
-from nin.training import cpu_has_bf16
+from nin.machine import cpu_has_bf16
 
 
 def test_train_benchmark_records(backend, capsys):

@@ -9,7 +9,8 @@ from nin.backends import get_backend
 
 
 class Log(C.Callback):
-    """Records every event with what the trainer says at that moment."""
+    """Records every event with what the trainer says at that moment; its hooks are written
+    as they were before `logs` existed, and are called as they were."""
 
     def __init__(self):
         self.events = []
@@ -73,6 +74,56 @@ def test_a_callback_sees_the_loop_in_order(backend, synthetic_root):
     assert ev[-1] == ("fit_end", 2)
 
 
+class LogsSeen(C.Callback):
+    """Records the `logs` of every hook that takes them."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_batch_start(self, trainer, logs):
+        self.events.append(("batch_start", logs))
+
+    def on_losses(self, trainer, losses, logs):
+        self.events.append(("losses", logs, losses))
+
+    def on_batch_end(self, trainer, logs):
+        self.events.append(("batch_end", logs))
+
+    def on_validation_end(self, trainer, metrics, logs):
+        self.events.append(("validation_end", logs, metrics))
+
+
+def test_hooks_that_take_logs_are_told_the_step_lr_rate_and_losses(backend, synthetic_root):
+    from nin.recipes import lr_at
+
+    B, data, trainer = _trainer(backend, synthetic_root, callbacks=[LogsSeen()])
+    ev = trainer.callbacks[-1].events
+    history = trainer.fit(B.NiN(recipe="nin"), data)
+    plain, synced = ["batch_start", "batch_end"], ["batch_start", "losses", "batch_end"]
+    epoch = plain * 9 + synced + plain + synced + ["validation_end"]  # a sync every 10 steps
+    assert [e[0] for e in ev] == epoch * 2
+    starts = [e[1] for e in ev if e[0] == "batch_start"]
+    ends = [e[1] for e in ev if e[0] == "batch_end"]
+    assert [g.step for g in starts] == list(range(24)) and [g.step for g in ends] == [*range(1, 25)]
+    assert [g.epoch for g in ends] == [0] * 12 + [1] * 12 and ends[-1].step_in_epoch == 12
+    assert [g.lr for g in starts] == pytest.approx(
+        [lr_at(step, 24, trainer.base_lr, "onecycle") for step in range(24)], rel=1e-6
+    )  # the lr each step runs at (float32 in some optimizers)
+    assert {g.precision for g in starts + ends} == {"fp32"} and starts[0].images_per_s is None
+    synced = [e for e in ev if e[0] == "losses"]
+    assert [(g.step, g.first_step, len(g.losses)) for _, g, _ in synced] == [
+        (10, 1, 10), (12, 11, 2), (22, 13, 10), (24, 23, 2)
+    ]  # fmt: skip
+    assert all(g.losses == tuple(losses) and g.images_per_s > 0 for _, g, losses in synced)
+    assert [loss for _, g, _ in synced for loss in g.losses] == [s[1] for s in history.steps]
+    validated = [e for e in ev if e[0] == "validation_end"]
+    assert [(g.epoch, g.step) for _, g, _ in validated] == [(0, 12), (1, 24)]
+    assert [m for *_, m in validated] == [
+        {"loss": e["val_loss"], "acc": e["val_acc"]} for e in history.epochs
+    ]
+    assert C.takes_logs(LogsSeen().on_losses) and not C.takes_logs(Log().on_losses)
+
+
 def _settings(**changes):
     from types import SimpleNamespace
 
@@ -88,10 +139,16 @@ def test_the_default_callbacks_and_their_order(tmp_path):
         "TerminateOnNaN",
         "RecordHistory",
         "StuckCheck",
-        "Checkpoint",
+        "ClaimRunFolder",
+        "ExportRun",
+        "SaveCheckpoint",  # the commit point: after the files it vouches for
         "ProgressBar",
         "LiveBoard",
     ]
+    resumed = C.default_callbacks(_settings(out_dir=tmp_path, resume=True))
+    names = [type(c).__name__ for c in resumed]
+    assert names.index("ClaimRunFolder") + 1 == names.index("ResumeFromCheckpoint")
+    assert names.index("ResumeFromCheckpoint") < names.index("ProgressBar")  # its line first
     quiet = C.default_callbacks(_settings(progress=False))
     assert "ProgressBar" not in [type(c).__name__ for c in quiet]
 
@@ -148,7 +205,8 @@ def test_a_resume_after_a_stop_mid_epoch_scales_momentum_from_the_last_step_run(
     """Keras' and MXNet's SGD momentum holds the lr of the last step that ran
     (`Trainer._scale_momentum`); a run stopped mid-epoch saves a whole epoch, so its
     checkpoint keeps that lr and the resume scales the buffer from it."""
-    from nin.training import TrainerBase, lr_at
+    from nin.recipes import lr_at
+    from nin.training import TrainerBase
 
     ratios: list[float] = []
     monkeypatch.setattr(TrainerBase, "_scale_momentum", lambda self, ratio: ratios.append(ratio))
@@ -175,3 +233,48 @@ def test_time_limit_stops_training_after_the_step_that_passes_it(synthetic_root)
     history = trainer.fit(B.NiN(recipe="nin"), data)
     assert trainer.callbacks[-1].stopped and trainer.stop_training
     assert len(history.steps) == 1 and len(history.epochs) == 1  # the epoch still validates
+
+
+def test_the_run_folder_claim_refuses_a_run_unless_told(tmp_path):
+    from nin import runs
+
+    (tmp_path / "checkpoint.npz").write_bytes(b"a run")
+    with pytest.raises(runs.RunExistsError):
+        C.ClaimRunFolder(tmp_path).before_fit(None)
+    C.ClaimRunFolder(tmp_path, overwrite=True).before_fit(None)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_checkpoint_export_and_resume_each_do_their_own_job(synthetic_root, tmp_path):
+    """Alone, SaveCheckpoint writes checkpoint.npz only, ExportRun the other files only, and
+    ResumeFromCheckpoint continues from a checkpoint (writing its files again) or refuses one
+    made for another run."""
+    from nin import runs
+
+    class StopAfterAnEpoch(C.Callback):
+        def on_epoch_end(self, trainer, record):
+            trainer.stop_training = True
+
+    saved, exported = tmp_path / "saved", tmp_path / "exported"
+    B, data, trainer = _trainer(
+        "torch", synthetic_root, 2, 3, callbacks=[C.SaveCheckpoint(saved), StopAfterAnEpoch()]
+    )
+    first = trainer.fit(B.NiN(recipe="nin"), data)
+    assert sorted(p.name for p in saved.iterdir()) == ["checkpoint.npz"]
+    _, meta = runs.read_checkpoint(saved / "checkpoint.npz")
+    assert meta["epoch"] == 1 and meta["backend"] == "torch" and meta["run"]["fast"] is False
+
+    resume = C.ResumeFromCheckpoint(saved, progress=False)
+    B, data, trainer = _trainer(
+        "torch", synthetic_root, epochs=2, batches=3, callbacks=[resume, C.ExportRun(exported)]
+    )
+    history = trainer.fit(B.NiN(recipe="nin"), data)
+    assert len(history.epochs) == 2 and history.epochs[0] == first.epochs[0]
+    files = ["board.png", "history.json", "weights.npz"]
+    assert sorted(p.name for p in exported.iterdir()) == files
+    assert sorted(p.name for p in saved.iterdir()) == sorted(["checkpoint.npz", *files])
+    assert runs.read_checkpoint(saved / "checkpoint.npz")[1]["epoch"] == 1  # not saved again
+
+    B, data, trainer = _trainer("torch", synthetic_root, epochs=2, batches=4, callbacks=[resume])
+    with pytest.raises(runs.CheckpointError, match="num train batches 3 vs 4"):
+        trainer.fit(B.NiN(recipe="nin"), data)

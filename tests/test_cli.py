@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 from nin.backends import BACKENDS
 from nin.cli import build_parser
-from nin.training import PLANS, RECIPE_FLAGS, Plan
+from nin.recipes import PLANS, RECIPE_FLAGS, Plan
 
 CLI = ROOT / "nin" / "cli"
 

@@ -235,13 +235,15 @@ def test_compare_train_steps_cli_prints_losses_and_saves_plot(synthetic_root, tm
 
 def test_training_parity_draws_no_live_board(synthetic_root, monkeypatch):
     """In a notebook, only the parity plot shows: no live board per framework."""
-    from nin import training
+    from nin import history as H
 
-    monkeypatch.setattr(training, "_in_notebook", lambda: True)
+    monkeypatch.setattr(H, "_in_notebook", lambda: True)
     live = []
-    draw = training.Board.draw
+    draw = H.Board.draw
     monkeypatch.setattr(
-        training.Board, "draw", lambda self, history: (live.append(self.live), draw(self, history))
+        H.Board,
+        "draw",
+        lambda self, history: (live.append(self.live), draw(self, history)),
     )
     compare.train_parity(
         BACKENDS[:1], S.chapter_spec(), size=67, batch_size=4, steps=2, root=synthetic_root

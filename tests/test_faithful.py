@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import needs, real_d2l
-from nin import training as T
+from nin import recipes
 from nin.backends import get_backend
+from nin.history import Board, History
+from nin.runs import read_checkpoint
 
 SMALL = dict(batch_size=16, resize=(67, 67))
 
@@ -73,7 +75,7 @@ def test_recipe_defaults_apply_when_nothing_is_passed(backend, synthetic_root):
 
 def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic_root):
     B = get_backend(backend)
-    mine = T.Recipe(
+    mine = recipes.Recipe(
         "mine", optimizer="sgd", momentum=0.9, weight_decay=1e-4, schedule="constant", lr=0.02
     )
     settings = _optimizer_settings(backend, _prepared(B, B.NiN(recipe=mine), synthetic_root).optim)
@@ -92,22 +94,22 @@ def test_recipe_object_and_keyword_fields_reach_the_optimizer(backend, synthetic
 
 def test_bad_recipe_values_are_refused():
     with pytest.raises(ValueError, match="lr must be a finite number > 0 and at most 1e6, got -1"):
-        T.resolve_recipe("nin", lr=-1)
+        recipes.resolve_recipe("nin", lr=-1)
     with pytest.raises(ValueError, match="lr must be a finite number > 0.*got 0"):
-        T.resolve_recipe("nin", lr=0)
+        recipes.resolve_recipe("nin", lr=0)
     with pytest.raises(ValueError, match="at most 1e6, got 1e"):
-        T.resolve_recipe("nin", lr=1e308)
+        recipes.resolve_recipe("nin", lr=1e308)
     with pytest.raises(ValueError, match="lr must be a finite number"):
-        T.resolve_recipe("book", lr=float("nan"))
+        recipes.resolve_recipe("book", lr=float("nan"))
     with pytest.raises(ValueError, match="momentum must be a finite number >= 0 and < 1"):
-        T.resolve_recipe("book", momentum=1.5)
+        recipes.resolve_recipe("book", momentum=1.5)
     with pytest.raises(ValueError, match="momentum 0.9 is for SGD; adam has none"):
-        T.resolve_recipe("nin", momentum=0.9)
-    assert T.resolve_recipe("book", lr=np.float32(0.05)).lr == np.float32(0.05)
+        recipes.resolve_recipe("nin", momentum=0.9)
+    assert recipes.resolve_recipe("book", lr=np.float32(0.05)).lr == np.float32(0.05)
     with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
-        T.resolve_recipe("book", optimizer="rmsprop")
+        recipes.resolve_recipe("book", optimizer="rmsprop")
     with pytest.raises(TypeError, match="unknown recipe field.*momentm"):
-        T.resolve_recipe("book", momentm=0.9)
+        recipes.resolve_recipe("book", momentm=0.9)
 
 
 def test_schedule_scales_the_lr_that_was_passed(backend, synthetic_root):
@@ -119,7 +121,7 @@ def test_schedule_scales_the_lr_that_was_passed(backend, synthetic_root):
     set_lr = trainer._set_lr
     trainer._set_lr = lambda lr: (seen.append(lr), set_lr(lr))
     trainer.fit(B.NiN(recipe="nin", lr=0.02), _data(B, synthetic_root))
-    assert seen == pytest.approx([T.lr_at(s, 5, 0.02, "onecycle") for s in range(5)])
+    assert seen == pytest.approx([recipes.lr_at(s, 5, 0.02, "onecycle") for s in range(5)])
     assert max(seen) == pytest.approx(0.02)
 
 
@@ -168,7 +170,7 @@ def test_cli_recipe_flags_reach_the_run(synthetic_root, tmp_path, capsys):
     _, config = _cli_losses(
         "torch", synthetic_root, tmp_path, "--recipe", "book", "--momentum", "0.9", "--no-fast"
     )
-    assert config["recipe"] == dict(vars(T.RECIPES["book"]), lr=0.05, momentum=0.9)
+    assert config["recipe"] == dict(vars(recipes.RECIPES["book"]), lr=0.05, momentum=0.9)
     assert config["lr"] == 0.05
     assert config["precision"] == "fp32" and config["optimizer"] == "SGD"
     out = capsys.readouterr().out
@@ -231,7 +233,7 @@ def test_start_line_names_device_precision_and_recipe(backend, synthetic_root, c
         "recipe book: sgd at lr 0.05 (constant), xavier init, class-block ReLU all, "
         "raw [0, 1] inputs"
     ) in out
-    assert history.config["recipe"] == vars(T.resolve_recipe("book", lr=0.05))
+    assert history.config["recipe"] == vars(recipes.resolve_recipe("book", lr=0.05))
     assert history.config["precision"] == "fp32"
     assert history.config["lr"] == pytest.approx(0.05)  # TensorFlow holds it in float32
 
@@ -260,7 +262,7 @@ def test_checkpoint_records_the_resolved_recipe(backend, synthetic_root, tmp_pat
     B.Trainer(
         max_epochs=1, limit_train_batches=1, limit_val_batches=1, progress=False, out_dir=tmp_path
     ).fit(B.NiN(lr=0.07, recipe="nin"), _data(B, synthetic_root))
-    _, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
+    _, meta = read_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["recipe"]["lr"] == 0.07 and meta["recipe"]["optimizer"] == "adam"
     assert meta["history"]["config"]["lr"] == pytest.approx(0.07)
 
@@ -335,7 +337,7 @@ def test_tensorflow_weight_decay_is_added_to_the_gradient_as_in_pytorch_and_mxne
 
     from nin.backends.tensorflow.model import CoupledAdam, CoupledSGD
 
-    model = get_backend("tensorflow").NiN(recipe=T.Recipe("wd", weight_decay=0.1, lr=0.01))
+    model = get_backend("tensorflow").NiN(recipe=recipes.Recipe("wd", weight_decay=0.1, lr=0.01))
     adam = model.configure_optimizers()
     assert isinstance(adam, CoupledAdam) and adam.weight_decay is None  # Keras' stays off
     w = tf.Variable([1.0, -2.0])
@@ -479,10 +481,10 @@ def _global_norm(backend, model_or_grads) -> float:
 
 
 def test_board_draws_d2l_points_per_epoch():
-    board = T.Board(live=False, points_per_epoch=2)
-    history = T.History()
+    board = Board(live=False, points_per_epoch=2)
+    history = History()
     history.steps = [((i + 1) / 10, float(i)) for i in range(10)]
     x, y = board.train_curve(history)
     assert list(y) == [2.0, 7.0] and x == pytest.approx([0.3, 0.8])
     with pytest.raises(ValueError, match="plot_train_per_epoch"):
-        T.Board(points_per_epoch=0)
+        Board(points_per_epoch=0)

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, needs
 from nin.data import BatchSource, erase, flip_shift
 from nin.experiment import plan_changes, plot_time_to_accuracy
-from nin.training import PLANS, RECIPES, Plan, Recipe
+from nin.recipes import PLANS, RECIPES, Plan, Recipe
 
 
 def test_flip_shift_moves_each_image_whole_and_is_seeded():
@@ -134,7 +134,7 @@ def test_flip_tta_sums_each_image_with_its_mirror_image():
     one of its two views alone is wrong and their summed probabilities are right."""
     from types import SimpleNamespace
 
-    from nin.training import tta_accuracy
+    from nin.tta import tta_accuracy
 
     def predict(model, x):  # logits: 10 x the left half's mean, 5 x the right's, 4 x both
         left, right = x[:, :, :14].mean(axis=(1, 2)), x[:, :, 14:].mean(axis=(1, 2))
@@ -163,10 +163,14 @@ def test_flip_tta_sums_each_image_with_its_mirror_image():
     assert tta_accuracy(fake, None, data, "flip", split="val") == 0.0
     with pytest.raises(ValueError, match="split must be 'test' or 'val', got 'train'"):
         tta_accuracy(fake, None, data, "flip", split="train")
+    with pytest.raises(
+        TypeError, match=r"the backend module, `nin.backends.get_backend\('torch'\)`"
+    ):
+        tta_accuracy("torch", None, data, "flip")  # a name: the caller gets the module
 
 
 def test_flip_shift_tta_scores_ten_views_of_each_image():
-    from nin.training import tta_views
+    from nin.tta import tta_views
 
     images = np.random.default_rng(0).integers(1, 255, size=(3, 28, 28), dtype=np.uint8)
     views = tta_views(images, "flip-shift")
@@ -192,7 +196,7 @@ def test_tta_scores_the_same_views_of_mirrored_test_images(backend, synthetic_ro
     the views of the test split, so each image's summed probabilities are the same; those
     of the plain view alone are not (the network is not left-right symmetric)."""
     from nin.backends import get_backend
-    from nin.training import TTA, tta_accuracy, tta_probabilities
+    from nin.tta import TTA, tta_accuracy, tta_probabilities
 
     B = get_backend(backend)
     B.set_seed(0)
@@ -203,14 +207,14 @@ def test_tta_scores_the_same_views_of_mirrored_test_images(backend, synthetic_ro
     views = 2 if tta == "flip" else 10
     assert probs.shape == (64, 10) and (labels == data.test[1][:64]).all()
     np.testing.assert_allclose(probs.sum(axis=1), views, rtol=1e-6)  # each view sums to 1
-    plain, _ = tta_probabilities(backend, model, data, "none", limit_batches=2)
+    plain, _ = tta_probabilities(B, model, data, "none", limit_batches=2)
     mirrored = (np.ascontiguousarray(data.test[0][:, :, ::-1]), data.test[1])
     data.test = mirrored
-    again, _ = tta_probabilities(backend, model, data, tta, limit_batches=2)
-    plain_mirrored, _ = tta_probabilities(backend, model, data, "none", limit_batches=2)
+    again, _ = tta_probabilities(B, model, data, tta, limit_batches=2)
+    plain_mirrored, _ = tta_probabilities(B, model, data, "none", limit_batches=2)
     np.testing.assert_allclose(again, probs, rtol=1e-5, atol=1e-7)
     assert np.abs(plain_mirrored - plain).max() > 1e3 * np.abs(again - probs).max() + 1e-6
-    acc = tta_accuracy(backend, model, data, tta)
+    acc = tta_accuracy(B, model, data, tta)
     assert acc == float(
         (tta_probabilities(B, model, data, tta)[0].argmax(1) == data.test[1]).mean()
     )

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS, ROOT
-from nin import training as T
+from nin.callbacks import TrainingDivergedError, TrainingStuckError
+from nin.runs import read_checkpoint
 
 DRIVER = ROOT / "tests" / "kill_and_resume.py"
 
@@ -74,7 +75,7 @@ def test_killed_run_resumes_to_the_same_bits(backend, fast, synthetic_root, tmp_
         if point.startswith("save"):  # a real kill mid-write leaves its temporary file
             assert (broken / "weights.npz.killed.tmp").exists()
         # what is on disk describes one epoch: the checkpoint's
-        meta = T.read_checkpoint(broken / "checkpoint.npz")[1]
+        meta = read_checkpoint(broken / "checkpoint.npz")[1]
         history = json.loads((broken / "history.json").read_text())
         assert len(history["epochs"]) == meta["epoch"], point
     finished = _run("none", args, broken, resume=True)
@@ -142,7 +143,7 @@ def test_a_finished_run_is_never_replaced(synthetic_root, tmp_path, capsys):
     )
     assert (tmp_path / "R" / "checkpoint.npz").read_bytes() == before
     assert _train(synthetic_root, "--overwrite", out=tmp_path / "R") == 0
-    assert T.read_checkpoint(tmp_path / "R" / "checkpoint.npz")[1]["epoch"] == 1
+    assert read_checkpoint(tmp_path / "R" / "checkpoint.npz")[1]["epoch"] == 1
 
 
 def test_default_out_is_a_fresh_folder_per_run(synthetic_root, tmp_path, monkeypatch, capsys):
@@ -214,7 +215,7 @@ def test_resume_of_a_constant_schedule_may_train_longer(synthetic_root, tmp_path
     out = tmp_path / "R"
     assert _train(synthetic_root, "--recipe", "book", out=out) == 0
     assert _train(synthetic_root, "--recipe", "book", "--resume", "--epochs", "2", out=out) == 0
-    assert T.read_checkpoint(out / "checkpoint.npz")[1]["epoch"] == 2
+    assert read_checkpoint(out / "checkpoint.npz")[1]["epoch"] == 2
 
 
 def test_stuck_check_counts_batches_across_epochs(backend, tmp_path):
@@ -234,7 +235,7 @@ def test_stuck_check_counts_batches_across_epochs(backend, tmp_path):
         stuck_check=5,
         on_stuck="stop",
     )
-    with pytest.raises(T.TrainingStuckError, match="after 6 batches"):
+    with pytest.raises(TrainingStuckError, match="after 6 batches"):
         trainer.fit(B.NiN(), B.FashionMNIST(root=tmp_path, batch_size=16, resize=67))
 
 
@@ -255,7 +256,7 @@ def test_nan_is_reported_at_the_step_it_appeared(backend, synthetic_root):
     trainer = B.Trainer(
         max_epochs=1, limit_train_batches=6, limit_val_batches=1, progress=False, stuck_check=0
     )
-    with pytest.raises(T.TrainingDivergedError, match=r"nan at step 3 \(epoch 1, batch 3\)"):
+    with pytest.raises(TrainingDivergedError, match=r"nan at step 3 \(epoch 1, batch 3\)"):
         trainer.fit(model, B.FashionMNIST(root=synthetic_root, batch_size=8, resize=67))
 
 

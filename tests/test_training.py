@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from nin import training as T
+from nin import machine, recipes
 from nin.backends import get_backend
+from nin.callbacks import TrainingDivergedError, TrainingStuckError
 from nin.data import FILES, write_idx
+from nin.runs import CheckpointError, read_checkpoint, save_checkpoint
 
 SMALL = dict(batch_size=32, resize=(67, 67))
 
@@ -52,7 +54,7 @@ def test_history_plot_and_checkpoint_written(backend, synthetic_root, tmp_path):
     assert {"train_loss", "val_loss", "val_acc", "images_per_s"} <= set(history["epochs"][0])
     assert len(history["steps"]) == 6
     assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
+    arrays, meta = read_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 2 and meta["backend"] == trainer.backend_name
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave nothing behind
 
@@ -99,15 +101,15 @@ def test_interrupted_run_resumes_where_it_stopped(backend, synthetic_root, tmp_p
 
 def test_checkpoint_for_another_spec_is_refused(backend, synthetic_root, tmp_path):
     _fit(backend, synthetic_root, out=tmp_path, batches=2)
-    with pytest.raises(T.CheckpointError, match="another spec.*5 classes"):
+    with pytest.raises(CheckpointError, match="another spec.*5 classes"):
         _fit(backend, synthetic_root, out=tmp_path, batches=2, num_classes=5, resume=True)
 
 
 def test_checkpoint_for_another_backend_is_refused(backend, synthetic_root, tmp_path):
     _fit(backend, synthetic_root, out=tmp_path, batches=2)
-    arrays, meta = T.read_checkpoint(tmp_path / "checkpoint.npz")
-    T.save_checkpoint(tmp_path / "checkpoint.npz", arrays, dict(meta, backend="caffe"))
-    with pytest.raises(T.CheckpointError, match="another backend \\(caffe\\)"):
+    arrays, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    save_checkpoint(tmp_path / "checkpoint.npz", arrays, dict(meta, backend="caffe"))
+    with pytest.raises(CheckpointError, match="another backend \\(caffe\\)"):
         _fit(backend, synthetic_root, out=tmp_path, batches=2, resume=True)
 
 
@@ -115,7 +117,7 @@ def test_truncated_checkpoint_is_refused(backend, synthetic_root, tmp_path):
     _fit(backend, synthetic_root, out=tmp_path, batches=2)
     path = tmp_path / "checkpoint.npz"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(T.CheckpointError, match="not a readable nin checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable nin checkpoint"):
         _fit(backend, synthetic_root, out=tmp_path, batches=2, resume=True)
 
 
@@ -130,7 +132,7 @@ def blank_root(tmp_path_factory):
 
 
 def test_stuck_run_is_detected(backend, blank_root):
-    with pytest.raises(T.TrainingStuckError, match=r"still at chance level ln\(10\) = 2.303"):
+    with pytest.raises(TrainingStuckError, match=r"still at chance level ln\(10\) = 2.303"):
         _fit(backend, blank_root, batches=10, stuck_check=8, on_stuck="stop")
 
 
@@ -146,7 +148,7 @@ def test_diverging_run_is_detected(backend, synthetic_root):
     step = model.training_step
     model.training_step = lambda batch: step(batch) * float("nan")  # a loss gone NaN
     trainer = B.Trainer(max_epochs=1, limit_train_batches=3, progress=False)
-    with pytest.raises(T.TrainingDivergedError, match="became nan.*diverged.*lower learning"):
+    with pytest.raises(TrainingDivergedError, match="became nan.*diverged.*lower learning"):
         trainer.fit(model, data)
 
 
@@ -163,26 +165,26 @@ def test_default_is_the_chapters_model_and_nin_recipe_is_opt_in(backend):
 
     B = get_backend(backend)
     default = B.NiN()
-    assert default.recipe == T.RECIPES["book"] and default.lr == 0.1  # NiN(lr=0.1, ...)
+    assert default.recipe == recipes.RECIPES["book"] and default.lr == 0.1  # NiN(lr=0.1, ...)
     assert default.spec == chapter_spec(10)
     blocks = [layer for layer in default.spec.layers if isinstance(layer, NiNBlock)]
     assert len(blocks) == 4 and blocks[-1].out_channels == 10  # the class block too
     assert all(c.relu for block in blocks for c in block.convs)
     nin = B.NiN(recipe="nin")
     assert [c.relu for c in nin.spec.layers[7].convs] == [False] * 3
-    assert nin.recipe == T.RECIPES["nin"] and nin.lr == 1e-3
+    assert nin.recipe == recipes.RECIPES["nin"] and nin.lr == 1e-3
 
 
 def test_one_cycle_schedule():
-    lrs = [T.lr_at(s, 100, 1.0, "onecycle") for s in range(100)]
+    lrs = [recipes.lr_at(s, 100, 1.0, "onecycle") for s in range(100)]
     assert lrs[0] == pytest.approx(1 / 25) and max(lrs) == pytest.approx(1.0)
     assert lrs[-1] < 0.01 and int(np.argmax(lrs)) == 20
-    assert T.lr_at(50, 100, 0.3, "constant") == 0.3
+    assert recipes.lr_at(50, 100, 0.3, "constant") == 0.3
 
 
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="unknown recipe 'fast'.*book, nin"):
-        T.get_recipe("fast")
+        recipes.get_recipe("fast")
 
 
 def _eval_loss(backend, root, fast):
@@ -195,7 +197,7 @@ def _eval_loss(backend, root, fast):
 
 
 @pytest.mark.skipif(
-    not T.cpu_has_bf16(),
+    not machine.cpu_has_bf16(),
     reason="this CPU has no native bf16, so the fast "
     "path stays in fp32 and there is no bf16 rounding to see",
 )
@@ -203,15 +205,6 @@ def test_fast_path_computes_in_bf16(backend, synthetic_root):
     plain, fast = (_eval_loss(backend, synthetic_root, f) for f in (False, True))
     assert abs(fast - plain) / plain < 2e-2, (plain, fast)  # the same model...
     assert abs(fast - plain) / plain > 1e-5, (plain, fast)  # ...rounded to bf16
-
-
-def test_cpu_bf16_detection(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
-    assert not T.cpu_has_bf16(info)
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    assert T.cpu_has_bf16(info)
-    assert not T.cpu_has_bf16(tmp_path / "missing")
 
 
 def test_plain_trainer_undoes_an_earlier_fast_one(backend, synthetic_root):

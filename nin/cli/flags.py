@@ -130,7 +130,7 @@ def add_num_gpus(p, default: int, help: str) -> None:
 def add_recipe_flags(p, default: str) -> None:
     """--recipe (`default` unless given), then one flag per Recipe field: each given one
     wins over the recipe's value."""
-    from nin.training import CHOICES, RECIPE_FLAGS, RECIPES
+    from nin.recipes import CHOICES, RECIPE_FLAGS, RECIPES
 
     p.add_argument(
         "--recipe",

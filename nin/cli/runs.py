@@ -39,7 +39,7 @@ def fresh_out_dir(command: str, *parts: str, root: str = "runs") -> Path:
 
 def recipe_from_args(args):
     """The named recipe with every recipe flag the user gave put in its place."""
-    from nin.training import RECIPE_FLAGS, resolve_recipe
+    from nin.recipes import RECIPE_FLAGS, resolve_recipe
 
     given = {name: getattr(args, name) for name in RECIPE_FLAGS}
     if args.recipe == "book" and given["lr"] is None:

@@ -17,16 +17,16 @@ from nin.cli.runs import (
 )
 from nin.cli.wording import cli_wording
 from nin.data import AUGMENTATIONS
-from nin.training import TTA
+from nin.tta import TTA
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
     """`nin train`'s flags; with none given, it trains `make train`'s run: the sprint plan
-    (nin.training.PLANS), 0.91 in two short epochs, under 10 minutes on a 2-core CPU with or
+    (nin.recipes.PLANS), 0.91 in two short epochs, under 10 minutes on a 2-core CPU with or
     without bf16 (README, Training)."""
-    from nin.training import PLANS
+    from nin.recipes import PLANS
 
     plan, book = PLANS["sprint"], PLANS["book"]
     smallest = _spec.min_input_size(_spec.chapter_spec())
@@ -173,7 +173,7 @@ def run(args) -> int:
 def _worker_argv(args, recipe) -> list[str]:
     """The command line the workers run: this one, the run's folder claimed on the first
     machine first, and named for them when the user gave none."""
-    from nin.training import claim_out_dir
+    from nin.runs import claim_out_dir
 
     if args.node_rank != 0:
         return list(args.argv)
@@ -200,7 +200,7 @@ def _checked_spec(args, B, recipe):
 def _claim_run_folder(args, recipe, writer: bool):
     """The run's folder: claimed by the process that writes, before the data is read
     (folder, resume, overwrite); the others are told --out, or write nothing."""
-    from nin.training import claim_out_dir
+    from nin.runs import claim_out_dir
 
     if writer and args.out is not None:
         claim_out_dir(args.out, args.resume, args.overwrite)
@@ -213,7 +213,7 @@ def _score_with_tta(args, B, model, data, trainer, history, out) -> None:
     in history.json, with the TTA's name; the checkpoint's history gets them too, so a
     `--resume` (which writes history.json again from the checkpoint) keeps them."""
     from nin.runs import add_to_checkpoint_epoch
-    from nin.training import tta_accuracy
+    from nin.tta import tta_accuracy
 
     limit = trainer.num_val_batches
     acc = tta_accuracy(B, model, data, args.tta, split="val", limit_batches=limit)
@@ -246,7 +246,7 @@ def _accuracy_name(args) -> str:
 
 
 def _say_start(args, recipe, out) -> None:
-    from nin.training import resolve_recipe
+    from nin.recipes import resolve_recipe
 
     changes = recipe.changes_from(resolve_recipe("book", lr=CHAPTER_TRAINING_LR))
     if args.dropout is not None and args.dropout != 0.5:

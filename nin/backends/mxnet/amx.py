@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 
-from nin.training import cpu_flags
+from nin.machine import cpu_flags
 
 __all__ = ["open_amx", "release", "AMX_ISA", "STATE"]
 

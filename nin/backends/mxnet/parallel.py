@@ -49,8 +49,8 @@ def join_dist_sync(host: str, port: int, workers: int):
 
 
 class Parallel:
-    """The Trainer's world (`TrainerBase`'s hooks `_process_rank`, `_setup_world`,
-    `_parallel_step`, `_all_sum`) for MXNet."""
+    """The Trainer's world (the hooks of nin.distributed.DataParallelMixin: `_process_rank`,
+    `_setup_world`, `_parallel_step`, `_all_sum`) for MXNet."""
 
     def _kvstore(self):
         """`engine` as a KVStore (a name such as 'dist_sync' joins the job here), or None."""

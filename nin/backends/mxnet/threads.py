@@ -16,117 +16,17 @@ history.json.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import re
 import sys
 
-__all__ = ["choose", "cores", "cpu_quota", "mxnet_default", "release", "STATE", "COUNT", "CHOSE"]
+from nin.machine import cores, cpu_quota, process_cpus
+
+__all__ = ["choose", "mxnet_default", "release", "STATE", "COUNT", "CHOSE"]
 
 VARIABLE = "MXNET_OMP_MAX_THREADS"
 _OMP, _LIMIT = "OMP_NUM_THREADS", "OMP_THREAD_LIMIT"
-
-
-def _cpus() -> set[int]:
-    try:
-        return set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return set(range(os.cpu_count() or 1))
-
-
-def cores(cpus: set[int], cpuinfo: str = "/proc/cpuinfo") -> int | None:
-    """The physical cores among the processors `cpus`, from /proc/cpuinfo's `physical id` and
-    `core id`; None where it does not say (not Linux, or a CPU that does not name them)."""
-    try:
-        with open(cpuinfo) as f:
-            text = f.read()
-    except OSError:
-        return None
-    found = set()
-    for block in text.split("\n\n"):
-        fields = {
-            key.strip(): value.strip()
-            for key, _, value in (line.partition(":") for line in block.splitlines())
-        }
-        if "processor" not in fields:
-            continue
-        if "core id" not in fields or not fields["processor"].isdigit():
-            return None
-        if int(fields["processor"]) in cpus:
-            found.add((fields.get("physical id", "0"), fields["core id"]))
-    return len(found) or None
-
-
-def _cgroup_paths(self_cgroup: str) -> tuple[str, str]:
-    """This process's cgroup path in cgroup v2's hierarchy and in v1's cpu controller's,
-    from /proc/self/cgroup ("/" where the file does not say)."""
-    v2 = v1 = "/"
-    try:
-        with open(self_cgroup, errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except (OSError, ValueError):
-        return v2, v1
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        number, controllers, path = parts
-        if number == "0" and controllers == "":
-            v2 = path or "/"
-        elif "cpu" in controllers.split(","):
-            v1 = path or "/"
-    return v2, v1
-
-
-def _up_from(base: str, path: str) -> list[str]:
-    """`base`/`path`, then each folder above it up to `base` itself; `base` alone for a path
-    outside this namespace's cgroup ("/../x": it is not below `base`)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    if ".." in parts:
-        parts = []
-    return [os.path.join(base, *parts[:n]) for n in range(len(parts), -1, -1)]
-
-
-def _cpus_allowed(quota_file: str, period_file: str | None) -> int | None | bool:
-    """The CPUs one cgroup folder's files allow (quota over period, rounded up); None where
-    they set no quota; False where the files are missing or unreadable."""
-    try:
-        with open(quota_file) as f:
-            words = f.read().split()
-        if period_file:
-            with open(period_file) as f:
-                words.append(f.read().strip())
-        if words[:1] == ["max"]:  # v2's "max 100000": no quota
-            return None
-        quota, period = int(words[0]), int(words[1])
-    except (OSError, ValueError, IndexError):
-        return False
-    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
-
-
-def cpu_quota(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int | None:
-    """The CPUs this process's cgroup may use (its quota over its period, rounded up), from
-    cgroup v2's cpu.max or else v1's cpu.cfs_quota_us, in the process's own cgroup folder
-    (named in `self_cgroup`) and every folder above it: the smallest quota among them counts.
-    None where none sets a quota."""
-    v2_path, v1_path = _cgroup_paths(self_cgroup)
-    for folders, quota_name, period_name in (
-        (_up_from(root, v2_path), "cpu.max", None),
-        (_up_from(os.path.join(root, "cpu"), v1_path), "cpu.cfs_quota_us", "cpu.cfs_period_us"),
-    ):
-        found = [
-            _cpus_allowed(
-                os.path.join(folder, quota_name),
-                period_name and os.path.join(folder, period_name),
-            )
-            for folder in folders
-        ]
-        read = [n for n in found if n is not False]
-        if read:  # this hierarchy has the files: v2 first, v1 only where v2 has none
-            quotas = [n for n in read if n is not None]
-            return min(quotas) if quotas else None
-    return None
 
 
 def mxnet_default(cpus: set[int], machine: str | None = None) -> int:
@@ -148,7 +48,7 @@ def _whole(environ, name: str) -> int | None:
     if value == "":
         return None
     if not _WHOLE.fullmatch(value) or not 1 <= int(value) <= _INT_MAX:
-        cpus = _cpus()
+        cpus = process_cpus()
         raise ValueError(
             f"{name}={value!r}: MXNet 1.9.1 takes one whole number of threads, at least 1 "
             f"(on anything else it stops the process, or runs a count of its own); set it to "
@@ -183,7 +83,7 @@ def choose(
     read it)."""
     omp, mine = _whole(environ, _OMP), _whole(environ, VARIABLE)
     limit, ignored = _limit(environ)
-    cpus = _cpus() if cpus is None else cpus
+    cpus = process_cpus() if cpus is None else cpus
     if omp or mine:
         given = ", ".join(
             f"{n}={environ[n].strip()}" for n in (_OMP, VARIABLE) if environ.get(n, "")

@@ -10,9 +10,11 @@ import mxnet as mx
 import numpy as onp
 from mxnet import autograd, np
 
+from nin import machine as _machine
 from nin import training as _training
 from nin.backends.mxnet import amx, ops, threads
 from nin.backends.mxnet.parallel import Parallel
+from nin.runs import check_state_fits
 
 
 class Trainer(Parallel, _training.TrainerBase):
@@ -37,12 +39,12 @@ class Trainer(Parallel, _training.TrainerBase):
         self.ctx = self.device = self._setup_world()
         self._rng_base = int(onp.random.randint(0, 2**31 - 1))  # see _start_epoch_rng
         if not self.world.parallel:
-            _training.note_device(self.num_gpus, ops.num_gpus())
+            _machine.note_device(self.num_gpus, ops.num_gpus())
         X = _training.sample_batch(data)[0]
         model(X[:1])  # finish deferred initialization
         model.collect_params().reset_ctx(self.ctxs if self.world.parallel else self.ctx)
         data.device = self.ctx
-        self.bf16 = self.fast and self.ctx.device_type == "cpu" and _training.cpu_has_bf16()
+        self.bf16 = self.fast and self.ctx.device_type == "cpu" and _machine.cpu_has_bf16()
         ops.convolutions_in_bf16(model, self.bf16)  # also undoes an earlier fast trainer's
         with warnings.catch_warnings():  # the chapter's nn.Sequential hybridizes its children
             warnings.simplefilter("ignore", UserWarning)
@@ -130,7 +132,7 @@ class Trainer(Parallel, _training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         params = self.model._collect_params_with_prefix()
-        _training.check_state_fits(
+        check_state_fits(
             {k: p.shape for k, p in params.items()},
             {k[6:]: v for k, v in arrays.items() if k.startswith("model/")},
         )

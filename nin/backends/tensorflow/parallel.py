@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from nin import distributed as _distributed
+from nin import machine as _machine
 from nin import training as _training
 from nin.backends.tensorflow import ops
 
@@ -75,8 +76,8 @@ def _strategy_world(strategy) -> "_distributed.World":
 
 
 class Parallel:
-    """The Trainer's world (`TrainerBase`'s hooks `_process_rank`, `_setup_world`,
-    `_parallel_step`, `_all_sum`) for TensorFlow."""
+    """The Trainer's world (the hooks of nin.distributed.DataParallelMixin: `_process_rank`,
+    `_setup_world`, `_parallel_step`, `_all_sum`) for TensorFlow."""
 
     def _process_rank(self):
         if self.rank is not None or self.engine is None:
@@ -118,7 +119,7 @@ class Parallel:
         self.device = devices[0]
         self.gpus = [d for d in devices if "GPU" in d.upper()]
         data.device = "/CPU:0"  # the batches are cut and placed by the strategy
-        self.bf16 = self.fast and (bool(self.gpus) or _training.cpu_has_bf16())
+        self.bf16 = self.fast and (bool(self.gpus) or _machine.cpu_has_bf16())
         if self.bf16:
             for layer in ops.leaf_layers(model.net):
                 layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))

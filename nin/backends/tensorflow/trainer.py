@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from nin import machine as _machine
 from nin import training as _training
 from nin.backends.tensorflow import ops
 from nin.backends.tensorflow.parallel import Parallel
+from nin.runs import check_state_fits
 
 
 def _scope_device() -> str:
@@ -44,10 +46,10 @@ class Trainer(Parallel, _training.TrainerBase):
         if self.devices is not None:
             asked = int(self._local_devices(ops.num_gpus())[1])
         self.device = training_device(asked, ops.num_gpus(), _scope_device())
-        _training.note_device(self.num_gpus, ops.num_gpus())
+        _machine.note_device(self.num_gpus, ops.num_gpus())
         data.device = self.device
         on_gpu = "GPU" in self.device.upper()
-        self.bf16 = self.fast and (on_gpu or _training.cpu_has_bf16())
+        self.bf16 = self.fast and (on_gpu or _machine.cpu_has_bf16())
         if self.bf16 and not model.built:
             for layer in ops.leaf_layers(model.net):  # compute in bf16, keep fp32 variables
                 layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
@@ -134,7 +136,7 @@ class Trainer(Parallel, _training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         groups = (("model", self.model.variables), ("optim", self.optim.variables))
-        _training.check_state_fits(
+        check_state_fits(
             {f"{g} variable {i} ({v.name})": v.shape for g, vs in groups for i, v in enumerate(vs)},
             {
                 f"{g} variable {i} ({v.name})": arrays[f"{g}/{i}"]

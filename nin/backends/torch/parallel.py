@@ -32,8 +32,8 @@ class _TrainingStep(nn.Module):
 
 
 class Parallel:
-    """The Trainer's world (`TrainerBase`'s hooks `_process_rank`, `_setup_world`,
-    `_parallel_step`, `_all_sum`) for PyTorch."""
+    """The Trainer's world (the hooks of nin.distributed.DataParallelMixin: `_process_rank`,
+    `_setup_world`, `_parallel_step`, `_all_sum`) for PyTorch."""
 
     def _process_rank(self):
         return dist.get_rank() if _grouped() else super()._process_rank()

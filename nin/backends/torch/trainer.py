@@ -7,9 +7,11 @@ import contextlib
 import numpy as np
 import torch
 
+from nin import machine as _machine
 from nin import training as _training
 from nin.backends.torch import ops
 from nin.backends.torch.parallel import Parallel
+from nin.runs import check_state_fits
 
 
 class Trainer(Parallel, _training.TrainerBase):
@@ -23,7 +25,7 @@ class Trainer(Parallel, _training.TrainerBase):
     def _prepare(self, model, data):
         self.device = self._setup_world()
         if not self.world.parallel:
-            _training.note_device(self.num_gpus, ops.num_gpus())
+            _machine.note_device(self.num_gpus, ops.num_gpus())
         data.device = self.device
         self._materialize(model, data)
         model.to(self.device)
@@ -133,9 +135,7 @@ class Trainer(Parallel, _training.TrainerBase):
 
     def _load_state_arrays(self, arrays):
         model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
-        _training.check_state_fits(
-            {k: v.shape for k, v in self.model.state_dict().items()}, model_state
-        )
+        check_state_fits({k: v.shape for k, v in self.model.state_dict().items()}, model_state)
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in model_state.items()})
         state = self.optim.state_dict()
         for key, value in arrays.items():
