@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.backends import BACKENDS, resolve_backends
-from nin.cli import flags
 from nin.cli.flags import non_negative_int, positive_int
 from nin.cli.wording import cli_wording
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import nin.cli.flags as flags
 from nin import spec as _spec
-from nin.cli import flags
 from nin.cli.runs import claim_out, optimizer_slots, recipe_from_args
 from nin.cli.wording import cli_wording
 

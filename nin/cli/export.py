@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nin.cli import flags
+import nin.cli.flags as flags
 
 __all__ = ["add_parser", "run"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+import nin.cli.flags as flags
 from nin import spec as _spec
-from nin.cli import flags
 
 __all__ = ["add_parser", "run"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.backends import BackendUnavailableError, get_backend, resolve_backends
-from nin.cli import flags
 from nin.cli.wording import cli_wording
 from nin.resources import num_params
 

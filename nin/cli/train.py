@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.backends import get_backend
-from nin.cli import flags
 from nin.cli.flags import dropout_rate, non_negative_int, positive_int
 from nin.cli.runs import (
     CHAPTER_TRAINING_LR,
