@@ -272,30 +272,29 @@ def _say_start(args, recipe, out) -> None:
 
 
 def _train(args, B, recipe, spec, engine, out):
-    B.set_seed(args.seed)
-    data = B.FashionMNIST(
+    from nin.runner import RunSettings, build_run
+
+    settings = RunSettings(
+        recipe=recipe,
+        spec=spec,
+        epochs=args.epochs,
         batch_size=args.batch_size,
-        resize=(args.resize, args.resize),
-        root=args.data_dir,
+        resize=args.resize,
         seed=args.seed,
         augment=args.augment,
         val_split=args.val_split,
-    )
-    model = B.NiN(num_classes=10, recipe=recipe, spec=spec)
-    trainer = B.Trainer(
-        max_epochs=args.epochs,
-        num_gpus=1,
-        fast=not args.no_fast,
+        root=args.data_dir,
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,
+        fast=not args.no_fast,
+        num_gpus=1,
         out_dir=out,
         resume=args.resume,
         overwrite=args.overwrite,
         on_stuck=args.on_stuck,
-        wording=cli_wording,
-        **engine,
     )
-    history = trainer.fit(model, data)
+    run = build_run(B, settings, wording=cli_wording, **engine)
+    history = run.fit()
     if args.tta != "none" and out is not None:
-        _score_with_tta(args, B, model, data, trainer, history, out)
+        _score_with_tta(args, B, run.model, run.data, run.trainer, history, out)
     return history
