@@ -1,0 +1,128 @@
+"""Reading a file never runs code: checkpoints and weight files someone sent are read as plain
+arrays and JSON, never unpickled (docs/reliability.md, "Files from others")."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import needs
+from nin import files
+from nin import training as T
+from nin.backends import get_backend
+
+SMALL = dict(batch_size=16, resize=(67, 67))
+
+
+class _Touch:
+    """Unpickled, runs a shell command that creates `marker`: the probe's payload."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def _payload(tmp_path) -> tuple[bytes, object]:
+    """A pickle that creates a marker file when loaded, and that marker; the payload is
+    checked live once (on another marker), so a test that finds no marker can fail."""
+    probe = tmp_path / "payload-is-live"
+    pickle.loads(pickle.dumps(_Touch(probe)))
+    assert probe.exists(), "the payload does not run: the tests below would prove nothing"
+    marker = tmp_path / "code-ran"
+    return pickle.dumps(_Touch(marker)), marker
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fit(backend, root, out, epochs=1, resume=False, stop_at_epoch=None, **model_fields):
+    """A small run; `stop_at_epoch`: interrupted by an exception as that epoch starts."""
+    B = get_backend(backend)
+    B.set_seed(0)
+    trainer = B.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        progress=False,
+        out_dir=out,
+        resume=resume,
+    )
+    step = trainer._train_step
+
+    def train_step(batch):
+        if trainer.epoch == stop_at_epoch:
+            raise _Stop
+        return step(batch)
+
+    trainer._train_step = train_step
+    trainer.fit(B.NiN(**model_fields), B.FashionMNIST(root=root, seed=0, **SMALL))
+    return trainer
+
+
+# --- MXNet's optimizer state: named arrays, not gluon's pickled `save_states` ---------------
+
+
+@needs("mxnet")
+@pytest.mark.parametrize(
+    "fields, per_parameter",
+    [
+        (dict(recipe="nin"), 2),  # Adam: mean, var
+        (dict(recipe="book", momentum=0.9, schedule="onecycle"), 1),  # SGD: its momentum
+        (dict(recipe="book"), 0),  # plain SGD: no state
+    ],
+    ids=["adam", "sgd-momentum", "sgd"],
+)
+def test_mxnet_optimizer_state_is_named_arrays_and_resumes(
+    fields, per_parameter, synthetic_root, tmp_path
+):
+    """The checkpoint holds no bytes to unpickle; resumed from it, the run ends where an
+    unbroken one does (a lost momentum or update count moves weights by about lr * grad)."""
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    _fit("mxnet", synthetic_root, unbroken, epochs=2, **fields)
+    with pytest.raises(_Stop):
+        _fit("mxnet", synthetic_root, broken, epochs=2, stop_at_epoch=1, **fields)
+    arrays, _ = T.read_checkpoint(broken / "checkpoint.npz")
+    assert "optim/states" not in arrays
+    indices = arrays["optim/indices"]
+    assert len(indices) == 24  # every parameter of the chapter's NiN
+    for i in indices:
+        found = [k for k in arrays if k.startswith(f"optim/state/{i}/")]
+        assert len(found) == per_parameter, (i, found)
+    assert arrays["optim/num_update"][0] == 3
+    assert all(a.dtype.kind in "fiu" for a in arrays.values())
+
+    _fit("mxnet", synthetic_root, broken, epochs=2, resume=True, **fields)
+    a = T.read_checkpoint(unbroken / "checkpoint.npz")[0]
+    b = T.read_checkpoint(broken / "checkpoint.npz")[0]
+    assert sorted(a) == sorted(b)
+    different = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not different, f"not the same bits after resuming: {different[:5]}"
+
+
+@needs("mxnet")
+@pytest.mark.parametrize("states", ["pickle-payload", "genuine-save-states"])
+def test_mxnet_checkpoint_with_pickled_states_is_refused(states, synthetic_root, tmp_path):
+    """A checkpoint of the previous format keeps gluon's `save_states` bytes (a pickle) as
+    `optim/states`: refused, with what to do, whatever the bytes hold, and never unpickled."""
+    payload, marker = _payload(tmp_path)
+    out = tmp_path / "run"
+    trainer = _fit("mxnet", synthetic_root, out)
+    arrays, meta = T.read_checkpoint(out / "checkpoint.npz")
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("optim/")}
+    if states == "genuine-save-states":
+        trainer.optim.save_states(str(tmp_path / "states"))
+        payload = (tmp_path / "states").read_bytes()
+    arrays["optim/states"] = np.frombuffer(payload, dtype=np.uint8)
+    legacy = {k: v for k, v in meta.items() if k != "format_version"}
+    files.save_npz(
+        out / "checkpoint.npz", arrays, "__meta__", dict(legacy, format="nin-checkpoint/1")
+    )
+    with pytest.raises(T.CheckpointError, match="pickle") as err:
+        _fit("mxnet", synthetic_root, out, epochs=2, resume=True)
+    assert "older nin" in str(err.value) and "`overwrite=True`" in str(err.value)
+    assert str(out / "checkpoint.npz") in str(err.value)
+    assert not marker.exists()
