@@ -79,10 +79,11 @@ def save_npz(path, arrays: dict, key: str, meta: dict) -> None:
 
 
 def load_npz(path) -> dict:
-    """Every entry of an .npz, read into memory (raises what NumPy raises on a bad file)."""
+    """Every entry of an .npz, read into memory (raises what NumPy raises on a bad file).
+    Never unpickles: an entry that holds a pickle (an object array) raises ValueError."""
     import numpy as np
 
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
 

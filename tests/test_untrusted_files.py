@@ -126,3 +126,22 @@ def test_mxnet_checkpoint_with_pickled_states_is_refused(states, synthetic_root,
     assert "older nin" in str(err.value) and "`overwrite=True`" in str(err.value)
     assert str(out / "checkpoint.npz") in str(err.value)
     assert not marker.exists()
+
+
+# --- NumPy never unpickles ------------------------------------------------------------------
+
+
+def test_npz_entries_holding_a_pickle_are_refused(tmp_path, monkeypatch):
+    """An .npz entry can be a pickled object array: `load_npz` (every .npz nin reads) asks
+    NumPy not to unpickle, whatever NumPy's default (before 1.16.3 it unpickled: here a
+    `np.load` whose default allows pickles stands in for such a NumPy)."""
+    _, marker = _payload(tmp_path)
+    path = tmp_path / "crafted.npz"
+    np.savez(path, weight=np.array([_Touch(marker)], dtype=object))
+    load = np.load
+    monkeypatch.setattr(
+        np, "load", lambda *a, allow_pickle=True, **k: load(*a, allow_pickle=allow_pickle, **k)
+    )
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        files.load_npz(path)
+    assert not marker.exists()
