@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from nin import spec as _spec
-from nin.files import json_entry, load_npz, save_npz
+from nin.files import format_version, json_entry, load_npz, save_npz
+
+FORMAT_VERSION = 2  # a weight file's `format_version`; 1: files from before it was written
 
 __all__ = [
     "WeightFileError",
+    "FORMAT_VERSION",
     "canonical_names",
     "to_canonical",
     "from_canonical",
@@ -113,7 +116,7 @@ def input_from_nchw(x: np.ndarray, layout: str) -> np.ndarray:
 
 def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | None = None):
     """Write canonical arrays with their spec (and the input size a dense head needs)."""
-    meta = {"spec": _spec.spec_to_dict(spec), "size": size}
+    meta = {"spec": _spec.spec_to_dict(spec), "size": size, "format_version": FORMAT_VERSION}
     save_npz(path, named, "__spec__", meta)  # temporary file, then rename
 
 
@@ -140,8 +143,14 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
         )
     try:
         meta = json_entry(named, "__spec__")
+        if not isinstance(meta, dict):
+            raise ValueError("its __spec__ entry is not a JSON object")
+    except Exception as err:  # a missing entry, bad JSON
+        raise WeightFileError(unreadable.format(err)) from None
+    format_version(meta, path, FORMAT_VERSION, "nin weight file", WeightFileError)
+    try:
         spec = _spec.spec_from_dict(meta["spec"])
-    except Exception as err:  # a missing entry, bad JSON, a spec nin does not know
+    except Exception as err:  # a spec nin does not know
         raise WeightFileError(unreadable.format(err)) from None
     return named, spec, meta.get("size")
 
@@ -155,14 +164,19 @@ def _read_safetensors(path: Path, unreadable: str):
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
             named = {k: f.get_tensor(k) for k in f.keys()}
-        spec = _spec.spec_from_dict(json.loads(meta["nin_spec"]))
-        size = json.loads(meta.get("nin_size", "null"))
+        version = {"format_version": json.loads(meta.get("nin_format_version", "1"))}
     except ImportError:
         raise WeightFileError(
             f"{path} is a safetensors file: install safetensors (pip install safetensors, or "
             f"the project's export extra) to read it"
         ) from None
-    except Exception as err:  # not safetensors, or no nin_spec in its metadata
+    except Exception as err:  # not safetensors
+        raise WeightFileError(unreadable.format(err)) from None
+    format_version(version, path, FORMAT_VERSION, "nin weight file", WeightFileError)
+    try:
+        spec = _spec.spec_from_dict(json.loads(meta["nin_spec"]))
+        size = json.loads(meta.get("nin_size", "null"))
+    except Exception as err:  # no nin_spec in its metadata
         raise WeightFileError(unreadable.format(err)) from None
     return named, spec, size
 

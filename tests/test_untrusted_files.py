@@ -1,6 +1,7 @@
 """Reading a file never runs code: checkpoints and weight files someone sent are read as plain
 arrays and JSON, never unpickled (docs/reliability.md, "Files from others")."""
 
+import json
 import os
 import pickle
 
@@ -8,8 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import needs
+from nin import export as E
 from nin import files
+from nin import spec as S
 from nin import training as T
+from nin import weights as W
 from nin.backends import get_backend
 
 SMALL = dict(batch_size=16, resize=(67, 67))
@@ -145,3 +149,79 @@ def test_npz_entries_holding_a_pickle_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="allow_pickle=False"):
         files.load_npz(path)
     assert not marker.exists()
+
+
+# --- format versions: written in every file, a newer one refused ----------------------------
+
+
+@pytest.fixture(scope="module")
+def canonical():
+    """The chapter's spec and small canonical weights for it."""
+    spec = S.chapter_spec()
+    rng = np.random.default_rng(0)
+    return spec, {
+        w.name: rng.normal(0, 0.01, w.shape).astype(np.float32) for w in S.weight_table(spec)
+    }
+
+
+def _checkpoint(path, **meta):
+    T.save_checkpoint(path, {"model/w": np.ones(3, np.float32)}, dict(meta, epoch=1))
+    return path
+
+
+def test_files_carry_their_format_version(canonical, tmp_path):
+    spec, named = canonical
+    W.save(tmp_path / "w.npz", named, spec)
+    assert files.json_entry(files.load_npz(tmp_path / "w.npz"), "__spec__")["format_version"] == 2
+    E.save_safetensors(tmp_path / "w.safetensors", named, spec)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "w.safetensors"), framework="np") as f:
+        assert f.metadata()["nin_format_version"] == "2"
+    meta = files.json_entry(files.load_npz(_checkpoint(tmp_path / "c.npz")), "__meta__")
+    assert meta["format"] == "nin-checkpoint" and meta["format_version"] == 2
+    assert T.read_checkpoint(tmp_path / "c.npz")[1]["format_version"] == 2
+
+
+def test_files_without_a_version_are_read_as_version_1(canonical, tmp_path):
+    spec, named = canonical
+    files.save_npz(
+        tmp_path / "w.npz", named, "__spec__", {"spec": S.spec_to_dict(spec), "size": None}
+    )
+    got, file_spec, _ = W.read(tmp_path / "w.npz")
+    assert file_spec == spec and all(np.array_equal(got[k], named[k]) for k in named)
+    legacy = {"format": "nin-checkpoint/1", "epoch": 1}
+    files.save_npz(tmp_path / "c.npz", {"model/w": np.ones(3, np.float32)}, "__meta__", legacy)
+    assert T.read_checkpoint(tmp_path / "c.npz")[1]["format_version"] == 1
+
+
+@pytest.mark.parametrize("kind", ["weights.npz", "weights.safetensors", "checkpoint.npz"])
+def test_a_newer_format_version_is_refused_with_the_fix(kind, canonical, tmp_path):
+    spec, named = canonical
+    path = tmp_path / kind
+    if kind == "weights.npz":
+        meta = {"spec": S.spec_to_dict(spec), "size": None, "format_version": 3}
+        files.save_npz(path, named, "__spec__", meta)
+    elif kind == "weights.safetensors":
+        from safetensors.numpy import save_file
+
+        meta = {"nin_spec": json.dumps(S.spec_to_dict(spec)), "nin_format_version": "3"}
+        save_file(named, str(path), metadata=meta)
+    else:
+        meta = {"format": "nin-checkpoint", "format_version": 3, "epoch": 1}
+        files.save_npz(path, {"model/w": np.ones(3, np.float32)}, "__meta__", meta)
+    read = T.read_checkpoint if kind == "checkpoint.npz" else W.read
+    with pytest.raises(ValueError) as err:
+        read(path)
+    assert f"{path} is a nin" in str(err.value)
+    assert "format version 3" in str(err.value) and "versions up to 2" in str(err.value)
+    assert "upgrade nin" in str(err.value)
+
+
+@pytest.mark.parametrize("version", ["0", '"2"', "true", "2.5"])
+def test_a_format_version_no_nin_writes_is_refused(version, canonical, tmp_path):
+    spec, named = canonical
+    meta = {"spec": S.spec_to_dict(spec), "size": None, "format_version": json.loads(version)}
+    files.save_npz(tmp_path / "w.npz", named, "__spec__", meta)
+    with pytest.raises(W.WeightFileError, match="which no nin writes"):
+        W.read(tmp_path / "w.npz")
