@@ -34,6 +34,7 @@ __all__ = [
     "activation_to_nchw",
     "input_from_nchw",
     "check",
+    "check_values",
 ]
 
 
@@ -121,7 +122,8 @@ def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | No
 
 
 def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
-    """(canonical arrays, spec, input size or None) from a weight file."""
+    """(canonical arrays, spec, input size or None) from a weight file; its values checked
+    (`check_values`)."""
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(
@@ -131,8 +133,14 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
     unreadable = (
         f"{path} is not a readable nin weight file ({{}}); export it again with nin.weights.export"
     )
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path, unreadable)
+    read_file = _read_safetensors if path.suffix == ".safetensors" else _read_npz
+    named, spec, size = read_file(path, unreadable)
+    check_values(named, str(path))
+    return named, spec, size
+
+
+def _read_npz(path: Path, unreadable: str):
+    """What `save` wrote: the arrays, and the spec and input size in its `__spec__` entry."""
     try:
         named = load_npz(path)
     except Exception as err:  # not a zip, truncated
@@ -179,6 +187,23 @@ def _read_safetensors(path: Path, unreadable: str):
     except Exception as err:  # no nin_spec in its metadata
         raise WeightFileError(unreadable.format(err)) from None
     return named, spec, size
+
+
+def check_values(named: dict[str, np.ndarray], source: str = "the weights") -> None:
+    """Refuse, naming the first such array, weights that are not floating point (nin writes
+    float32) or that hold NaN or infinite values (a run that diverged, or a damaged file)."""
+    for name, a in named.items():
+        if a.dtype.kind != "f":
+            raise WeightFileError(
+                f"{source}: {name} holds {a.dtype} values, not floating point; a nin weight "
+                f"file holds float32 weights: export it again with nin.weights.export"
+            )
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise WeightFileError(
+                f"{source}: {name} holds {bad} NaN or infinite value(s) of {a.size}; these "
+                f"weights come from a run that diverged or a damaged file: use other weights"
+            )
 
 
 def check(

@@ -225,3 +225,34 @@ def test_a_format_version_no_nin_writes_is_refused(version, canonical, tmp_path)
     files.save_npz(tmp_path / "w.npz", named, "__spec__", meta)
     with pytest.raises(W.WeightFileError, match="which no nin writes"):
         W.read(tmp_path / "w.npz")
+
+
+# --- values: floating point and finite ------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        (np.full(96, 3, np.int32), "holds int32 values, not floating point"),
+        (np.full(96, True), "holds bool values, not floating point"),
+        (np.where(np.arange(96) == 5, np.nan, 0.5).astype(np.float32), "holds 1 NaN or infinite"),
+        (np.full(96, np.inf, np.float32), "holds 96 NaN or infinite value\\(s\\) of 96"),
+    ],
+    ids=["int", "bool", "nan", "inf"],
+)
+def test_weights_that_are_not_finite_floats_are_refused(suffix, bad, expected, canonical, tmp_path):
+    """Integer or boolean weights would be cast and used, NaN ones would pass to the model:
+    refused where a weight file is read, naming the array."""
+    spec, named = canonical
+    named = dict(named, **{"block1.conv1.bias": bad})
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".npz":
+        W.save(path, named, spec)
+    else:
+        from safetensors.numpy import save_file
+
+        meta = {"nin_spec": json.dumps(S.spec_to_dict(spec)), "nin_format_version": "2"}
+        save_file(named, str(path), metadata=meta)
+    with pytest.raises(W.WeightFileError, match=f"{path}: block1.conv1.bias {expected}"):
+        W.read(path)
