@@ -256,3 +256,82 @@ def test_weights_that_are_not_finite_floats_are_refused(suffix, bad, expected, c
         save_file(named, str(path), metadata=meta)
     with pytest.raises(W.WeightFileError, match=f"{path}: block1.conv1.bias {expected}"):
         W.read(path)
+
+
+# --- every loader of a user's file, fed a pickle: no code runs, a clear refusal -------------
+
+CRAFTED = ["object-entry", "pickle-file", "torch-save-file"]
+
+
+def _crafted(kind, path, marker):
+    """A file at `path` whose reading would run the payload if anything unpickled it: an .npz
+    with nin's meta and an object array (NumPy pickles those), the pickle itself under the
+    file's name, or a `torch.save` archive (a zip whose data.pkl is the pickle)."""
+    payload = _Touch(marker)
+    if kind == "object-entry":
+        meta = np.frombuffer(b'{"format": "nin-checkpoint", "format_version": 2}', np.uint8)
+        np.savez(path.with_suffix(".tmp.npz"), __meta__=meta, **{"model/w": np.array([payload])})
+        path.with_suffix(".tmp.npz").rename(path)
+    elif kind == "pickle-file":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch = pytest.importorskip("torch")
+        torch.save({"model": payload}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", CRAFTED[:2])
+def test_resume_never_unpickles(kind, backend, synthetic_root, tmp_path):
+    """`resume` in each backend, from a crafted checkpoint.npz (MXNet's optimizer bytes:
+    test_mxnet_checkpoint_with_pickled_states_is_refused)."""
+    _, marker = _payload(tmp_path)
+    (tmp_path / "run").mkdir()
+    _crafted(kind, tmp_path / "run" / "checkpoint.npz", marker)
+    with pytest.raises(T.CheckpointError, match="is not a readable nin checkpoint"):
+        _fit(backend, synthetic_root, tmp_path / "run", resume=True)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", CRAFTED[:2])
+def test_loading_weights_into_a_backend_never_unpickles(kind, backend, tmp_path):
+    _, marker = _payload(tmp_path)
+    path = _crafted(kind, tmp_path / "weights.npz", marker)
+    spec = S.chapter_spec()
+    with pytest.raises(W.WeightFileError, match="is not a readable nin weight file"):
+        W.load(backend, get_backend(backend).build(spec), spec, path)
+    assert not marker.exists()
+
+
+def _compare(path, root, capsys):
+    from nin.cli import main
+
+    argv = ["compare", "--backends", "torch", "--size", "67", "--data-dir", str(root)]
+    assert main(argv + ["--weights", str(path)]) == 2
+    raise ValueError(capsys.readouterr().err)  # the message the user saw, checked below
+
+
+READERS = {
+    "read_checkpoint": ("checkpoint.npz", lambda path, root, capsys: T.read_checkpoint(path)),
+    "weights.read": ("weights.npz", lambda path, root, capsys: W.read(path)),
+    "weights.read safetensors": ("w.safetensors", lambda path, root, capsys: W.read(path)),
+    "export": ("weights.npz", lambda path, root, capsys: E.export_file(path, "onnx", "x.onnx")),
+    "export safetensors": (
+        "w.safetensors",
+        lambda path, root, capsys: E.export_file(path, "safetensors", "x.safetensors"),
+    ),
+    "compare --weights": ("weights.npz", _compare),
+}
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+@pytest.mark.parametrize("reader", list(READERS))
+def test_readers_never_unpickle(reader, kind, synthetic_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an export would be written
+    _, marker = _payload(tmp_path)
+    name, read = READERS[reader]
+    path = _crafted(kind, tmp_path / name, marker)
+    what = "checkpoint" if reader == "read_checkpoint" else "weight file"
+    with pytest.raises(ValueError, match=f"{path} is not a readable nin {what}"):
+        read(path, synthetic_root, capsys)
+    assert not marker.exists()
+    assert not list(tmp_path.glob("x.*")), "nothing is exported from a refused file"
