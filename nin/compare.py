@@ -362,7 +362,7 @@ def data_parallel(
 
         def result(out: Path):
             history = json.loads((out / "history.json").read_text())
-            with np.load(out / "weights.npz") as f:
+            with np.load(out / "weights.npz", allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files if f[k].dtype.kind == "f"}
             return [loss for _, loss in history["steps"]], arrays, history
 

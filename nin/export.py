@@ -8,7 +8,8 @@ graph's nodes carry the spec's layer names (each top-level layer's output is nam
 block1, pool1, ..., and `logits`). Dropout is the identity (an inference graph).
 
 safetensors holds the canonical arrays with the spec's JSON in its metadata (`nin_spec`,
-`nin_size`): `safetensors` reads it as it is, and `nin.weights.read` loads it back.
+`nin_size`, `nin_format_version`): `safetensors` reads it as it is, and `nin.weights.read`
+loads it back.
 
     python -m nin export --weights runs/X/weights.npz --format onnx --out nin.onnx
 """
@@ -163,7 +164,11 @@ def save_safetensors(path, named, spec, size=None) -> None:
     """The canonical arrays, the spec's JSON and the input size in the metadata."""
     from safetensors.numpy import save
 
-    meta = {"nin_spec": json.dumps(_spec.spec_to_dict(spec)), "nin_size": json.dumps(size)}
+    meta = {
+        "nin_spec": json.dumps(_spec.spec_to_dict(spec)),
+        "nin_size": json.dumps(size),
+        "nin_format_version": json.dumps(_weights.FORMAT_VERSION),
+    }
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in named.items()}
     atomic_write(Path(path), save(arrays, metadata=meta))
 

@@ -7,7 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "umask", "remove_orphans", "check_writable_folder", "TEMP_SUFFIX"]
+__all__ = [
+    "atomic_write",
+    "umask",
+    "remove_orphans",
+    "check_writable_folder",
+    "format_version",
+    "TEMP_SUFFIX",
+]
 
 TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: `<name>.<random>.tmp`
 
@@ -79,10 +86,11 @@ def save_npz(path, arrays: dict, key: str, meta: dict) -> None:
 
 
 def load_npz(path) -> dict:
-    """Every entry of an .npz, read into memory (raises what NumPy raises on a bad file)."""
+    """Every entry of an .npz, read into memory (raises what NumPy raises on a bad file).
+    Never unpickles: an entry that holds a pickle (an object array) raises ValueError."""
     import numpy as np
 
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
 
@@ -91,3 +99,20 @@ def json_entry(arrays: dict, key: str) -> dict:
     import json
 
     return json.loads(arrays.pop(key).tobytes().decode())
+
+
+def format_version(meta: dict, path, reads: int, what: str, error: type[Exception]) -> int:
+    """The `format_version` a file's JSON `meta` gives (1 when absent: files from before
+    versions were written). A version newer than `reads`, the newest this nin reads, raises
+    `error` naming the file, both versions and the fix: a newer nin."""
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise error(
+            f"{path} gives format_version {version!r}, which no nin writes: it is not a {what}"
+        )
+    if version > reads:
+        raise error(
+            f"{path} is a {what} of format version {version}, and this nin reads versions up "
+            f"to {reads}: upgrade nin to read it"
+        )
+    return version

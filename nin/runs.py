@@ -12,13 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from nin.files import check_writable_folder, json_entry, load_npz, remove_orphans, save_npz
+from nin.files import (
+    check_writable_folder,
+    format_version,
+    json_entry,
+    load_npz,
+    remove_orphans,
+    save_npz,
+)
 
 __all__ = [
     "CheckpointError",
     "RunExistsError",
     "RUN_FILES",
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
     "claim_out_dir",
     "save_checkpoint",
     "read_checkpoint",
@@ -74,19 +82,27 @@ class RunExistsError(ValueError):
     """The output folder already holds a run, and neither resume nor overwrite was asked."""
 
 
-CHECKPOINT_FORMAT = "nin-checkpoint/1"
+CHECKPOINT_FORMAT = "nin-checkpoint"  # the meta's `format`; version 1 wrote "nin-checkpoint/1"
+# 2: MXNet's optimizer state as named arrays (version 1 kept a pickle, which is refused)
+CHECKPOINT_VERSION = 2
 
 
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """One .npz: the backend's named arrays plus a JSON `meta` entry; written atomically."""
-    save_npz(path, arrays, "__meta__", dict(meta, format=CHECKPOINT_FORMAT))
+    meta = dict(meta, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION)
+    save_npz(path, arrays, "__meta__", meta)
 
 
 def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    """The named arrays and the meta (its `format_version`: 1 for a file from before versions
+    were written) of a checkpoint; a file that is not one, or one of a newer version than
+    this nin reads, raises CheckpointError."""
     path = Path(path)
     try:
         arrays = load_npz(path)
         meta = json_entry(arrays, "__meta__")
+        if not isinstance(meta, dict):
+            raise ValueError("its __meta__ entry is not a JSON object")
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip, missing entry, bad JSON
@@ -95,10 +111,13 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
             f"run again with `overwrite=True`, or resume another "
             f"folder"
         ) from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if meta.get("format") not in (CHECKPOINT_FORMAT, f"{CHECKPOINT_FORMAT}/1"):
         raise CheckpointError(
             f"{path} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
         )
+    meta["format_version"] = format_version(
+        meta, path, CHECKPOINT_VERSION, "nin checkpoint", CheckpointError
+    )
     return arrays, meta
 
 

@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from nin import spec as _spec
-from nin.files import json_entry, load_npz, save_npz
+from nin.files import format_version, json_entry, load_npz, save_npz
+
+FORMAT_VERSION = 2  # a weight file's `format_version`; 1: files from before it was written
 
 __all__ = [
     "WeightFileError",
+    "FORMAT_VERSION",
     "canonical_names",
     "to_canonical",
     "from_canonical",
@@ -31,6 +34,7 @@ __all__ = [
     "activation_to_nchw",
     "input_from_nchw",
     "check",
+    "check_values",
 ]
 
 
@@ -113,12 +117,13 @@ def input_from_nchw(x: np.ndarray, layout: str) -> np.ndarray:
 
 def save(path, named: dict[str, np.ndarray], spec: _spec.NetSpec, size: int | None = None):
     """Write canonical arrays with their spec (and the input size a dense head needs)."""
-    meta = {"spec": _spec.spec_to_dict(spec), "size": size}
+    meta = {"spec": _spec.spec_to_dict(spec), "size": size, "format_version": FORMAT_VERSION}
     save_npz(path, named, "__spec__", meta)  # temporary file, then rename
 
 
 def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
-    """(canonical arrays, spec, input size or None) from a weight file."""
+    """(canonical arrays, spec, input size or None) from a weight file; its values checked
+    (`check_values`)."""
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(
@@ -128,8 +133,14 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
     unreadable = (
         f"{path} is not a readable nin weight file ({{}}); export it again with nin.weights.export"
     )
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path, unreadable)
+    read_file = _read_safetensors if path.suffix == ".safetensors" else _read_npz
+    named, spec, size = read_file(path, unreadable)
+    check_values(named, str(path))
+    return named, spec, size
+
+
+def _read_npz(path: Path, unreadable: str):
+    """What `save` wrote: the arrays, and the spec and input size in its `__spec__` entry."""
     try:
         named = load_npz(path)
     except Exception as err:  # not a zip, truncated
@@ -140,8 +151,14 @@ def read(path) -> tuple[dict[str, np.ndarray], _spec.NetSpec, int | None]:
         )
     try:
         meta = json_entry(named, "__spec__")
+        if not isinstance(meta, dict):
+            raise ValueError("its __spec__ entry is not a JSON object")
+    except Exception as err:  # a missing entry, bad JSON
+        raise WeightFileError(unreadable.format(err)) from None
+    format_version(meta, path, FORMAT_VERSION, "nin weight file", WeightFileError)
+    try:
         spec = _spec.spec_from_dict(meta["spec"])
-    except Exception as err:  # a missing entry, bad JSON, a spec nin does not know
+    except Exception as err:  # a spec nin does not know
         raise WeightFileError(unreadable.format(err)) from None
     return named, spec, meta.get("size")
 
@@ -155,16 +172,38 @@ def _read_safetensors(path: Path, unreadable: str):
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
             named = {k: f.get_tensor(k) for k in f.keys()}
-        spec = _spec.spec_from_dict(json.loads(meta["nin_spec"]))
-        size = json.loads(meta.get("nin_size", "null"))
+        version = {"format_version": json.loads(meta.get("nin_format_version", "1"))}
     except ImportError:
         raise WeightFileError(
             f"{path} is a safetensors file: install safetensors (pip install safetensors, or "
             f"the project's export extra) to read it"
         ) from None
-    except Exception as err:  # not safetensors, or no nin_spec in its metadata
+    except Exception as err:  # not safetensors
+        raise WeightFileError(unreadable.format(err)) from None
+    format_version(version, path, FORMAT_VERSION, "nin weight file", WeightFileError)
+    try:
+        spec = _spec.spec_from_dict(json.loads(meta["nin_spec"]))
+        size = json.loads(meta.get("nin_size", "null"))
+    except Exception as err:  # no nin_spec in its metadata
         raise WeightFileError(unreadable.format(err)) from None
     return named, spec, size
+
+
+def check_values(named: dict[str, np.ndarray], source: str = "the weights") -> None:
+    """Refuse, naming the first such array, weights that are not floating point (nin writes
+    float32) or that hold NaN or infinite values (a run that diverged, or a damaged file)."""
+    for name, a in named.items():
+        if a.dtype.kind != "f":
+            raise WeightFileError(
+                f"{source}: {name} holds {a.dtype} values, not floating point; a nin weight "
+                f"file holds float32 weights: export it again with nin.weights.export"
+            )
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise WeightFileError(
+                f"{source}: {name} holds {bad} NaN or infinite value(s) of {a.size}; these "
+                f"weights come from a run that diverged or a damaged file: use other weights"
+            )
 
 
 def check(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 
 import mxnet as mx
@@ -123,14 +121,18 @@ class Trainer(Parallel, _training.TrainerBase):
             f"model/{k}": p.list_data()[0].asnumpy()
             for k, p in self.model._collect_params_with_prefix().items()
         }
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "states")
-            self.optim.save_states(path)
-            with open(path, "rb") as f:
-                arrays["optim/states"] = onp.frombuffer(f.read(), dtype=onp.uint8)
+        arrays.update(_optimizer_arrays(self.optim))
         return arrays
 
     def _load_state_arrays(self, arrays):
+        if "optim/states" in arrays:  # version 1: the bytes of gluon's `save_states`
+            where = self.out_dir / "checkpoint.npz" if self.out_dir else "the checkpoint"
+            raise _training.CheckpointError(
+                f"{where} was written by an older nin, which kept MXNet's optimizer state as a "
+                f"Python pickle; reading a pickle can run any code, so nin no longer does. "
+                f"Start the run again with `overwrite=True` (the weights.npz beside it still "
+                f"loads: nin.weights.load)"
+            )
         params = self.model._collect_params_with_prefix()
         check_state_fits(
             {k: p.shape for k, p in params.items()},
@@ -138,8 +140,83 @@ class Trainer(Parallel, _training.TrainerBase):
         )
         for k, p in params.items():
             p.set_data(np.array(arrays[f"model/{k}"], ctx=self.ctx))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "states")
-            with open(path, "wb") as f:
-                f.write(arrays["optim/states"].tobytes())
-            self.optim.load_states(path)
+        _load_optimizer_arrays(self.optim, arrays)
+
+
+# The optimizer's state as plain named arrays, where gluon's `save_states` pickles the updater
+# and the optimizer object (unpickling a file someone sent runs any code it holds). What a
+# resume needs of them: each parameter's state arrays (Adam: mean, var; SGD: its momentum, or
+# None) and the update counts (Adam's bias correction reads the per-index count). The lr, wd
+# and momentum come from the optimizer the model configures, as in the other backends.
+
+
+def _leaves(state) -> list:
+    """A parameter's optimizer state as a flat list of NDArrays: None (plain SGD) -> [],
+    an NDArray -> [it], a tuple or list -> its leaves in order (Adam: [mean, var])."""
+    if state is None:
+        return []
+    if isinstance(state, (tuple, list)):
+        return [leaf for part in state for leaf in _leaves(part)]
+    if isinstance(state, mx.nd.NDArray):
+        return [state]
+    raise TypeError(f"an optimizer state of type {type(state).__name__} has no array form")
+
+
+def _optimizer_arrays(trainer) -> dict[str, onp.ndarray]:
+    """`optim/indices` (the parameters that have a state), `optim/state/<index>/<j>` (their
+    arrays, the first context's: each context holds the same), `optim/num_update` and
+    `optim/update_counts/<device id>` (rows of index, count)."""
+    if trainer._update_on_kvstore:  # nin's gluon.Trainers update on each context
+        raise NotImplementedError("a checkpoint of an optimizer that updates on the kvstore")
+    optimizer, states = trainer._optimizer, trainer._updaters[0].states
+    arrays = {"optim/indices": onp.array(sorted(states), dtype=onp.int64)}
+    for index in sorted(states):
+        for j, leaf in enumerate(_leaves(states[index])):
+            arrays[f"optim/state/{index}/{j}"] = leaf.asnumpy()
+    arrays["optim/num_update"] = onp.array([optimizer.num_update], dtype=onp.int64)
+    for device, counts in optimizer._all_index_update_counts.items():
+        rows = onp.array(sorted(counts.items()), dtype=onp.int64).reshape(-1, 2)
+        arrays[f"optim/update_counts/{device}"] = rows
+    return arrays
+
+
+def _load_optimizer_arrays(trainer, arrays) -> None:
+    """Back into each context's updater: a fresh state per index, on that context, then the
+    file's arrays copied in (their shapes checked first, naming the first misfit)."""
+    if not trainer._kv_initialized:  # what gluon's `load_states` does first
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    optimizer = trainer._optimizer
+    indices = [int(i) for i in arrays.get("optim/indices", ())]
+    fresh: list[dict] = [{} for _ in trainer._updaters]  # per context: index -> state
+    for index in indices:
+        if not 0 <= index < len(trainer._params):
+            raise _training.CheckpointError(
+                f"checkpoint does not fit this model: optimizer state for parameter {index}, "
+                f"the model has {len(trainer._params)}"
+            )
+        for k, weight in enumerate(trainer._params[index].list_data()):
+            weight = weight.as_nd_ndarray() if hasattr(weight, "as_nd_ndarray") else weight
+            fresh[k][index] = optimizer.create_state_multi_precision(index, weight)
+    _training.check_state_fits(
+        {
+            f"optim/state/{i}/{j}": leaf.shape
+            for i in indices
+            for j, leaf in enumerate(_leaves(fresh[0][i]))
+        },
+        arrays,
+    )
+    for states in fresh:
+        for index, state in states.items():
+            for j, leaf in enumerate(_leaves(state)):
+                leaf[:] = arrays[f"optim/state/{index}/{j}"]
+    for updater, states in zip(trainer._updaters, fresh):
+        updater.states, updater.states_synced = states, dict.fromkeys(states, True)
+    if "optim/num_update" in arrays:
+        optimizer.num_update = int(arrays["optim/num_update"][0])
+    for key, rows in arrays.items():
+        if key.startswith("optim/update_counts/"):
+            counts = optimizer._all_index_update_counts.setdefault(int(key.split("/")[-1]), {})
+            counts.clear()  # in place: `_index_update_count` is one of these dicts
+            counts.update((int(i), int(n)) for i, n in rows.reshape(-1, 2))
