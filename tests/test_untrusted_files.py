@@ -11,8 +11,8 @@ import pytest
 from conftest import needs
 from nin import export as E
 from nin import files
+from nin import runs as T
 from nin import spec as S
-from nin import training as T
 from nin import weights as W
 from nin.backends import get_backend
 

@@ -12,7 +12,7 @@ from nin import machine as _machine
 from nin import training as _training
 from nin.backends.mxnet import amx, ops, threads
 from nin.backends.mxnet.parallel import Parallel
-from nin.runs import check_state_fits
+from nin.runs import CheckpointError, check_state_fits
 
 
 class Trainer(Parallel, _training.TrainerBase):
@@ -127,7 +127,7 @@ class Trainer(Parallel, _training.TrainerBase):
     def _load_state_arrays(self, arrays):
         if "optim/states" in arrays:  # version 1: the bytes of gluon's `save_states`
             where = self.out_dir / "checkpoint.npz" if self.out_dir else "the checkpoint"
-            raise _training.CheckpointError(
+            raise CheckpointError(
                 f"{where} was written by an older nin, which kept MXNet's optimizer state as a "
                 f"Python pickle; reading a pickle can run any code, so nin no longer does. "
                 f"Start the run again with `overwrite=True` (the weights.npz beside it still "
@@ -192,14 +192,14 @@ def _load_optimizer_arrays(trainer, arrays) -> None:
     fresh: list[dict] = [{} for _ in trainer._updaters]  # per context: index -> state
     for index in indices:
         if not 0 <= index < len(trainer._params):
-            raise _training.CheckpointError(
+            raise CheckpointError(
                 f"checkpoint does not fit this model: optimizer state for parameter {index}, "
                 f"the model has {len(trainer._params)}"
             )
         for k, weight in enumerate(trainer._params[index].list_data()):
             weight = weight.as_nd_ndarray() if hasattr(weight, "as_nd_ndarray") else weight
             fresh[k][index] = optimizer.create_state_multi_precision(index, weight)
-    _training.check_state_fits(
+    check_state_fits(
         {
             f"optim/state/{i}/{j}": leaf.shape
             for i in indices
