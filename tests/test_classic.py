@@ -375,3 +375,30 @@ def test_animator_draws_quietly_outside_a_notebook(capsys):
     assert len(ax.lines) == 2 and ax.get_xlabel() == "epoch" and ax.get_xlim() == (1.0, 2.0)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
     assert capsys.readouterr().out == ""  # nothing printed, nothing shown
+
+
+def test_animator_redraws_in_place_in_a_notebook(monkeypatch, capsys):
+    """In a notebook: shown once, then the same output updated at each `add` (no new
+    output per point), and the figure left out of pyplot, so the cell does not show it twice."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    from nin import training
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append(("update", fig))
+
+    def display(fig, display_id=False):
+        shown.append(("display", fig))
+        return Handle()
+
+    monkeypatch.setattr(training, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    animator = classic.Animator(legend=["loss"])
+    for x in (1, 2, 3):
+        animator.add(x, 1.0 / x)
+    assert shown == [("display", animator.fig), ("update", animator.fig), ("update", animator.fig)]
+    assert animator.fig.number not in plt.get_fignums() and capsys.readouterr().out == ""
