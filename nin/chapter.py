@@ -2,7 +2,10 @@
 
 d2l chapters keep code in ```{.python .input} blocks; a first line `%%tab pytorch` (or
 `mxnet, pytorch`, or `all`) says which tabs a block belongs to, and `tab.selected('x')`
-inside a block picks a framework's branch. `cells(text, tab)` returns one tab's code;
+inside a block picks a framework's branch. The classic editions (d2l-en 0.17, d2l-zh 2.0)
+mark blocks with a first line `#@tab pytorch` (or `#@tab all`) instead and leave their
+MXNet code unmarked: there an unmarked block is MXNet's alone, their books' first tab
+(in the 1.0 editions it is every tab's). `cells(text, tab)` returns one tab's code;
 `run_chapter(path, tab)` executes it with a `d2l` package whose `torch` / `mxnet` /
 `tensorflow` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
 training cells small without editing them: `run_chapter` reads it, for its run only.
@@ -18,11 +21,14 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TABS", "Cell", "Tab", "cells", "run_chapter", "d2l_shim"]
+__all__ = ["TABS", "CLASSIC_DEFAULT_TAB", "Cell", "Tab", "cells", "run_chapter", "d2l_shim"]
 
 # chapter tab name -> nin backend name
 TABS = {"pytorch": "torch", "mxnet": "mxnet", "tensorflow": "tensorflow"}
-_BLOCK = re.compile(r"```\{\.python \.input\}\n(.*?)```", re.S)
+_BLOCK = re.compile(r"```\{\.python \.input[^}\n]*\}\n(.*?)```", re.S)  # attributes: n=3
+_MARK = re.compile(r"(%%tab|#@tab)\b(.*)")
+# the tab of a classic edition's unmarked block: the first of its books' tabs
+CLASSIC_DEFAULT_TAB = "mxnet"
 
 
 @dataclass(frozen=True)
@@ -35,15 +41,18 @@ def cells(text: str, tab: str) -> list[Cell]:
     """The code cells of `tab` ('pytorch', 'mxnet' or 'tensorflow'), in order."""
     if tab not in TABS:
         raise ValueError(f"unknown tab {tab!r}; the chapter's tabs are {', '.join(TABS)}")
+    blocks = [match.group(1).splitlines() for match in _BLOCK.finditer(text)]
+    classic = any(lines and lines[0].startswith("#@tab") for lines in blocks)
+    unmarked = [CLASSIC_DEFAULT_TAB] if classic else list(TABS)
     found = []
-    for i, match in enumerate(_BLOCK.finditer(text)):
-        lines = match.group(1).splitlines()
+    for i, lines in enumerate(blocks):
         if lines and lines[0].startswith("%load_ext"):
             continue  # the d2lbook tab machinery itself
-        tabs = list(TABS)  # a block without a %%tab line belongs to every tab
-        if lines and lines[0].startswith("%%tab"):
-            names = [t.strip() for t in lines[0][len("%%tab") :].split(",")]
-            tabs = list(TABS) if names == ["all"] else names
+        tabs = unmarked
+        mark = _MARK.match(lines[0]) if lines else None
+        if mark:
+            names = [t.strip() for t in mark.group(2).split(",")]
+            tabs = list(TABS) if "all" in names else names
             lines = lines[1:]
         if tab in tabs:
             found.append(Cell(i, "\n".join(lines) + "\n"))

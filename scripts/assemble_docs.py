@@ -20,6 +20,10 @@ API = {
         "The d2l surface (PyTorch tab)",
         [f"nin.backends.torch.{m}" for m in ("ops", "model", "trainer", "parallel")],
     ),
+    "classic": (
+        "The classic editions' train_ch6 (d2l-en 0.17, d2l-zh 2.0)",
+        ["nin.classic", "nin.backends.torch.classic"],
+    ),
     "training": (
         "Recipes, the loop, history, board, one run, TTA",
         ["nin.recipes", "nin.training", "nin.history", "nin.runner", "nin.tta"],

@@ -125,12 +125,14 @@ def test_every_backend_exposes_the_same_names(backend):
 
 def test_every_backend_package_has_the_same_layout(backend):
     """Each tab is a package of framework code: `ops` (primitives, devices), `model` (d2l's
-    classes), `trainer`, `parallel`, `launch` (`nin train`'s hooks); each name of the surface
-    lives where docs/design.md says, and nothing framework-neutral hides in the package's
-    __init__."""
+    classes), `trainer`, `parallel`, `launch` (`nin train`'s hooks), `classic` (the classic
+    editions' `train_ch6` and its friends, with nin.classic's neutral classes); each name of
+    the surface lives where docs/design.md says, and nothing framework-neutral hides in the
+    package's __init__."""
     import importlib
     import inspect
 
+    from nin import classic
     from nin.backends import common
     from nin.distributed import Launch
 
@@ -138,11 +140,14 @@ def test_every_backend_package_has_the_same_layout(backend):
     modules = {m: importlib.import_module(f"{B.__name__}.{m}") for m in common.BACKEND_MODULES}
     home = {name: "ops" for name in common.OPS_NAMES}
     home.update({name: "model" for name in common.MODEL_NAMES}, Trainer="trainer")
+    home.update({name: "classic" for name in classic.CLASSIC_NAMES})
     assert set(common.SURFACE) <= set(home)
     for name, module in home.items():
         value = getattr(modules[module], name, None)
         assert value is not None, f"{backend}: {name} is not in {module}"
-        if isinstance(value, type):  # the classes are defined there, not re-exported
+        if isinstance(value, type) and hasattr(classic, name):  # neutral: one for all
+            assert value is getattr(classic, name), f"{backend}: {name} is not nin.classic's"
+        elif isinstance(value, type):  # the classes are defined there, not re-exported
             assert value.__module__ == modules[module].__name__, f"{backend}: {name} moved"
         assert getattr(B, name) is value
     assert issubclass(B.Trainer, modules["parallel"].Parallel)  # the engine is a mixin

@@ -1,8 +1,11 @@
 """The chapter's own cells, run unchanged against nin's modules (NIN_QUICK keeps them small)."""
 
+import re
+
 import pytest
 
 from conftest import BACKENDS, ROOT
+from nin.backends import get_backend
 from nin.chapter import TABS, cells, run_chapter
 
 CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
@@ -67,3 +70,74 @@ def test_every_cell_of_the_tab_runs_unchanged(backend, synthetic_root, monkeypat
     assert "(1, 10)" in last or "[1, 10]" in last
     history = namespace["trainer"].history
     assert len(history.epochs) == 1 and len(history.steps) == 2
+
+
+# the classic editions' markup (d2l-en 0.17, d2l-zh 2.0): `#@tab` first lines, MXNet unmarked
+CLASSIC_SAMPLE = """
+```{.python .input}
+a = 'mx'
+```
+```{.python .input  n=2}
+#@tab pytorch
+a = 'pt'
+```
+```{.python .input}
+#@tab mxnet, tensorflow
+b = 1
+```
+```{.python .input}
+#@tab paddle
+a = 'pd'
+```
+```{.python .input}
+#@tab all
+c = a
+```
+"""
+
+
+def test_cells_of_one_classic_tab():
+    """An unmarked block is MXNet's alone; `#@tab` lines name the tabs (paddle's are
+    nobody's here); block attributes (`n=2`) are read past."""
+    source = {tab: [c.source for c in cells(CLASSIC_SAMPLE, tab)] for tab in TABS}
+    assert source["mxnet"] == ["a = 'mx'\n", "b = 1\n", "c = a\n"]
+    assert source["pytorch"] == ["a = 'pt'\n", "c = a\n"]
+    assert source["tensorflow"] == ["b = 1\n", "c = a\n"]
+    assert [c.index for c in cells(CLASSIC_SAMPLE, "pytorch")] == [1, 4]
+
+
+# The classic editions' NiN chapters, which nin does not carry (their text is d2l's): each
+# must be added to ../shared/chapter/ under this name, from this source, to be run
+CLASSIC_CHAPTERS = {
+    "nin-en-0.17.md": "d2l-ai/d2l-en at tag v0.17.6 (commit 0f920da87c3d), the file "
+    "chapter_convolutional-modern/nin.md (the same from v0.17.0 on)",
+    "nin-zh-2.0.md": "d2l-ai/d2l-zh at tag v2.0.0 (commit 3edee269d4c9), the file "
+    "chapter_convolutional-modern/nin.md",
+}
+LOSS_LINE = re.compile(r"loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}")
+
+
+@pytest.mark.parametrize("name", list(CLASSIC_CHAPTERS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_cell_of_a_classic_tab_runs_unchanged(name, backend, synthetic_root, monkeypatch):
+    """The classic chapter's cells as they stand, `d2l` bound to nin: the net from plain
+    layers, its shape table at 224 x 224, then `load_data_fashion_mnist` and `train_ch6`
+    (NIN_QUICK keeps them small), which print d2l's lines."""
+    path = CHAPTER.parent / name
+    if not path.exists():
+        pytest.skip(f"add {path} to run it: {CLASSIC_CHAPTERS[name]}")
+    monkeypatch.setenv("NIN_QUICK", "epochs=1,train_batches=2,val_batches=1,batch_size=8")
+    monkeypatch.setenv("NIN_DATA_DIR", str(synthetic_root))
+    tab = TAB_OF[backend]
+    namespace, outputs = run_chapter(path, tab, echo=False)
+    assert len(outputs) == 4
+    assert namespace["d2l"] is get_backend(backend)
+    table = outputs[2].splitlines()
+    assert len(table) == (11 if backend == "tensorflow" else 10)  # TF's adds a Reshape
+    assert ("54, 54, 96" if backend == "tensorflow" else "96, 54, 54") in table[0]
+    assert ", 10)" in table[-1] or ", 10])" in table[-1]
+    printed = outputs[3].splitlines()
+    assert LOSS_LINE.fullmatch(printed[-2]), printed
+    assert "examples/sec on" in printed[-1] and printed[0].startswith(
+        "training on" if backend == "torch" else "loss"
+    )

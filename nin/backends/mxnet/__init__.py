@@ -2,7 +2,8 @@
 
 `ops` holds the primitives and devices, `model` d2l's Module, Classifier, NiN and
 FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine, `launch` how `nin
-train` starts that engine on several devices or machines."""
+train` starts that engine on several devices or machines, `classic` the classic editions'
+`train_ch6` and its friends (0.17, 2.0)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from nin.backends.mxnet import amx, threads  # noqa: F401
 # isort: split
 from nin.backends import common as _common
 from nin.backends.mxnet import launch  # noqa: F401  (nin train's hook, not in __all__)
+from nin.backends.mxnet.classic import *
 from nin.backends.mxnet.model import *
 from nin.backends.mxnet.ops import *
 from nin.backends.mxnet.parallel import *

@@ -2,7 +2,8 @@
 
 `ops` holds the primitives and devices, `model` d2l's Module, Classifier, NiN and
 FashionMNIST, `trainer` the Trainer, `parallel` its data-parallel engine, `launch` how `nin
-train` starts that engine on several devices or machines."""
+train` starts that engine on several devices or machines, `classic` the classic editions'
+`train_ch6` and its friends (0.17, 2.0)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's import
 
 from nin.backends import common as _common
 from nin.backends.tensorflow import launch  # noqa: F401  (nin train's hook, not in __all__)
+from nin.backends.tensorflow.classic import *
 from nin.backends.tensorflow.model import *
 from nin.backends.tensorflow.ops import *
 from nin.backends.tensorflow.parallel import *
