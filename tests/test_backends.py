@@ -418,16 +418,31 @@ def test_cgroup_cpu_quota_is_read_in_the_process_own_cgroup_and_above(tmp_path):
     assert cpu_quota(str(root), str(me)) == 2
 
 
+# a process whose Python reads a cgroup tree of the test's (sys.argv[3]) for its CPU quota,
+# until nin.backends.mxnet has chosen its threads: nin's cpu_quota reads these two files
+_FAKE_CGROUP = (
+    "import builtins, sys\n"
+    "_open = builtins.open\n"
+    "_fake = {'/proc/self/cgroup': sys.argv[3] + '/self', '/sys/fs/cgroup/cpu.max': "
+    "sys.argv[3] + '/cpu.max'}\n"
+    "builtins.open = lambda file, *a, **k: _open(_fake.get(file, file), *a, **k)\n"
+)
+
+
 @needs("mxnet")
-def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path):
+@pytest.mark.parametrize("quota", [None, 1], ids=["this-machine", "cgroup-quota-1"])
+def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path, quota):
     """In a fresh process with no thread variables: MXNet reads nin's count at its import, the
     variable is gone from the environment afterwards (children choose for themselves), the
-    start line and history.json say the count, and PyTorch, imported after MXNet, keeps one
-    thread per core (MXNet 1.9.1 alone sets its own count for the whole process)."""
+    start line and history.json say the count, and PyTorch, imported after MXNet, keeps its
+    own count (one thread per core, without a quota) where nin set MXNet's, and runs on
+    MXNet's where nin left it (MXNet 1.9.1 alone sets its own count for the whole process).
+    `quota`: this machine's cgroup, or a faked one allowing 1 CPU."""
     code = (
         "import os, sys\n"
         "from nin.backends import mxnet as B\n"
-        "from nin.backends.mxnet import threads as T\n"
+        + ("builtins.open = _open\n" if quota else "")
+        + "from nin.backends.mxnet import threads as T\n"
         "print('left', os.environ.get('MXNET_OMP_MAX_THREADS'))\n"
         "print('chose', T.CHOSE, T.COUNT, T.mxnet_default(T._cpus()))\n"
         "data = B.FashionMNIST(batch_size=8, resize=(67, 67), root=sys.argv[1])\n"
@@ -440,13 +455,17 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
         "except ImportError:\n"
         "    pass\n"
     )
+    if quota:
+        (tmp_path / "self").write_text("0::/\n")
+        (tmp_path / "cpu.max").write_text(f"{quota * 100000} 100000\n")
+        code = _FAKE_CGROUP + code
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "OMP_THREAD_LIMIT")
     }
     done = subprocess.run(
-        [sys.executable, "-c", code, str(synthetic_root), str(tmp_path / "run")],
+        [sys.executable, "-c", code, str(synthetic_root), str(tmp_path / "run"), str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -462,11 +481,20 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
     assert history["config"]["omp_threads"] == int(count)
     started = next(line for line in done.stdout.splitlines() if line.startswith("nin: training"))
     assert f"on cpu(0), MXNet on {count} OpenMP thread" in started
-    quota = threads.cpu_quota()
+    quota = quota or threads.cpu_quota()
     if cores is not None:
         assert int(count) == min(cores, quota or cores)
-        if "torch" in out and quota is None:  # OpenMP's own count otherwise: one a processor
+        if "torch" in out and quota is None:
             assert int(out["torch"]) == cores
+    if "torch" in out:
+        if chose == "True":  # MXNet leaves OpenMP's count alone: PyTorch's, as without MXNet
+            alone = subprocess.run(
+                [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+            assert int(out["torch"]) == int(alone.stdout), alone.stderr[-2000:]
+        else:  # MXNet set its count, nin's too, for the whole process
+            assert int(out["torch"]) == int(count)
 
 
 @needs("tensorflow")
