@@ -7,6 +7,7 @@ import pytest
 
 from nin import training as T
 from nin.backends import get_backend
+from nin.callbacks import StuckCheck
 from nin.data import FILES, write_idx
 
 SMALL = dict(batch_size=32, resize=(67, 67))
@@ -134,8 +135,21 @@ def test_stuck_run_is_detected(backend, blank_root):
         _fit(backend, blank_root, batches=10, stuck_check=8, on_stuck="stop")
 
 
-def test_healthy_run_is_not_flagged(backend, synthetic_root, recwarn):
-    _fit(backend, synthetic_root, batches=15, stuck_check=12, on_stuck="stop")
+def test_stuck_run_warns_and_trains_on(backend, blank_root, capsys):
+    """`on_stuck='warn'` (the default): a warning and a printed line, then the run goes on."""
+    with pytest.warns(RuntimeWarning, match=r"looks stuck.*still at chance level ln\(10\)"):
+        trainer = _fit(backend, blank_root, batches=10, stuck_check=8, on_stuck="warn")
+    assert len(trainer.history.steps) == 10
+    assert capsys.readouterr().out.count("nin: training looks stuck: the loss is") == 1
+
+
+@pytest.mark.parametrize("on_stuck", ["stop", "warn"])
+def test_healthy_run_is_not_flagged(backend, synthetic_root, recwarn, on_stuck):
+    """The check runs after 12 batches and finds a falling loss: no TrainingStuckError (what
+    'stop' raises), no warning (what 'warn' gives)."""
+    trainer = _fit(backend, synthetic_root, batches=15, stuck_check=12, on_stuck=on_stuck)
+    (check,) = [c for c in trainer.callbacks if isinstance(c, StuckCheck)]
+    assert check.checked  # it did look
     assert not [w for w in recwarn if "stuck" in str(w.message)]
 
 
