@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs
+from conftest import ROOT, needs, synthetic_fashion
 from nin.data import BatchSource, erase, flip_shift
 from nin.experiment import plan_changes, plot_time_to_accuracy
 from nin.training import PLANS, RECIPES, Plan, Recipe
@@ -340,26 +340,36 @@ def test_a_run_that_leaves_its_plan_says_so(synthetic_root, monkeypatch):
     )
 
 
-def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, capsys):
+def _counted_over(accuracy: float, images: int) -> bool:
+    """Whether `accuracy` is a count of right answers over `images`. With a prime number of
+    test images, any subset of them, another split (600 training images) or a mean of batch
+    means (batches of 8) gives a value between two such counts, except 0 and 1."""
+    return 0 <= accuracy <= 1 and abs(accuracy * images - round(accuracy * images)) < 1e-6
+
+
+def test_the_benchmark_draws_accuracy_against_seconds(tmp_path, capsys):
     from benchmarks import time_to_accuracy as tta
 
+    root = synthetic_fashion(tmp_path / "fashion", n_test=101)  # a prime: see _counted_over
     png = tmp_path / "curves.png"
     tta.main(
         ["--backend", "torch", "--recipe", "sprint,quality", "--compare", "none"]
         + ["--epochs", "2", "--resize", "67"]
         + ["--batch-size", "8", "--limit-train-batches", "2", "--no-peak", "--json"]
-        + ["--data-dir", str(synthetic_root), "--plot", str(png)]
+        + ["--data-dir", str(root), "--plot", str(png)]
     )
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["recipe"] for r in records] == ["sprint", "quality"]
     for r in records:
         assert len(r["curve"]) == 2  # one test evaluation per epoch, off the clock
         (t1, a1), (t2, a2) = r["curve"]
-        assert 0 < t1 < t2 <= r["train_seconds"] + 1e-6 and 0 <= a1 <= 1
+        assert 0 < t1 < t2 <= r["train_seconds"] + 1e-6
+        assert r["test_images"] == 101 and _counted_over(a1, 101), a1  # the whole test split
+        assert _counted_over(r["test_acc"], 101), r["test_acc"]
         assert a2 == pytest.approx(r["test_acc"])  # the last point is the final evaluation
     assert records[1]["augment"] == "flip" and records[0]["label_smoothing"] == 0.1
     assert records[0]["tta"] == "none" and records[0]["test_acc"] == records[0]["test_acc_plain"]
-    assert records[1]["tta"] == "flip" and 0 <= records[1]["test_acc_plain"] <= 1
+    assert records[1]["tta"] == "flip" and _counted_over(records[1]["test_acc_plain"], 101)
     assert all(r["eval_seconds"] > 0 for r in records)
     assert png.stat().st_size > 10_000
 
