@@ -11,6 +11,21 @@ from nin.data import FILES, write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
+CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
+
+
+def chapter_path() -> Path:
+    """The d2l chapter the tests run, in the shared/ folder beside the checkout (CI always
+    has it). Missing, it fails the test rather than skipping it: these tests are the proof
+    that nin runs the chapter's own cells and builds the chapter's model."""
+    if not CHAPTER.is_file():
+        pytest.fail(
+            f"the chapter is not at {CHAPTER}: copy d2l-en's "
+            f"chapter_convolutional-modern/nin.md (https://github.com/d2l-ai/d2l-en) there, "
+            f"into the shared/ folder beside the checkout, as CI lays it out",
+            pytrace=False,
+        )
+    return CHAPTER
 
 
 def pytest_addoption(parser):

@@ -11,7 +11,6 @@ import pytest
 from conftest import ROOT, needs, run_python
 from nin import spec as S
 from nin.backends import get_backend, resolve_backends
-from nin.machine import cpu_flags
 from nin.resources import num_params
 
 
@@ -212,11 +211,15 @@ def test_mxnet_amx_is_late_after_mxnet_ran(tmp_path, monkeypatch):
     assert amx.open_amx(str(cpuinfo), {}) == "late"
 
 
-@needs("mxnet")
-def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
-    """On a CPU with AMX, nin's MXNet fast step runs its bf16 convolutions on oneDNN's AMX
-    kernels (and does not die of an illegal instruction); elsewhere it says AMX is absent."""
-    code = (
+def _mxnet_fast_step(hide_amx: bool = False) -> subprocess.CompletedProcess:
+    """One MXNet fast step in a fresh process, with oneDNN's verbose log; `hide_amx`: the
+    process reads /proc/cpuinfo's flags without AMX's, as on a CPU that lacks it."""
+    hide = (
+        "import nin.machine as T\n"
+        "real = T.cpu_flags\n"
+        "T.cpu_flags = lambda path='/proc/cpuinfo': {f for f in real(path) if 'amx' not in f}\n"
+    )
+    code = (hide if hide_amx else "") + (
         "import numpy as np\n"
         "from nin.backends import mxnet as B\n"
         "import os\n"
@@ -236,12 +239,34 @@ def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
         capture_output=True, text=True, cwd=ROOT, env={**env_now, **env}, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    has_amx = "amx_bf16" in cpu_flags("/proc/cpuinfo")
-    if not has_amx:
-        assert "amx not on this CPU cap left for children: None" in done.stdout
-        return
+    return done
+
+
+def _cpu_has_amx() -> bool:
+    return "amx_bf16" in _amx().cpu_flags("/proc/cpuinfo")
+
+
+@needs("mxnet")
+@pytest.mark.skipif(
+    not _cpu_has_amx(),
+    reason="this CPU has no AMX (no amx_bf16 in /proc/cpuinfo): oneDNN's AMX kernels "
+    "cannot run here",
+)
+def test_mxnet_fast_step_runs_on_amx_kernels_where_the_cpu_has_them():
+    """On a CPU with AMX, nin's MXNet fast step runs its bf16 convolutions on oneDNN's AMX
+    kernels (and does not die of an illegal instruction)."""
+    done = _mxnet_fast_step()
     assert "amx on cap left for children: None" in done.stdout and "bf16 True" in done.stdout
     assert "convolution,jit:avx512_core_amx" in done.stdout or "amx_bf16," in done.stdout
+
+
+@needs("mxnet")
+def test_mxnet_fast_step_says_amx_is_absent_where_the_cpu_lacks_it():
+    """On a CPU without AMX (this one, or any with AMX's flags hidden), the fast step runs,
+    says AMX is absent, raises no cap and runs no AMX kernel."""
+    done = _mxnet_fast_step(hide_amx=True)
+    assert "amx not on this CPU cap left for children: None" in done.stdout
+    assert "avx512_core_amx" not in done.stdout and "amx_bf16," not in done.stdout
 
 
 def _cpuinfo(tmp_path, cores_of: list[int] | None) -> str:
@@ -350,12 +375,26 @@ def test_mxnet_threads_variable_is_put_back_as_it_was(monkeypatch, before):
     assert environ == {"MXNET_OMP_MAX_THREADS": "2"}
 
 
+# a process whose Python reads a cgroup tree of the test's (sys.argv[3]) for its CPU quota,
+# until nin.backends.mxnet has chosen its threads: nin's cpu_quota reads these two files
+_FAKE_CGROUP = (
+    "import builtins, sys\n"
+    "_open = builtins.open\n"
+    "_fake = {'/proc/self/cgroup': sys.argv[3] + '/self', '/sys/fs/cgroup/cpu.max': "
+    "sys.argv[3] + '/cpu.max'}\n"
+    "builtins.open = lambda file, *a, **k: _open(_fake.get(file, file), *a, **k)\n"
+)
+
+
 @needs("mxnet")
-def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path):
+@pytest.mark.parametrize("quota", [None, 1], ids=["this-machine", "cgroup-quota-1"])
+def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_path, quota):
     """In a fresh process with no thread variables: MXNet reads nin's count at its import, the
     variable is gone from the environment afterwards (children choose for themselves), the
-    start line and history.json say the count, and PyTorch, imported after MXNet, keeps one
-    thread per core (MXNet 1.9.1 alone sets its own count for the whole process)."""
+    start line and history.json say the count, and PyTorch, imported after MXNet, keeps its
+    own count (one thread per core, without a quota) where nin set MXNet's, and runs on
+    MXNet's where nin left it (MXNet 1.9.1 alone sets its own count for the whole process).
+    `quota`: this machine's cgroup, or a faked one allowing 1 CPU."""
     code = (
         "import os, sys\n"
         "from nin.backends import mxnet as B\n"
@@ -373,13 +412,17 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
         "except ImportError:\n"
         "    pass\n"
     )
+    if quota:
+        (tmp_path / "self").write_text("0::/\n")
+        (tmp_path / "cpu.max").write_text(f"{quota * 100000} 100000\n")
+        code = _FAKE_CGROUP + code
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "OMP_THREAD_LIMIT")
     }
     done = subprocess.run(
-        [sys.executable, "-c", code, str(synthetic_root), str(tmp_path / "run")],
+        [sys.executable, "-c", code, str(synthetic_root), str(tmp_path / "run"), str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -396,11 +439,20 @@ def test_mxnet_takes_nins_threads_and_leaves_pytorchs_alone(synthetic_root, tmp_
     assert history["config"]["omp_threads"] == int(count)
     started = next(line for line in done.stdout.splitlines() if line.startswith("nin: training"))
     assert f"on cpu(0), MXNet on {count} OpenMP thread" in started
-    quota = machine.cpu_quota()
+    quota = quota or machine.cpu_quota()
     if cores is not None:
         assert int(count) == min(cores, quota or cores)
-        if "torch" in out and quota is None:  # OpenMP's own count otherwise: one a processor
+        if "torch" in out and quota is None:
             assert int(out["torch"]) == cores
+    if "torch" in out:
+        if chose == "True":  # MXNet leaves OpenMP's count alone: PyTorch's, as without MXNet
+            alone = subprocess.run(
+                [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+            assert int(out["torch"]) == int(alone.stdout), alone.stderr[-2000:]
+        else:  # MXNet set its count, nin's too, for the whole process
+            assert int(out["torch"]) == int(count)
 
 
 @needs("tensorflow")

@@ -4,11 +4,10 @@ import re
 
 import pytest
 
-from conftest import BACKENDS, ROOT
+from conftest import BACKENDS, CHAPTER, chapter_path
 from nin.backends import get_backend
 from nin.chapter import TABS, cells, run_chapter
 
-CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
 
 SAMPLE = """
@@ -50,19 +49,14 @@ def test_tab_selected_branches(tmp_path):
     assert "b" not in run_chapter(path, "mxnet", echo=False)[0]
 
 
-chapter_present = pytest.mark.skipif(
-    not CHAPTER.exists(), reason=f"the chapter is not at {CHAPTER}"
-)
-
-
-@chapter_present
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_cell_of_the_tab_runs_unchanged(backend, synthetic_root, monkeypatch):
+    chapter = chapter_path()
     monkeypatch.setenv("NIN_QUICK", "epochs=1,train_batches=2,val_batches=1,batch_size=8")
     monkeypatch.setenv("NIN_DATA_DIR", str(synthetic_root))
     tab = TAB_OF[backend]
-    namespace, outputs = run_chapter(CHAPTER, tab, echo=False)
-    assert len(outputs) == len(cells(CHAPTER.read_text(), tab)) == 4
+    namespace, outputs = run_chapter(chapter, tab, echo=False)
+    assert len(outputs) == len(cells(chapter.read_text(), tab)) == 4
     table = [line.split("output shape:")[0].strip() for line in outputs[2].splitlines()]
     assert len(table) == 10 and table[6] == "Dropout" and table[9] == "Flatten"
     first, last = outputs[2].splitlines()[0], outputs[2].splitlines()[-1]

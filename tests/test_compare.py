@@ -11,6 +11,7 @@ from nin import spec as S
 from nin import weights as W
 from nin.backends import get_backend
 from nin.data import load_fashion_mnist, resize_matrix
+from nin.training import RECIPES
 
 PAIRS = list(itertools.combinations(BACKENDS, 2))
 
@@ -174,10 +175,15 @@ def test_sgd_momentum_under_one_cycle_is_one_rule_in_every_backend(synthetic_roo
 def test_parity_takes_a_recipe_by_its_name(synthetic_root):
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         compare.train_parity(["torch"], S.chapter_spec(), recipe="nope", root=synthetic_root)
-    result = compare.train_parity(
-        ["torch"], S.chapter_spec(), batch_size=4, steps=2, root=synthetic_root, recipe="quality"
-    )
-    assert len(result["losses"]["torch"]) == 2
+    kwargs = dict(batch_size=4, steps=2, root=synthetic_root)
+    by_name = compare.train_parity(["torch"], S.chapter_spec(), recipe="quality", **kwargs)
+    assert len(by_name["losses"]["torch"]) == 2
+    # the named recipe is the one that ran: its losses are those of the Recipe given as an
+    # object (the same steps on one CPU: equal to the bit), and not those of the default
+    given = compare.train_parity(["torch"], S.chapter_spec(), recipe=RECIPES["quality"], **kwargs)
+    default = compare.train_parity(["torch"], S.chapter_spec(), **kwargs)
+    assert by_name["losses"] == given["losses"]
+    assert by_name["losses"] != default["losses"]
 
 
 @pytest.mark.parametrize("source", BACKENDS)

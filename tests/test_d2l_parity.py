@@ -8,23 +8,13 @@ trained by its own library's Trainer on the same batches.
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, ROOT, real_d2l
+from conftest import BACKENDS, chapter_path, real_d2l
 from nin.backends import get_backend
 from nin.chapter import TABS, Tab, cells
 
-CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
 SIZE, BATCH, STEPS = 96, 8, 5
 pytestmark = pytest.mark.d2l
-
-
-@pytest.fixture(autouse=True)
-def _chapter_present():
-    """A failure, not a skip: these tests are the proof that nin's NiN is the chapter's."""
-    assert CHAPTER.exists(), (
-        f"the chapter is not at {CHAPTER} (the shared/ folder beside the "
-        f"checkout, as CI lays it out)"
-    )
 
 
 def _chapter_nin(backend):
@@ -32,7 +22,7 @@ def _chapter_nin(backend):
     real = real_d2l(backend)
     tab = TAB_OF[backend]
     namespace = {"__name__": "__chapter__", "tab": Tab(tab)}
-    block_cell, model_cell = cells(CHAPTER.read_text(encoding="utf-8"), tab)[:2]
+    block_cell, model_cell = cells(chapter_path().read_text(encoding="utf-8"), tab)[:2]
     for cell in (block_cell, model_cell):
         exec(compile(cell.source, f"<chapter cell {cell.index}>", "exec"), namespace)
     assert namespace["d2l"] is real

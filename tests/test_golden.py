@@ -8,20 +8,19 @@ import re
 
 import pytest
 
-from conftest import ROOT, needs
+from conftest import chapter_path, needs
 from nin.chapter import TABS, Tab, _d2l_bound, cells
 
-CHAPTER = ROOT.parent / "shared" / "chapter" / "nin.md"
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
 
 
 def test_chapter_layer_table(backend, golden):
     """The chapter's own shape cell (its third), run with `d2l` bound to nin."""
-    assert CHAPTER.exists(), f"the chapter is not at {CHAPTER}"
+    chapter = chapter_path()
     namespace = {"__name__": "__chapter__", "tab": Tab(TAB_OF[backend])}
     out = io.StringIO()
     with _d2l_bound(), contextlib.redirect_stdout(out):
-        for cell in cells(CHAPTER.read_text(encoding="utf-8"), TAB_OF[backend])[:3]:
+        for cell in cells(chapter.read_text(encoding="utf-8"), TAB_OF[backend])[:3]:
             exec(compile(cell.source, f"<chapter cell {cell.index}>", "exec"), namespace)
     golden(f"chapter-table-{backend}", out.getvalue())
 

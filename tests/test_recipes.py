@@ -8,13 +8,14 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs
+from conftest import ROOT, needs, synthetic_fashion
 from nin.data import BatchSource, erase, flip_shift
-from nin.experiment import plan_changes, plot_time_to_accuracy
+from nin.experiment import RECORDS_DIR, plan_changes, plot_time_to_accuracy
 from nin.recipes import PLANS, RECIPES, Plan, Recipe
 
 
@@ -321,26 +322,36 @@ def test_a_run_that_leaves_its_plan_says_so(synthetic_root, monkeypatch):
     )
 
 
-def test_the_benchmark_draws_accuracy_against_seconds(synthetic_root, tmp_path, capsys):
+def _counted_over(accuracy: float, images: int) -> bool:
+    """Whether `accuracy` is a count of right answers over `images`. With a prime number of
+    test images, any subset of them, another split (600 training images) or a mean of batch
+    means (batches of 8) gives a value between two such counts, except 0 and 1."""
+    return 0 <= accuracy <= 1 and abs(accuracy * images - round(accuracy * images)) < 1e-6
+
+
+def test_the_benchmark_draws_accuracy_against_seconds(tmp_path, capsys):
     from benchmarks import time_to_accuracy as tta
 
+    root = synthetic_fashion(tmp_path / "fashion", n_test=101)  # a prime: see _counted_over
     png = tmp_path / "curves.png"
     tta.main(
         ["--backend", "torch", "--recipe", "sprint,quality", "--compare", "none"]
         + ["--epochs", "2", "--resize", "67"]
         + ["--batch-size", "8", "--limit-train-batches", "2", "--no-peak", "--json"]
-        + ["--data-dir", str(synthetic_root), "--plot", str(png)]
+        + ["--data-dir", str(root), "--plot", str(png)]
     )
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["recipe"] for r in records] == ["sprint", "quality"]
     for r in records:
         assert len(r["curve"]) == 2  # one test evaluation per epoch, off the clock
         (t1, a1), (t2, a2) = r["curve"]
-        assert 0 < t1 < t2 <= r["train_seconds"] + 1e-6 and 0 <= a1 <= 1
+        assert 0 < t1 < t2 <= r["train_seconds"] + 1e-6
+        assert r["test_images"] == 101 and _counted_over(a1, 101), a1  # the whole test split
+        assert _counted_over(r["test_acc"], 101), r["test_acc"]
         assert a2 == pytest.approx(r["test_acc"])  # the last point is the final evaluation
     assert records[1]["augment"] == "flip" and records[0]["label_smoothing"] == 0.1
     assert records[0]["tta"] == "none" and records[0]["test_acc"] == records[0]["test_acc_plain"]
-    assert records[1]["tta"] == "flip" and 0 <= records[1]["test_acc_plain"] <= 1
+    assert records[1]["tta"] == "flip" and _counted_over(records[1]["test_acc_plain"], 101)
     assert all(r["eval_seconds"] > 0 for r in records)
     assert png.stat().st_size > 10_000
 
@@ -417,21 +428,120 @@ def test_the_benchmark_compares_under_a_cap_and_says_so(synthetic_root, capsys):
     assert usage.value.code == 2 and "invalid choice: 'mirror'" in capsys.readouterr().err
 
 
+RECORD_FILES = sorted(RECORDS_DIR.glob("*.jsonl"))
+_NONE = type(None)
+# what every time-to-accuracy record holds, older ones included (the table, the plot and
+# plan_changes read these), and the fields newer records added, checked where present
+RECORD_FIELDS = {
+    "backend": str, "recipe": str, "seed": int, "target": float, "test_acc": float,
+    "test_images": int, "reached": bool, "capped": bool, "train_seconds": float,
+    "setup_seconds": float, "process_seconds": float, "images_per_s": float, "epochs": int,
+    "resize": int, "batch_size": int, "lr": float, "label_smoothing": float, "augment": str,
+    "curve": list, "peak_gflops": (dict, _NONE),
+}  # fmt: skip
+NEWER_FIELDS = {
+    "tta": str, "test_acc_plain": float, "role": str, "cap_seconds": (float, _NONE),
+    "eval_seconds": float, "batches_per_epoch": int, "limit_train_batches": (int, _NONE),
+    "device": str, "omp_threads": (int, _NONE),
+}  # fmt: skip
+# what `--records` marks in the files stored until this test was written: the tried
+# 83,200-image sprint, and the four quality runs made before its plan became flip training
+# with flip TTA (two without TTA, two with flip-shift TTA); every other file then, none
+MARKED_UNTIL = "2026-11-30"
+MARKED = {
+    "tried-sprint-83k-2026-11-29.jsonl": "batch_size 64, lr 0.003, 650 batches an epoch",
+    "time_to_accuracy-2026-11-29.jsonl": "augment flip-shift, tta none",
+    "time_to_accuracy-2026-11-29-tf-quality.jsonl": "augment flip-shift, tta none",
+    "time_to_accuracy-2026-11-29-quality-tta.jsonl": "augment flip-shift, tta flip-shift",
+    "time_to_accuracy-2026-11-29-mxnet-quality-tta.jsonl": "augment flip-shift, tta flip-shift",
+}
+
+
+def _problems(record: dict) -> list[str]:
+    """What is wrong with one stored record: a missing field, a wrong type, or a value the
+    benchmark cannot have written."""
+    problems = [f"no {name!r}" for name in RECORD_FIELDS if name not in record]
+    for name, kind in {**RECORD_FIELDS, **NEWER_FIELDS}.items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        value = record.get(name)
+        if name in record and not (
+            type(value) in kinds or (float in kinds and type(value) is int)  # 1 for 1.0
+        ):
+            problems.append(f"{name}={value!r} is not {' or '.join(k.__name__ for k in kinds)}")
+    if problems:
+        return problems
+    images, acc = record["test_images"], record["test_acc"]
+    counted = [acc, record.get("test_acc_plain", 0.0)] + [a for _, a in record["curve"]]
+    checks = {
+        "backend is one of nin's": record["backend"] in ("torch", "mxnet", "tensorflow"),
+        "recipe names a plan": record["recipe"] in PLANS,
+        "accuracies are counts over test_images": all(
+            0 <= a <= 1 and abs(a * images - round(a * images)) < 1e-6 for a in counted
+        ),
+        "reached is test_acc >= target": record["reached"] == (acc >= record["target"]),
+        "times and speed are positive": min(record["train_seconds"], record["images_per_s"]) > 0,
+        "the curve's points are [seconds, accuracy], in time order, ending at test_acc": all(
+            len(point) == 2 for point in record["curve"]
+        )
+        and [t for t, _ in record["curve"]] == sorted(t for t, _ in record["curve"])
+        and (not record["curve"] or record["curve"][-1][1] == acc),
+        "a TTA record keeps its plain accuracy": record.get("tta", "none") == "none"
+        or "test_acc_plain" in record,
+        "a compared run records its cap": record.get("role") != "compared"
+        or record.get("cap_seconds") is not None,
+    }
+    return [claim for claim, holds in checks.items() if not holds]
+
+
+@pytest.mark.parametrize("path", RECORD_FILES, ids=[p.name for p in RECORD_FILES])
+def test_each_stored_record_is_well_formed(path):
+    """Every line of every stored .jsonl file is a record the benchmark could have written
+    (a new file or record is checked the same way: nothing here counts them)."""
+    lines = path.read_text().splitlines()
+    assert lines, f"{path.name} is empty"
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AssertionError(f"{path.name}:{number} is not JSON: {err}") from None
+        assert isinstance(record, dict), f"{path.name}:{number} is not a record"
+        assert not _problems(record), f"{path.name}:{number}: {_problems(record)}"
+
+
+def test_a_malformed_record_is_found():
+    """The check above fails on what a broken or hand-edited record would hold."""
+    good = json.loads(RECORD_FILES[0].read_text().splitlines()[0])
+    assert _problems(good) == []
+    missing = {k: v for k, v in good.items() if k != "test_acc"}
+    assert _problems(missing) == ["no 'test_acc'"]
+    assert _problems(dict(good, seed="0")) == ["seed='0' is not int"]
+    assert _problems(dict(good, reached=not good["reached"])) == ["reached is test_acc >= target"]
+    assert "accuracies are counts over test_images" in _problems(dict(good, test_acc=93.5))
+    assert "recipe names a plan" in _problems(dict(good, recipe="quick"))
+
+
 def test_the_stored_records_still_print(capsys):
     """`--records` reads every stored run, the older ones without the newer fields, and
-    marks only the runs that left their plan."""
+    marks only the runs that left their plan: for the files stored until MARKED_UNTIL, the
+    marks they had; for any file, the mark plan_changes gives its first record, or none."""
     from benchmarks import time_to_accuracy as tta
-    from nin.experiment import RECORDS_DIR
+    from nin.experiment import load_records, plan_changes
 
-    files = sorted(RECORDS_DIR.glob("*.jsonl"))
-    assert len(files) >= 5
-    assert tta.main(["--records", ",".join(map(str, files))]) == 0
+    assert len(RECORD_FILES) >= 5 and set(MARKED) <= {p.name for p in RECORD_FILES}
+    assert tta.main(["--records", ",".join(map(str, RECORD_FILES))]) == 0
     out = capsys.readouterr().out
-    # the tried 83,200-image sprint, and the four quality runs made before its plan became
-    # flip training with flip TTA: two without TTA, two with flip-shift TTA
-    assert out.count("(not the plan:") == 5
-    assert out.count("(not the plan: augment flip-shift, tta none)") == 2
-    assert out.count("(not the plan: augment flip-shift, tta flip-shift)") == 2
+    tables = re.split(r"^(\S+\.jsonl):$", out, flags=re.M)[1:]
+    printed = dict(zip([Path(name).name for name in tables[::2]], tables[1::2]))
+    assert list(printed) == [p.name for p in RECORD_FILES]
+    for path in RECORD_FILES:
+        marks = re.findall(r"\(not the plan: ([^)]*)\)", printed[path.name])
+        groups: dict = {}
+        for r in load_records([path]):
+            groups.setdefault((r["backend"], r["recipe"]), r)
+        assert marks == [", ".join(plan_changes(r)) for r in groups.values() if plan_changes(r)]
+        dated = re.search(r"\d{4}-\d{2}-\d{2}", path.name)
+        if dated and dated.group() <= MARKED_UNTIL:
+            assert marks == ([MARKED[path.name]] if path.name in MARKED else []), path.name
     assert "torch      sprint" in out and "mxnet      sprint" in out
 
 

@@ -337,11 +337,20 @@ def test_compare_refuses_bad_data_as_train_does(synthetic_root, tmp_path, capsys
     assert "missing" in capsys.readouterr().err
 
 
-def test_compare_weights_take_the_spec_from_the_file(synthetic_root, tmp_path, capsys):
-    """Row 11: weights of a default (nin recipe: linear class block) run load in compare."""
+def test_compare_weights_take_the_spec_from_the_file(synthetic_root, tmp_path, capsys, monkeypatch):
+    """Row 11: weights of a default (nin recipe: linear class block) run load in compare,
+    into every network it compares, as saved."""
+    from nin import weights as W
     from nin.cli import main
 
     assert _train(synthetic_root, out=tmp_path / "R") == 0
+    loaded, load_arrays = {}, W.load_arrays
+
+    def load_and_keep(backend, net, spec, named, *args, **kwargs):
+        load_arrays(backend, net, spec, named, *args, **kwargs)
+        loaded[backend] = W.export_arrays(backend, net, spec)  # what the network now holds
+
+    monkeypatch.setattr(W, "load_arrays", load_and_keep)
     assert (
         main(
             [
@@ -361,6 +370,12 @@ def test_compare_weights_take_the_spec_from_the_file(synthetic_root, tmp_path, c
         == 0
     )
     assert "logits of the first image" in capsys.readouterr().out
+    saved = W.read(tmp_path / "R" / "weights.npz")[0]
+    assert sorted(loaded) == sorted(BACKENDS[:2])
+    for backend, arrays in loaded.items():
+        assert list(arrays) == list(saved)
+        for name, array in saved.items():  # exact: a load is a copy, in canonical layout
+            np.testing.assert_array_equal(arrays[name], array, err_msg=f"{backend} {name}")
 
 
 def test_weight_file_for_another_spec_names_the_differences():

@@ -3,6 +3,8 @@ from, and the d2l functions over a built network."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -186,3 +188,24 @@ def leaf_layers(layer):
     if not children:
         return [layer]
     return [leaf for child in children for leaf in leaf_layers(child)]
+
+
+def compute_in_bf16(net, on: bool = True) -> None:
+    """Make every layer of `net` compute in bf16 with fp32 variables (Keras' mixed_bfloat16
+    policy), or in fp32 (`on=False`, which also undoes an earlier call). Keras reads a variable
+    in bf16 only when it was made under the mixed policy (it wraps it then), so a layer built
+    before gets its variables made again under the new one, their values kept."""
+    policy = tf.keras.mixed_precision.Policy("mixed_bfloat16" if on else "float32")
+    for layer in leaf_layers(net):
+        if layer.dtype_policy.name == policy.name:
+            continue
+        layer._set_dtype_policy(policy)
+        if layer.built and layer.weights:
+            values = layer.get_weights()
+            layer._trainable_weights.clear()  # in place: Keras tracks a list assigned anew
+            layer._non_trainable_weights.clear()
+            layer.built = False
+            with warnings.catch_warnings():  # "initializer called twice": values set below
+                warnings.simplefilter("ignore", UserWarning)
+                layer.build(layer._build_input_shape)
+            layer.set_weights(values)

@@ -120,9 +120,7 @@ class Parallel:
         self.gpus = [d for d in devices if "GPU" in d.upper()]
         data.device = "/CPU:0"  # the batches are cut and placed by the strategy
         self.bf16 = self.fast and (bool(self.gpus) or _machine.cpu_has_bf16())
-        if self.bf16:
-            for layer in ops.leaf_layers(model.net):
-                layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
+        ops.compute_in_bf16(model.net, self.bf16)
         X = _training.sample_batch(data)[0]
         with self.strategy.scope():
             model(X[:1], training=False)

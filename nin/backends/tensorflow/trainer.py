@@ -50,11 +50,11 @@ class Trainer(Parallel, _training.TrainerBase):
         data.device = self.device
         on_gpu = "GPU" in self.device.upper()
         self.bf16 = self.fast and (on_gpu or _machine.cpu_has_bf16())
-        if self.bf16 and not model.built:
-            for layer in ops.leaf_layers(model.net):  # compute in bf16, keep fp32 variables
-                layer._set_dtype_policy(tf.keras.mixed_precision.Policy("mixed_bfloat16"))
         X = _training.sample_batch(data)[0]
         with tf.device(self.device):
+            # built or not: what `bf16` says is what the step computes in, and a plain trainer
+            # undoes an earlier fast one's bf16
+            ops.compute_in_bf16(model.net, self.bf16)
             model(X[:1], training=False)  # build the variables
             self._dropout_generators()  # and the dropout generators' state, eagerly
         optim = model.configure_optimizers()
