@@ -11,7 +11,7 @@ from nin import spec as S
 from nin import weights as W
 from nin.backends import get_backend
 from nin.data import load_fashion_mnist, resize_matrix
-from nin.training import RECIPES
+from nin.recipes import RECIPES
 
 PAIRS = list(itertools.combinations(BACKENDS, 2))
 
