@@ -31,8 +31,9 @@ _FLAG_WORDING = (
 )
 
 
-def cli_wording(text: str) -> str:
+def cli_wording(text) -> str:
     """A library message as the command line says it: Python arguments become flags."""
+    text = str(text)  # a nin.errors.Message: its Python wording
     for pattern, flag in _FLAG_WORDING:
         text = re.sub(pattern, flag, text)
     return text
