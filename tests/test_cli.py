@@ -149,3 +149,11 @@ def test_the_cli_never_branches_on_a_backend_s_name():
         if pattern.search(line)
     ]
     assert not said, said
+
+
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_no_fast_sets_the_argument_it_is_worded_as(command):
+    """--no-fast is `fast=False`, as its parser declares and as messages say it."""
+    parser = build_parser()
+    assert parser.parse_args([command]).fast is True
+    assert parser.parse_args([command, "--no-fast"]).fast is False

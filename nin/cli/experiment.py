@@ -72,7 +72,7 @@ def run(args) -> int:
         recipe=recipe,
         root=args.data_dir,
         progress=not args.quiet,
-        fast=not args.no_fast,
+        fast=args.fast,
         out_dir=out,
         num_gpus=args.num_gpus,
         wording=cli_wording,

@@ -119,7 +119,8 @@ def add_limit_train_batches(p, default: int | None = None) -> None:
 
 
 def add_no_fast(p, help: str) -> None:
-    p.add_argument("--no-fast", action="store_true", help=help)
+    """--no-fast: `fast=False` (args.fast)."""
+    p.add_argument("--no-fast", dest="fast", action="store_false", help=help)
 
 
 def add_num_gpus(p, default: int, help: str) -> None:

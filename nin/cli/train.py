@@ -286,7 +286,7 @@ def _train(args, B, recipe, spec, engine, out):
         root=args.data_dir,
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,
-        fast=not args.no_fast,
+        fast=args.fast,
         num_gpus=1,
         out_dir=out,
         resume=args.resume,
