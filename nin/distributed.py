@@ -436,8 +436,9 @@ class Launch:
         return {"devices": self.layout.devices} if self.layout.parallel else {}
 
     def run(self, train, wording) -> None:
-        """`train(self.engine())`, then `leave()`; `wording` says a library message as
-        the caller's user reads it, for a hook that must print one itself."""
+        """`train(self.engine())`, then `leave()`; `wording` says a library message (an
+        error, a nin.errors Message) as the caller's user reads it, for a hook that must
+        print one itself."""
         train(self.engine())
         self.leave()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.cli.runs import claim_out, optimizer_slots, recipe_from_args
-from nin.cli.wording import cli_wording
 
 __all__ = ["add_parser", "run"]
 
@@ -75,7 +74,7 @@ def run(args) -> int:
         fast=args.fast,
         out_dir=out,
         num_gpus=args.num_gpus,
-        wording=cli_wording,
+        wording=args.wording,
     )
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")
