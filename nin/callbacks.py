@@ -45,6 +45,7 @@ import numpy as np
 
 from nin import runs
 from nin.data import data_settings
+from nin.errors import Message, arg
 from nin.history import History
 from nin.recipes import Recipe
 
@@ -167,10 +168,18 @@ class TerminateOnNaN(Callback):
                 step = logs.first_step + j
                 batch = (step - 1) % logs.steps_per_epoch + 1
                 raise TrainingDivergedError(
-                    f"the training loss became {value} at step {step} (epoch {logs.epoch + 1}, "
-                    f"batch {batch}): the run diverged. Try a lower learning rate (`lr`), "
-                    f"gradient clipping (Trainer(gradient_clip_val=1), in Python), or "
-                    f"`fast=False` for plain fp32."
+                    Message(
+                        "the training loss became {value} at step {step} (epoch {epoch}, batch "
+                        "{batch}): the run diverged. Try a lower learning rate ({lr}), gradient "
+                        "clipping (Trainer(gradient_clip_val=1), in Python), or {fast} for "
+                        "plain fp32.",
+                        value=value,
+                        step=step,
+                        epoch=logs.epoch + 1,
+                        batch=batch,
+                        lr=arg("lr"),
+                        fast=arg("fast", False),
+                    )
                 )
 
 
@@ -192,11 +201,11 @@ class StuckCheck(Callback):
     warn, or stop with TrainingStuckError (`on_stuck='stop'`). Counted across epochs and
     resumes (from the history)."""
 
-    def __init__(self, after: int = 150, on_stuck: str = "warn", wording=None):
+    def __init__(self, after: int = 150, on_stuck: str = "warn", wording=str):
         if on_stuck not in ("warn", "stop"):
             raise ValueError(f"on_stuck must be 'warn' or 'stop', got {on_stuck!r}")
         self.after, self.on_stuck, self.checked = after, on_stuck, False
-        self.wording = wording or _as_is
+        self.wording = wording
 
     def on_fit_start(self, trainer):
         self.checked = False
@@ -211,33 +220,37 @@ class StuckCheck(Callback):
         chance = math.log(classes)
         recent = float(np.mean(losses[-min(20, max(1, len(losses) // 2)) :]))  # the later half
         if recent > chance - 0.05:
-            message = (
-                f"training looks stuck: the loss is {recent:.3f} after {len(losses)} "
-                f"batches, still at chance level ln({classes}) = {chance:.3f}. The "
-                f"ReLUs of the last block (the class scores) can all die and leave "
-                f"every score constant. Try nin's recipe (`recipe='nin'`: He "
-                f"init, a linear class block, Adam with a "
-                f"one-cycle schedule), or a lower learning rate."
+            message = Message(
+                "training looks stuck: the loss is {recent:.3f} after {batches} batches, still "
+                "at chance level ln({classes}) = {chance:.3f}. The ReLUs of the last block (the "
+                "class scores) can all die and leave every score constant. Try nin's recipe "
+                "({nin}: He init, a linear class block, Adam with a one-cycle schedule), or a "
+                "lower learning rate.",
+                recent=recent,
+                batches=len(losses),
+                classes=classes,
+                chance=chance,
+                nin=arg("recipe", "nin"),
             )
             if self.on_stuck == "stop":
                 raise TrainingStuckError(message)
             if not trainer.is_writer:
                 return
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warnings.warn(str(message), RuntimeWarning, stacklevel=2)
             print("nin: " + self.wording(message), flush=True)
 
 
 class ProgressBar(Callback):
     """The start line, a tqdm bar per epoch (loss and images/s), and one line per epoch;
-    `wording` rewrites what is printed (the CLI names its flags)."""
+    `wording` says the arguments the start line names (the CLI names its flags)."""
 
     writer_only = True
 
-    def __init__(self, wording=None):
-        self.wording = wording or _as_is
+    def __init__(self, wording=str):
+        self.wording = wording
 
     def on_fit_start(self, trainer):
-        print("nin: " + self.wording(trainer.describe()), flush=True)
+        print("nin: " + trainer.describe(self.wording), flush=True)
 
     def on_epoch_start(self, trainer):
         from tqdm.auto import tqdm
@@ -309,9 +322,9 @@ class ResumeFromCheckpoint(Callback):
     and history are the checkpoint's, the run's other files are written again from them, and
     a line says how many epochs are left. In a data-parallel run every process resumes."""
 
-    def __init__(self, out_dir, progress: bool = True, wording=None):
+    def __init__(self, out_dir, progress: bool = True, wording=str):
         self.out_dir = Path(out_dir).expanduser()
-        self.progress, self.wording = progress, wording or _as_is
+        self.progress, self.wording = progress, wording
 
     def on_fit_start(self, trainer):
         path = self.out_dir / "checkpoint.npz"  # claim_out_dir saw that it exists
@@ -328,18 +341,22 @@ class ResumeFromCheckpoint(Callback):
         export_run_files(trainer, self.out_dir)  # anything older than the checkpoint, again
         if self.progress:
             left = trainer.max_epochs - trainer.epoch
-            print(
-                self.wording(
-                    f"nin: resumed from {path} after epoch {trainer.epoch}; "
-                    + (
-                        f"{left} epoch(s) to train"
-                        if left
-                        else "the run had finished its epochs: nothing left to train (a constant "
-                        "schedule may go on with a larger `max_epochs`)"
-                    )
-                ),
-                flush=True,
+            what = (
+                f"{left} epoch(s) to train"
+                if left
+                else Message(
+                    "the run had finished its epochs: nothing left to train (a constant "
+                    "schedule may go on with a larger {max_epochs})",
+                    max_epochs=arg("max_epochs"),
+                )
             )
+            line = Message(
+                "nin: resumed from {path} after epoch {epoch}; {what}",
+                path=path,
+                epoch=trainer.epoch,
+                what=what,
+            )
+            print(self.wording(line), flush=True)
 
 
 class ExportRun(Callback):
@@ -409,9 +426,17 @@ def check_resumable(path, meta: dict, mine: dict, max_epochs: int) -> None:
     for key in ("backend", "spec"):
         if meta.get(key) != mine[key]:
             raise runs.CheckpointError(
-                f"{path} was made for another {key} ({_short(meta.get(key))}), not this "
-                f"run's ({_short(mine[key])}){_spec_changes(meta.get(key), mine[key], key)}"
-                f"; use another `out_dir` or the matching `backend` and model."
+                Message(
+                    "{path} was made for another {key} ({theirs}), not this run's ({mine})"
+                    "{changes}; use another {out_dir} or the matching {backend} and model.",
+                    path=path,
+                    key=key,
+                    theirs=_short(meta.get(key)),
+                    mine=_short(mine[key]),
+                    changes=_spec_changes(meta.get(key), mine[key], key),
+                    out_dir=arg("out_dir"),
+                    backend=arg("backend"),
+                )
             )
     # a checkpoint from before a field existed was made with that field's default
     recipe = meta.get("recipe") and {"label_smoothing": 0.0, **meta["recipe"]}
@@ -425,14 +450,24 @@ def check_resumable(path, meta: dict, mine: dict, max_epochs: int) -> None:
         )
     if differences:
         raise runs.CheckpointError(
-            f"{path} was made with other settings (checkpoint vs this run): "
-            f"{'; '.join(differences)}. Resume with the checkpoint's values, or start a new "
-            f"run in another `out_dir`."
+            Message(
+                "{path} was made with other settings (checkpoint vs this run): {differences}. "
+                "Resume with the checkpoint's values, or start a new run in another {out_dir}.",
+                path=path,
+                differences="; ".join(differences),
+                out_dir=arg("out_dir"),
+            )
         )
     if int(meta["epoch"]) > max_epochs:
         raise runs.CheckpointError(
-            f"{path} is at epoch {meta['epoch']}, past this run's {max_epochs} "
-            f"epochs; resume with `max_epochs={meta['epoch']}` or more"
+            Message(
+                "{path} is at epoch {epoch}, past this run's {max_epochs} epochs; resume with "
+                "{arg} or more",
+                path=path,
+                epoch=meta["epoch"],
+                max_epochs=max_epochs,
+                arg=arg("max_epochs", meta["epoch"]),
+            )
         )
 
 
@@ -555,17 +590,13 @@ def _length(split) -> int | None:
         return None
 
 
-def _as_is(text: str) -> str:
-    return text
-
-
 def default_callbacks(trainer, wording=None) -> list[Callback]:
     """What every Trainer runs, as its arguments (`progress`, `out_dir`, `resume`,
     `overwrite`, `stuck_check`, `on_stuck`) say, in this order: the NaN check before anything
     records a loss; the run folder's callbacks (claim, resume, export, checkpoint, the
     checkpoint last) after the history they save, and before the progress bar, so that a
     resume (or its refusal) comes before the start line."""
-    t, wording = trainer, wording or _as_is
+    t, wording = trainer, wording or str
     found: list[Callback] = [
         TerminateOnNaN(),
         RecordHistory(),

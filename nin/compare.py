@@ -25,6 +25,7 @@ from nin import spec as _spec
 from nin import weights as _weights
 from nin.backends import get_backend
 from nin.data import TEXT_LABELS, DataUnavailableError, load_fashion_mnist, resize_matrix
+from nin.errors import ArgumentError, Message, arg
 from nin.history import Board, finish_figure
 from nin.recipes import RECIPES, get_recipe
 
@@ -74,9 +75,11 @@ def input_batch(size: int, batch_size: int, seed: int, root=None):
         rng = np.random.default_rng(seed)
         return rng.random((batch_size, 1, size, size), dtype=np.float32), None
     if batch_size > len(y):
-        raise ValueError(
-            f"the test split has {len(y)} images; `batch_size` must be at most "
-            f"that, got {batch_size}"
+        raise ArgumentError(
+            "the test split has {n} images; {batch_size} must be at most that, got {got}",
+            n=len(y),
+            batch_size=arg("batch_size"),
+            got=batch_size,
         )
     idx = np.random.default_rng(seed).choice(len(y), batch_size, replace=False)
     r = resize_matrix(28, size)
@@ -199,8 +202,9 @@ def train_parity(
     }
 
 
-def format_layers(result: dict) -> str:
-    """The comparison as a table a reader can scan for where a difference first appears."""
+def format_layers(result: dict, wording=str) -> str:
+    """The comparison as a table a reader can scan for where a difference first appears;
+    `wording` says its note on the input's arguments (the CLI names its flags)."""
     ref = result["reference"]
     others = (
         list(result["max_abs_diff"])
@@ -233,10 +237,12 @@ def format_layers(result: dict) -> str:
     if result["labels"] is not None:
         lines.append(f"  {'true':<{w}}" + ", ".join(TEXT_LABELS[p] for p in result["labels"]))
     else:
-        lines.append(
-            "  (the input was random pixels: no Fashion-MNIST copy was found; pass "
-            "`root` for real images)"
+        note = Message(
+            "  (the input was random pixels: no Fashion-MNIST copy was found; pass {root} for "
+            "real images)",
+            root=arg("root"),
         )
+        lines.append(wording(note))
     return "\n".join(lines)
 
 

@@ -18,6 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from nin.errors import Message, Placeholder, arg
+
 __all__ = [
     "FILES", "MD5", "MIRRORS", "TEXT_LABELS", "DataFileError", "DataUnavailableError",
     "default_root", "read_idx", "write_idx", "download", "load_fashion_mnist",
@@ -59,13 +61,16 @@ _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d 
 class DataFileError(ValueError):
     """A data file exists but is not a valid Fashion-MNIST IDX file (or cannot be read)."""
 
-    def __init__(self, path, problem: str, fix: str | None = None):
+    def __init__(self, path, problem: str, fix: str | Message | None = None):
         self.path = Path(path)
-        fix = fix or (
-            "Delete the file so that it is downloaded again, or point `root` (or "
-            "NIN_DATA_DIR) at a folder with intact copies."
+        fix = fix or Message(
+            "Delete the file so that it is downloaded again, or point {root} (or "
+            "NIN_DATA_DIR) at a folder with intact copies.",
+            root=arg("root"),
         )
-        super().__init__(f"{self.path}: {problem}. {fix}")
+        super().__init__(
+            Message("{path}: {problem}. {fix}", path=self.path, problem=problem, fix=fix)
+        )
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -82,8 +87,13 @@ def default_root(root=None) -> Path:
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DataUnavailableError(
-            f"the data folder {root} ({source}) is a file, not a folder: point `root` "
-            f"(or NIN_DATA_DIR) at the folder that holds the four IDX files"
+            Message(
+                "the data folder {folder} ({source}) is a file, not a folder: point {root} "
+                "(or NIN_DATA_DIR) at the folder that holds the four IDX files",
+                folder=root,
+                source=source,
+                root=arg("root"),
+            )
         )
     return root
 
@@ -105,7 +115,11 @@ def _read_bytes(path: Path) -> bytes:
         raise DataFileError(
             path,
             f"cannot be read ({err.strerror or err})",
-            "Check the file's permissions, or point `root` (or NIN_DATA_DIR) at a readable copy.",
+            Message(
+                "Check the file's permissions, or point {root} (or NIN_DATA_DIR) at a readable "
+                "copy.",
+                root=arg("root"),
+            ),
         ) from None
     if raw[:2] != b"\x1f\x8b":
         return raw
@@ -211,9 +225,14 @@ def download(
             f"  {name}:\n    " + "\n    ".join(errs) for name, errs in failures.items()
         )
         raise DataUnavailableError(
-            f"Fashion-MNIST files missing in {root} and the download failed:\n{lines}\n"
-            f"Offline? Copy the four IDX files (.gz or raw) into a folder and pass "
-            f"`root=<folder>` or set NIN_DATA_DIR=<folder>."
+            Message(
+                "Fashion-MNIST files missing in {folder} and the download failed:\n{lines}\n"
+                "Offline? Copy the four IDX files (.gz or raw) into a folder and pass {root} or "
+                "set NIN_DATA_DIR=<folder>.",
+                folder=root,
+                lines=lines,
+                root=arg("root", Placeholder("<folder>")),
+            )
         )
     return root
 
@@ -253,8 +272,13 @@ def load_fashion_mnist(root=None, download_missing: bool = True, **download_kwar
     if missing:
         if not download_missing:
             raise DataUnavailableError(
-                f"Fashion-MNIST files missing in {root}: {', '.join(missing)}. Pass "
-                f"`root=<folder>` or set NIN_DATA_DIR=<folder> to a folder that has them."
+                Message(
+                    "Fashion-MNIST files missing in {folder}: {missing}. Pass {root} or set "
+                    "NIN_DATA_DIR=<folder> to a folder that has them.",
+                    folder=root,
+                    missing=", ".join(missing),
+                    root=arg("root", Placeholder("<folder>")),
+                )
             )
         download(root, **download_kwargs)
     arrays: list[np.ndarray] = []
@@ -463,7 +487,10 @@ class FashionMNISTBase:
                 raise DataFileError(
                     self.root,
                     f"the {split} split holds no images",
-                    "Point `root` (or NIN_DATA_DIR) at the full Fashion-MNIST files.",
+                    Message(
+                        "Point {root} (or NIN_DATA_DIR) at the full Fashion-MNIST files.",
+                        root=arg("root"),
+                    ),
                 )
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nin.errors import ArgumentError, arg
+
 __all__ = ["World", "Shards", "ShardedLoader", "DataParallelMixin", "part_slices", "SINGLE",
            "Layout", "Launch", "check_layout", "check_one_process_a_machine", "within"]  # fmt: skip
 
@@ -119,11 +121,15 @@ class ShardedLoader:
         need = self.world.replicas if self.by_replica else self.world.size
         for size in {min(b, n), last}:
             if size < need:
-                raise ValueError(
-                    f"the {name} batches of {size} example(s) cannot be split across {need} "
-                    f"{'replicas' if self.by_replica else 'processes'}: every part needs at "
-                    f"least one; use a `batch_size` of at least {need} (and a data set whose "
-                    f"last batch has that many), or fewer devices"
+                raise ArgumentError(
+                    "the {name} batches of {size} example(s) cannot be split across {need} "
+                    "{parts}: every part needs at least one; use a {batch_size} of at least "
+                    "{need} (and a data set whose last batch has that many), or fewer devices",
+                    name=name,
+                    size=size,
+                    need=need,
+                    parts="replicas" if self.by_replica else "processes",
+                    batch_size=arg("batch_size"),
                 )
 
     def __iter__(self):
@@ -183,9 +189,12 @@ class DataParallelMixin:
         if available >= self.devices:
             return self.devices, True
         if available:
-            raise ValueError(
-                f"`devices={self.devices}` asks for {self.devices} GPUs and this machine has "
-                f"{available}; ask for {available} or fewer"
+            raise ArgumentError(
+                "{devices} asks for {n} GPUs and this machine has {available}; ask for "
+                "{available} or fewer",
+                devices=arg("devices", self.devices),
+                n=self.devices,
+                available=available,
             )
         return self.devices, False
 
@@ -427,8 +436,9 @@ class Launch:
         return {"devices": self.layout.devices} if self.layout.parallel else {}
 
     def run(self, train, wording) -> None:
-        """`train(self.engine())`, then `leave()`; `wording` says a library message as
-        the caller's user reads it, for a hook that must print one itself."""
+        """`train(self.engine())`, then `leave()`; `wording` says a library message (an
+        error, a nin.errors Message) as the caller's user reads it, for a hook that must
+        print one itself."""
         train(self.engine())
         self.leave()
 

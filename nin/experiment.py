@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nin import spec as _spec
 from nin.backends import get_backend
+from nin.errors import ArgumentError, arg
 from nin.history import finish_figure
 from nin.recipes import PLANS, RECIPES, get_recipe
 from nin.resources import conv_macs, num_params
@@ -209,13 +210,17 @@ def claim(out_dir, overwrite: bool = False) -> Path:
     `overwrite` (then the old ones are removed)."""
     from nin.files import check_writable_folder, remove_orphans
 
-    out = check_writable_folder(out_dir, "`out_dir`")
+    out = check_writable_folder(out_dir, arg("out_dir"))
     remove_orphans(out)
     held = [name for name in RESULT_FILES if (out / name).exists()]
     if held and not overwrite:
-        raise ValueError(
-            f"{out} already holds results ({', '.join(held)}); pass "
-            f"`overwrite=True` to replace them, or choose another `out_dir`"
+        raise ArgumentError(
+            "{folder} already holds results ({held}); pass {overwrite} to replace them, or "
+            "choose another {out_dir}",
+            folder=out,
+            held=", ".join(held),
+            overwrite=arg("overwrite", True),
+            out_dir=arg("out_dir"),
         )
     for name in held:
         (out / name).unlink()

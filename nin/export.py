@@ -23,6 +23,7 @@ import numpy as np
 
 from nin import spec as _spec
 from nin import weights as _weights
+from nin.errors import ArgumentError, arg
 from nin.files import atomic_write
 from nin.recipes import PIXEL_MEAN, PIXEL_STD
 
@@ -179,9 +180,10 @@ def export_file(weights_path, fmt: str, out, normalize: bool = False) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if normalize and fmt != "onnx":
-        raise ValueError(
-            "`normalize` puts the standardization in an ONNX graph; safetensors "
-            "holds the weights alone"
+        raise ArgumentError(
+            "{normalize} puts the standardization in an ONNX graph; safetensors holds the "
+            "weights alone",
+            normalize=arg("normalize"),
         )
     named, spec, size = _weights.read(weights_path)
     _weights.check(named, spec, spec, str(weights_path), size)

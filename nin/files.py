@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from nin.errors import Arg, ArgumentError, arg
+
 __all__ = [
     "atomic_write",
     "umask",
@@ -53,12 +55,15 @@ def remove_orphans(folder) -> list[Path]:
     return orphans
 
 
-def check_writable_folder(path, what: str = "`out_dir`") -> Path:
-    """Create `path` if needed and prove a file can be written there, before any work."""
+def check_writable_folder(path, what: str | Arg = arg("out_dir")) -> Path:
+    """Create `path` if needed and prove a file can be written there, before any work;
+    `what` names the folder in the refusal (the argument that gave it, by default `out_dir`)."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise ValueError(
-            f"{what} {path} is a file, not a folder; give a folder name (it is created if missing)"
+        raise ArgumentError(
+            "{what} {path} is a file, not a folder; give a folder name (it is created if missing)",
+            what=what,
+            path=path,
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -66,9 +71,11 @@ def check_writable_folder(path, what: str = "`out_dir`") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ValueError(
-            f"{what} {path} cannot be written ({err.strerror or err}); choose a "
-            f"folder you can write to"
+        raise ArgumentError(
+            "{what} {path} cannot be written ({why}); choose a folder you can write to",
+            what=what,
+            path=path,
+            why=err.strerror or err,
         ) from None
     return path
 

@@ -9,6 +9,8 @@ import math
 import numbers
 from dataclasses import dataclass, fields, replace
 
+from nin.errors import ArgumentError, arg
+
 __all__ = [
     "Recipe",
     "CHOICES",
@@ -74,10 +76,13 @@ class Recipe:
                     f"recipe {self.name!r}: {name} must be a finite number {bounds}, got {value!r}"
                 )
         if self.momentum and self.optimizer != "sgd":
-            raise ValueError(
-                f"recipe {self.name!r}: momentum {self.momentum} is for SGD; "
-                f"{self.optimizer} has none (use `optimizer='sgd'`, "
-                f"or drop the momentum)"
+            raise ArgumentError(
+                "recipe {name!r}: momentum {momentum} is for SGD; {optimizer} has none (use "
+                "{sgd}, or drop the momentum)",
+                name=self.name,
+                momentum=self.momentum,
+                optimizer=self.optimizer,
+                sgd=arg("optimizer", "sgd"),
             )
 
     def changes_from(self, reference: "Recipe") -> list[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nin import spec as _spec
+from nin.errors import Message, arg
 
 __all__ = [
     "LayerCost",
@@ -192,12 +193,18 @@ def check_fits_in_memory(
     fits = max(0, int((available - fixed) // per_image))
     what = f"batch {batch_size} at {size}x{size}"
     advice = (
-        f"use a batch of at most {fits} (`batch_size={fits}`)"
+        Message("use a batch of at most {fits} ({arg})", fits=fits, arg=arg("batch_size", fits))
         if fits
         else f"even one image at {size}x{size} does not fit; use a smaller input"
     )
     raise MemoryError(
-        f"{what} needs about {per_batch / 2**30:.1f} GiB for {kind} (nin.resources' estimate, "
-        f"doubled for the frameworks' workspace), and {available / 2**30:.1f} GiB are "
-        f"available; {advice}"
+        Message(
+            "{what} needs about {need:.1f} GiB for {kind} (nin.resources' estimate, doubled for "
+            "the frameworks' workspace), and {available:.1f} GiB are available; {advice}",
+            what=what,
+            need=per_batch / 2**30,
+            kind=kind,
+            available=available / 2**30,
+            advice=advice,
+        )
     )

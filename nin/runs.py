@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin.errors import ArgumentError, Message, arg
 from nin.files import (
     check_writable_folder,
     format_version,
@@ -49,28 +50,56 @@ def claim_out_dir(out_dir, resume: bool = False, overwrite: bool = False) -> Pat
     the Trainer again before its first batch."""
     out_dir = Path(out_dir).expanduser()
     if resume and overwrite:
-        raise ValueError(
-            "`resume=True` continues the run in the folder and `overwrite=True` "
-            "replaces it; give one of them"
+        raise ArgumentError(
+            "{resume} continues the run in the folder and {overwrite} replaces it; give one "
+            "of them",
+            resume=arg("resume", True),
+            overwrite=arg("overwrite", True),
         )
     checkpoint = out_dir / "checkpoint.npz"
     held = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume and not checkpoint.exists():
         stopped = (
-            f"it holds {', '.join(held)} from a run stopped before its first epoch "
-            f"ended; `overwrite=True` starts that run again"
+            Message(
+                "it holds {held} from a run stopped before its first epoch ended; {overwrite} "
+                "starts that run again",
+                held=", ".join(held),
+                overwrite=arg("overwrite", True),
+            )
             if held
-            else "train once with this `out_dir` first, or drop `resume=True`"
+            else Message(
+                "train once with this {out_dir} first, or drop {resume}",
+                out_dir=arg("out_dir"),
+                resume=arg("resume", True),
+            )
         )
-        raise CheckpointError(f"`resume=True`: no checkpoint at {checkpoint}; {stopped}")
-    check_writable_folder(out_dir, "`out_dir`")
+        raise CheckpointError(
+            Message(
+                "{resume}: no checkpoint at {checkpoint}; {stopped}",
+                resume=arg("resume", True),
+                checkpoint=checkpoint,
+                stopped=stopped,
+            )
+        )
+    check_writable_folder(out_dir, arg("out_dir"))
     remove_orphans(out_dir)
     if held and not resume and not overwrite:
         what = "a run" if "checkpoint.npz" in held else "a run stopped before its first epoch ended"
         raise RunExistsError(
-            f"{out_dir} already holds {what} ({', '.join(held)}); pass "
-            + ("`resume=True` to continue it, " if "checkpoint.npz" in held else "")
-            + "`overwrite=True` to replace it, or choose another `out_dir`"
+            Message(
+                "{folder} already holds {what} ({held}); pass {continue_it}{overwrite} to "
+                "replace it, or choose another {out_dir}",
+                folder=out_dir,
+                what=what,
+                held=", ".join(held),
+                continue_it=(
+                    Message("{resume} to continue it, ", resume=arg("resume", True))
+                    if "checkpoint.npz" in held
+                    else ""
+                ),
+                overwrite=arg("overwrite", True),
+                out_dir=arg("out_dir"),
+            )
         )
     if overwrite:
         for name in held:
@@ -107,9 +136,13 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         raise
     except Exception as err:  # truncated zip, missing entry, bad JSON
         raise CheckpointError(
-            f"{path} is not a readable nin checkpoint ({err}); start the "
-            f"run again with `overwrite=True`, or resume another "
-            f"folder"
+            Message(
+                "{path} is not a readable nin checkpoint ({err}); start the run again with "
+                "{overwrite}, or resume another folder",
+                path=path,
+                err=err,
+                overwrite=arg("overwrite", True),
+            )
         ) from None
     if meta.get("format") not in (CHECKPOINT_FORMAT, f"{CHECKPOINT_FORMAT}/1"):
         raise CheckpointError(

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Iterator, NamedTuple, Union
 
+from nin.errors import Message, arg
+
 Shape = tuple  # (C, H, W) for feature maps, (features,) after Flatten; no batch dimension
 
 # what each backend supplies to build any spec: same names, same arguments, in every backend
@@ -458,9 +460,19 @@ def check_input_size(
         if len(shape) == 3 and min(shape[1:]) < 1:
             least = min_input_size(spec)
             raise InputTooSmallError(
-                f"input {height}x{width} is too small for {spec.name!r}: layer {layer} would "
-                f"output {shape[1]}x{shape[2]}. The minimum is {least}x{least}; "
-                f"resize the images to at least that (e.g. `{name}={least}`)."
+                Message(
+                    "input {height}x{width} is too small for {net!r}: layer {layer} would output "
+                    "{out_h}x{out_w}. The minimum is {least}x{least}; resize the images to at "
+                    "least that (e.g. {size}).",
+                    height=height,
+                    width=width,
+                    net=spec.name,
+                    layer=layer,
+                    out_h=shape[1],
+                    out_w=shape[2],
+                    least=least,
+                    size=arg(name, least),
+                )
             )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from nin.callbacks import Logs, default_callbacks, takes_logs
 from nin.data import data_settings
 from nin.distributed import SINGLE, DataParallelMixin, Shards
+from nin.errors import ArgumentError, Message, arg
 from nin.history import Board, History
 from nin.recipes import PIXEL_MEAN, PIXEL_STD, Recipe, lr_at, resolve_recipe
 
@@ -196,7 +197,7 @@ class TrainerBase(DataParallelMixin, HyperParameters):
     (batches after which a loss still near ln(num_classes) is reported; 0 turns it off),
     `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's),
     `callbacks` (more Callback objects, run after the defaults), `wording` (how printed
-    messages name arguments: the CLI passes its flags' names).
+    messages, nin.errors Messages, name arguments: the CLI passes its flags').
 
     Data parallelism (docs/distributed.md): `num_gpus=N` trains on N GPUs when there are N;
     `devices=N` asks for N replicas on whatever there is (N CPU replicas on a machine without
@@ -248,11 +249,19 @@ class TrainerBase(DataParallelMixin, HyperParameters):
         rank=None,
     ):
         if resume and not out_dir:
-            raise ValueError("`resume=True` needs `out_dir`: the folder of the run to continue")
+            raise ArgumentError(
+                "{resume} needs {out_dir}: the folder of the run to continue",
+                resume=arg("resume", True),
+                out_dir=arg("out_dir"),
+            )
         if devices is not None and (
             isinstance(devices, bool) or not isinstance(devices, int) or devices < 1
         ):
-            raise ValueError(f"`devices` must be a whole number >= 1, got {devices!r}")
+            raise ArgumentError(
+                "{devices} must be a whole number >= 1, got {got!r}",
+                devices=arg("devices"),
+                got=devices,
+            )
         self.save_hyperparameters(ignore=("board", "callbacks", "wording", "engine", "rank"))
         self.engine, self.rank = engine, rank
         self.world = SINGLE  # where this process stands; `_prepare` sets it
@@ -498,9 +507,9 @@ class TrainerBase(DataParallelMixin, HyperParameters):
             "engine": self.world.engine or None,
         }
 
-    def describe(self) -> str:
+    def describe(self, wording=str) -> str:
         """The one line printed when training starts: what runs, where, in which precision,
-        and how to change it."""
+        and how to change it; `wording` says the arguments it names (the CLI: its flags)."""
         recipe = getattr(self.model, "recipe", None)
         what = (
             recipe.describe()
@@ -508,17 +517,23 @@ class TrainerBase(DataParallelMixin, HyperParameters):
             else f"{self._optimizer_name()} at lr {self.base_lr:g} (the model's optimizer)"
         )
         if self.fast:
-            step = (
-                f"{'bf16' if self.bf16 else 'fp32'} fast path ({self.FAST_PATH}"
-                f"{', ' + self.FAST_BF16 if self.bf16 else '; no native bf16 here'}; `fast=False` "
-                f"for the plain fp32 step)"
+            step = Message(
+                "{precision} fast path ({path}{bf16}; {fast} for the plain fp32 step)",
+                precision="bf16" if self.bf16 else "fp32",
+                path=self.FAST_PATH,
+                bf16=", " + self.FAST_BF16 if self.bf16 else "; no native bf16 here",
+                fast=arg("fast", False),
             )
         else:
-            step = "fp32, the plain step as the chapter runs it (`fast=True` for the fast path)"
+            step = Message(
+                "fp32, the plain step as the chapter runs it ({fast} for the fast path)",
+                fast=arg("fast", True),
+            )
         where = self.world.describe() or f"on {self.device}"
         if threads := self._threads_note():
             where += f", {threads}"
-        return f"training {where}, {step}; {what}"
+        line = Message("training {where}, {step}; {what}", where=where, step=step, what=what)
+        return wording(line)
 
     def _threads_note(self) -> str:
         """The start line's words on the CPU threads the backend runs on, if any."""

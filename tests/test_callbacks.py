@@ -182,19 +182,23 @@ def test_the_environment_is_read_at_the_edge_not_in_constructors(monkeypatch, sy
 
 
 def test_library_messages_name_arguments_and_the_cli_names_its_flags(tmp_path):
-    """The library's wording is Python's (`resume=True`); nin.cli alone turns it into flags."""
+    """The library's wording is Python's (`resume=True`); nin.cli alone says the flags, from
+    the arguments the error names (nin.errors), not from its text."""
     from nin import runs
-    from nin.cli import cli_wording
+    from nin.cli import build_parser
+    from nin.errors import Message, arg
 
     (tmp_path / "checkpoint.npz").write_bytes(b"a run")
     with pytest.raises(runs.RunExistsError) as err:
         runs.claim_out_dir(tmp_path)
     message = str(err.value)
     assert "`resume=True`" in message and "`out_dir`" in message and "--" not in message
-    said = cli_wording(message)
+    wording = build_parser().parse_args(["train"]).wording
+    said = wording(err.value)
     assert "--resume" in said and "--overwrite" in said and "--out" in said and "`" not in said
+    mentions = dict(a=arg("resize", 67), b=arg("recipe", "nin"), c=arg("max_epochs", 4))
     assert (
-        cli_wording("(e.g. `resize=67`), `recipe='nin'`, `max_epochs=4`")
+        wording(Message("(e.g. {a}), {b}, {c}", **mentions))
         == "(e.g. --resize 67), --recipe nin, --epochs 4"
     )
 

@@ -13,6 +13,8 @@ import pytest
 from conftest import ROOT
 from nin.backends import BACKENDS
 from nin.cli import build_parser
+from nin.cli.wording import flag_words
+from nin.errors import ArgumentError, Placeholder, arg
 from nin.recipes import PLANS, RECIPE_FLAGS, Plan
 
 CLI = ROOT / "nin" / "cli"
@@ -149,3 +151,113 @@ def test_the_cli_never_branches_on_a_backend_s_name():
         if pattern.search(line)
     ]
     assert not said, said
+
+
+# Each command says a library message's arguments as its own flags (nin.cli.wording, read off
+# its parser): these are the words the command line printed when a regex table rewrote the
+# messages' text, and stay so.
+@pytest.mark.parametrize(
+    "command, mention, said",
+    [
+        ("train", arg("resume", True), "--resume"),
+        ("train", arg("overwrite", True), "--overwrite"),
+        ("train", arg("out_dir"), "--out"),
+        ("train", arg("root", Placeholder("<folder>")), "--data-dir <folder>"),
+        ("train", arg("root"), "--data-dir"),
+        ("train", arg("lr"), "--lr"),
+        ("train", arg("fast", False), "--no-fast"),
+        ("train", arg("fast", True), "drop --no-fast"),
+        ("train", arg("recipe", "nin"), "--recipe nin"),
+        ("train", arg("optimizer", "sgd"), "--optimizer sgd"),
+        ("train", arg("max_epochs", 3), "--epochs 3"),
+        ("train", arg("max_epochs"), "--epochs"),
+        ("train", arg("batch_size", 64), "--batch-size 64"),
+        ("train", arg("batch_size"), "--batch-size"),
+        ("train", arg("resize", 67), "--resize 67"),
+        ("train", arg("backend"), "--backend"),
+        ("train", arg("normalize"), "--normalize"),
+        ("train", arg("normalize", False), "--no-normalize"),
+        ("train", arg("devices", 2), "--devices 2"),
+        ("experiment", arg("overwrite", True), "--overwrite"),
+        ("experiment", arg("out_dir"), "--out"),
+        ("shapes", arg("size", 67), "--size 67"),
+        ("compare", arg("size", 67), "--size 67"),
+        ("compare", arg("root"), "--data-dir"),
+        ("export", arg("normalize"), "--normalize"),
+        # an argument the command has no flag for keeps its Python name
+        ("train", arg("gradient_clip_val", 1), "`gradient_clip_val=1`"),
+        ("train", arg("num_gpus", 1), "`num_gpus=1`"),
+        ("compare", arg("fast", False), "`fast=False`"),
+    ],
+)
+def test_each_command_says_an_argument_as_its_own_flag(command, mention, said):
+    parser = build_parser()
+    args = parser.parse_args([command] + _REQUIRED.get(command, []))
+    err = ArgumentError("try {it}", it=mention)
+    assert args.wording(err) == f"try {said}"
+    assert str(err) == f"try {mention.render()}"  # Python's words, whatever the command
+
+
+_REQUIRED = {"export": ["--weights", "w.npz", "--format", "onnx", "--out", "m.onnx"]}
+
+
+def test_text_that_is_not_a_library_message_is_printed_as_it_is():
+    """A framework's or the OS's error: no flag is read into it."""
+    wording = build_parser().parse_args(["train"]).wording
+    assert wording(OSError("`resume=True` and `out_dir`")) == "`resume=True` and `out_dir`"
+
+
+def _unstructured_mentions(source: str, names: set[str]) -> list[int]:
+    """The lines of `source` whose string literals (docstrings aside) write one of `names` in
+    backticks (`` `out_dir` ``, `` `resume=True` ``) instead of an arg() the CLI can word."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    pattern = re.compile(r"`(%s)[`=]" % "|".join(sorted(names)))
+    return sorted(
+        {
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and pattern.search(node.value)
+        }
+    )
+
+
+def test_the_scan_finds_a_mention_written_into_text_and_only_there():
+    source = (
+        'def f(out_dir):\n    """`out_dir`: where; `resume=True` continues."""\n'
+        '    raise ValueError(f"{out_dir}: pass `resume=True`")\n'
+    )
+    assert _unstructured_mentions(source, {"resume", "out_dir"}) == [3]
+
+
+def test_no_library_message_writes_a_flagged_argument_into_its_text():
+    """Every argument a command has a flag for is named in messages as an arg() (nin.errors),
+    so that the CLI says the flag without reading text; docstrings may name it as they like."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    names = {name for p in subparsers.choices.values() for name in flag_words(p)}
+    assert {"resume", "out_dir", "root", "max_epochs", "fast"} <= names
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / "nin").rglob("*.py"))
+        for line in _unstructured_mentions(path.read_text(), names)
+    ]
+    assert not found, found
+
+
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_no_fast_sets_the_argument_it_is_worded_as(command):
+    """--no-fast is `fast=False`, as its parser declares and as messages say it."""
+    parser = build_parser()
+    assert parser.parse_args([command]).fast is True
+    assert parser.parse_args([command, "--no-fast"]).fast is False

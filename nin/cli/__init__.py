@@ -2,7 +2,7 @@
 
 # One module a command, its flags beside what it runs (`add_parser(sub)`, `run(args)`);
 # `flags` declares the flags several commands share, `runs` what train and experiment share,
-# `wording` turns the library's Python wording into flags.
+# `wording` says the arguments library messages name as each command's flags.
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    for command_parser in sub.choices.values():  # args.wording: library messages, its flags
+        command_parser.set_defaults(wording=cli_wording(command_parser))
     return parser
 
 
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
         OverflowError,
         BackendUnavailableError,
     ) as err:
-        print(f"error: {cli_wording(str(err))}", file=sys.stderr)
+        print(f"error: {args.wording(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         folder = getattr(args, "run_folder", None)

@@ -10,7 +10,6 @@ import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.backends import BACKENDS, resolve_backends
 from nin.cli.flags import non_negative_int, positive_int
-from nin.cli.wording import cli_wording
 
 __all__ = ["add_parser", "run"]
 
@@ -120,7 +119,7 @@ def run(args) -> int:
             _print_parity(args, result, plot)
         return 0
     result = compare.compare_layers(backends, spec, weights_path=args.weights, **common)
-    print(json.dumps(result) if args.json else cli_wording(compare.format_layers(result)))
+    print(json.dumps(result) if args.json else compare.format_layers(result, args.wording))
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.cli.runs import claim_out, optimizer_slots, recipe_from_args
-from nin.cli.wording import cli_wording
 
 __all__ = ["add_parser", "run"]
 
@@ -72,10 +71,10 @@ def run(args) -> int:
         recipe=recipe,
         root=args.data_dir,
         progress=not args.quiet,
-        fast=not args.no_fast,
+        fast=args.fast,
         out_dir=out,
         num_gpus=args.num_gpus,
-        wording=cli_wording,
+        wording=args.wording,
     )
     print(experiment.format_table(rows))
     print(f"results.json, results.md and results.png are in {out}")

@@ -1,7 +1,9 @@
 """The flags more than one command takes, each declared here once, and the argparse types
 they share. A command calls `add_<flag>(p, ...)` with its own default (read from where it
 lives: the backend registry, the training plans) and, where the flag means more there, its
-own help."""
+own help. A flag sets the Python argument of its own name (`--batch-size`: `batch_size`)
+but where PYTHON_NAMES says another; the CLI words library messages with that
+(nin.cli.wording)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,13 @@ __all__ = [
     "add_size", "add_batch_size", "add_num_classes", "add_json", "add_seed", "add_data_dir",
     "add_weights", "add_out", "add_overwrite", "add_epochs", "add_resize",
     "add_limit_train_batches", "add_no_fast", "add_num_gpus", "add_recipe_flags",
+    "PYTHON_NAMES",
 ]  # fmt: skip
+
+# The library's argument each flag sets where it is not the flag's own name (its `dest`):
+# `--out` is the run's `out_dir`, `--data-dir` the data's `root`, `--epochs` the Trainer's
+# `max_epochs`. (`--no-fast` sets `fast` itself: dest 'fast', store_false.)
+PYTHON_NAMES = {"out": "out_dir", "data_dir": "root", "epochs": "max_epochs"}
 
 
 def positive_int(text: str) -> int:
@@ -119,7 +127,8 @@ def add_limit_train_batches(p, default: int | None = None) -> None:
 
 
 def add_no_fast(p, help: str) -> None:
-    p.add_argument("--no-fast", action="store_true", help=help)
+    """--no-fast: `fast=False` (args.fast)."""
+    p.add_argument("--no-fast", dest="fast", action="store_false", help=help)
 
 
 def add_num_gpus(p, default: int, help: str) -> None:

@@ -90,7 +90,7 @@ def apply_quick(args, argv):
         _spec.check_input_size(_spec.chapter_spec(), wanted["resize"], name="resize")
     except _spec.InputTooSmallError as err:
         raise ValueError(
-            f"{ENV_VAR}={os.environ[ENV_VAR]!r}: resize={wanted['resize']}: {err}"
+            f"{ENV_VAR}={os.environ[ENV_VAR]!r}: resize={wanted['resize']}: {args.wording(err)}"
         ) from None
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
     clashes = [

@@ -8,7 +8,6 @@ import sys
 import nin.cli.flags as flags
 from nin import spec as _spec
 from nin.backends import BackendUnavailableError, get_backend, resolve_backends
-from nin.cli.wording import cli_wording
 from nin.resources import num_params
 
 __all__ = ["add_parser", "run"]
@@ -43,7 +42,7 @@ def run(args) -> int:
     try:
         analytic = _spec.output_shapes(spec, args.size)
     except _spec.InputTooSmallError as err:
-        print(f"error: {cli_wording(str(err))}", file=sys.stderr)
+        print(f"error: {args.wording(err)}", file=sys.stderr)
         return 2
     check_fits_in_memory(spec, args.size, 1, training=False)
     results, failed = {}, False

@@ -15,7 +15,6 @@ from nin.cli.runs import (
     optimizer_slots,
     recipe_from_args,
 )
-from nin.cli.wording import cli_wording
 from nin.data import AUGMENTATIONS
 from nin.tta import TTA
 
@@ -166,7 +165,7 @@ def run(args) -> int:
         if writer:
             _say_done(args, history, out)
 
-    launch.run(train, cli_wording)
+    launch.run(train, args.wording)
     return 0
 
 
@@ -286,14 +285,14 @@ def _train(args, B, recipe, spec, engine, out):
         root=args.data_dir,
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,
-        fast=not args.no_fast,
+        fast=args.fast,
         num_gpus=1,
         out_dir=out,
         resume=args.resume,
         overwrite=args.overwrite,
         on_stuck=args.on_stuck,
     )
-    run = build_run(B, settings, wording=cli_wording, **engine)
+    run = build_run(B, settings, wording=args.wording, **engine)
     history = run.fit()
     if args.tta != "none" and out is not None:
         _score_with_tta(args, B, run.model, run.data, run.trainer, history, out)

@@ -1,38 +1,40 @@
-"""The command line's wording of library messages: Python arguments become the flags that
-set them."""
+"""The command line's wording of library messages: each Python argument a message names
+(nin.errors: `resume=True`, `out_dir`) is said as the flag of the command that sets it
+(`--resume`, `--out`), read off the command's own parser."""
 
 from __future__ import annotations
 
-import re
+import argparse
+import functools
+from typing import Callable
 
-__all__ = ["cli_wording"]
+from nin.cli.flags import PYTHON_NAMES
+from nin.errors import Flag, worded
 
-# The library names Python arguments in backticks (`resume=True`, `out_dir`); on the command
-# line they read as the flags that set them. Whatever has no flag keeps its Python name.
-_FLAG_WORDING = (
-    (r"`resume=True`", "--resume"),
-    (r"`overwrite=True`", "--overwrite"),
-    (r"`out_dir`", "--out"),
-    (r"`root=<folder>`", "--data-dir <folder>"),
-    (r"`root`", "--data-dir"),
-    (r"`lr`", "--lr"),
-    (r"`fast=False`", "--no-fast"),
-    (r"`fast=True`", "drop --no-fast"),
-    (r"`recipe='(\w+)'`", r"--recipe \1"),
-    (r"`optimizer='(\w+)'`", r"--optimizer \1"),
-    (r"`max_epochs=(\d+)`", r"--epochs \1"),
-    (r"`max_epochs`", "--epochs"),
-    (r"`batch_size=(\d+)`", r"--batch-size \1"),
-    (r"`batch_size`", "--batch-size"),
-    (r"`(resize|size)=(\d+)`", r"--\1 \2"),
-    (r"`backend`", "--backend"),
-    (r"`normalize`", "--normalize"),
-    (r"`devices=(\d+)`", r"--devices \1"),
-)
+__all__ = ["cli_wording", "flag_words"]
 
 
-def cli_wording(text: str) -> str:
-    """A library message as the command line says it: Python arguments become flags."""
-    for pattern, flag in _FLAG_WORDING:
-        text = re.sub(pattern, flag, text)
-    return text
+def flag_words(parser: argparse.ArgumentParser) -> dict[str, Flag]:
+    """The flags `parser` declares, by the Python argument each sets: a switch with the value
+    it sets (`--resume`: True; `--no-fast`: `fast` False), `--normalize` with its
+    `--no-normalize`, a flag that takes a value with none."""
+    words = {}
+    for action in parser._actions:
+        options = [o for o in action.option_strings if o.startswith("--")]
+        if not options or action.dest == argparse.SUPPRESS:  # --help
+            continue
+        name = PYTHON_NAMES.get(action.dest, action.dest)
+        if isinstance(action, argparse.BooleanOptionalAction):
+            words[name] = Flag(options[0], sets=True, opposite=options[1])
+        elif action.nargs == 0 and isinstance(action.const, bool):  # store_true / store_false
+            words[name] = Flag(options[0], sets=action.const)
+        else:
+            words[name] = Flag(options[0])
+    return words
+
+
+def cli_wording(parser: argparse.ArgumentParser) -> Callable[[object], str]:
+    """How `parser`'s command says a library message (a Message, or an exception carrying
+    one): each argument as the flag that sets it, one the command has no flag for in
+    Python's words; an error that is not ours (a framework's, the OS's) as it is."""
+    return functools.partial(worded, flags=flag_words(parser))

@@ -55,7 +55,7 @@ class Launch(_distributed.Launch):
         except BaseException as err:  # noqa: BLE001  (any failure: the others must not wait)
             if not isinstance(err, (ValueError, OSError, RuntimeError)):
                 traceback.print_exc()
-            print(f"error: {wording(str(err))}", file=sys.stderr, flush=True)
+            print(f"error: {wording(err)}", file=sys.stderr, flush=True)
             for proc in self.servers:
                 proc.kill()
             os._exit(2)

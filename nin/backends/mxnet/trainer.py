@@ -12,6 +12,7 @@ from nin import machine as _machine
 from nin import training as _training
 from nin.backends.mxnet import amx, ops, threads
 from nin.backends.mxnet.parallel import Parallel
+from nin.errors import Message, arg
 from nin.runs import CheckpointError, check_state_fits
 
 
@@ -128,10 +129,14 @@ class Trainer(Parallel, _training.TrainerBase):
         if "optim/states" in arrays:  # version 1: the bytes of gluon's `save_states`
             where = self.out_dir / "checkpoint.npz" if self.out_dir else "the checkpoint"
             raise CheckpointError(
-                f"{where} was written by an older nin, which kept MXNet's optimizer state as a "
-                f"Python pickle; reading a pickle can run any code, so nin no longer does. "
-                f"Start the run again with `overwrite=True` (the weights.npz beside it still "
-                f"loads: nin.weights.load)"
+                Message(
+                    "{where} was written by an older nin, which kept MXNet's optimizer state "
+                    "as a Python pickle; reading a pickle can run any code, so nin no longer "
+                    "does. Start the run again with {overwrite} (the weights.npz beside it "
+                    "still loads: nin.weights.load)",
+                    where=str(where),
+                    overwrite=arg("overwrite", True),
+                )
             )
         params = self.model._collect_params_with_prefix()
         check_state_fits(

@@ -12,6 +12,7 @@ from torch import nn
 
 from nin import distributed as _distributed
 from nin.backends.torch import ops
+from nin.errors import ArgumentError, arg
 
 
 def _grouped() -> bool:
@@ -44,12 +45,14 @@ class Parallel:
         asked = self._replicas_asked(available)
         if not _grouped():
             if asked > 1:
-                raise ValueError(
-                    f"PyTorch trains on {asked} devices with one process per device "
-                    f"(DistributedDataParallel): run `python -m nin train --devices {asked}`, "
-                    f"or start your script with `torchrun --nproc-per-node {asked}` and call "
-                    f"`torch.distributed.init_process_group()` before training; one process "
-                    f"trains on one device (`num_gpus=1`)"
+                raise ArgumentError(
+                    "PyTorch trains on {asked} devices with one process per device "
+                    "(DistributedDataParallel): run `python -m nin train --devices {asked}`, "
+                    "or start your script with `torchrun --nproc-per-node {asked}` and call "
+                    "`torch.distributed.init_process_group()` before training; one process "
+                    "trains on one device ({one})",
+                    asked=asked,
+                    one=arg("num_gpus", 1),
                 )
             self.world = _distributed.SINGLE
             if self.devices is not None:  # one device asked for: a GPU when there is one
@@ -65,9 +68,12 @@ class Parallel:
             return ops.cpu()
         local = int(os.environ.get("LOCAL_RANK", rank % available))  # torchrun's contract
         if local >= available:
-            raise ValueError(
-                f"this worker's local rank is {local}, and the machine has {available} GPU(s): "
-                f"start at most {available} workers a machine (`devices={available}`)"
+            raise ArgumentError(
+                "this worker's local rank is {local}, and the machine has {available} GPU(s): "
+                "start at most {available} workers a machine ({devices})",
+                local=local,
+                available=available,
+                devices=arg("devices", available),
             )
         torch.cuda.set_device(local)  # NCCL's collectives run on this worker's GPU
         self.gpus = [ops.gpu(local)]
