@@ -19,6 +19,7 @@ BACKENDS = {
     "torch": ("torch", "torch"),
     "mxnet": ("mxnet", "mxnet"),
     "tensorflow": ("tensorflow", "tensorflow"),
+    "jax": ("jax", "jax"),
 }
 _ALIASES = {"pytorch": "torch", "tf": "tensorflow", "mx": "mxnet"}
 _loaded: dict[str, ModuleType] = {}
