@@ -6,4 +6,5 @@ train` starts it."""
 
 from __future__ import annotations
 
+from nin.backends.jax.model import *
 from nin.backends.jax.ops import *
