@@ -6,5 +6,11 @@ train` starts it."""
 
 from __future__ import annotations
 
+from nin.backends import common as _common
+from nin.backends.jax import launch  # noqa: F401  (nin train's hook, not in __all__)
 from nin.backends.jax.model import *
 from nin.backends.jax.ops import *
+from nin.backends.jax.parallel import *
+from nin.backends.jax.trainer import *
+
+__all__ = [*_common.SURFACE, "normal", "get_key"]
