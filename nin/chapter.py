@@ -4,7 +4,7 @@ d2l chapters keep code in ```{.python .input} blocks; a first line `%%tab pytorc
 `mxnet, pytorch`, or `all`) says which tabs a block belongs to, and `tab.selected('x')`
 inside a block picks a framework's branch. `cells(text, tab)` returns one tab's code;
 `run_chapter(path, tab)` executes it with a `d2l` package whose `torch` / `mxnet` /
-`tensorflow` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
+`tensorflow` / `jax` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
 training cells small without editing them: `run_chapter` reads it, for its run only.
 """
 
@@ -21,8 +21,9 @@ from pathlib import Path
 __all__ = ["TABS", "Cell", "Tab", "cells", "run_chapter", "d2l_shim"]
 
 # chapter tab name -> nin backend name
-TABS = {"pytorch": "torch", "mxnet": "mxnet", "tensorflow": "tensorflow"}
+TABS = {"pytorch": "torch", "mxnet": "mxnet", "tensorflow": "tensorflow", "jax": "jax"}
 _BLOCK = re.compile(r"```\{\.python \.input\}\n(.*?)```", re.S)
+_SELECT = re.compile(r"tab\.interact_select\(\[([^\]]*)\]")
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,23 @@ class Cell:
 
 
 def cells(text: str, tab: str) -> list[Cell]:
-    """The code cells of `tab` ('pytorch', 'mxnet' or 'tensorflow'), in order."""
+    """The code cells of `tab` (one of TABS: 'pytorch', 'mxnet', 'tensorflow', 'jax'), in
+    order."""
     if tab not in TABS:
         raise ValueError(f"unknown tab {tab!r}; the chapter's tabs are {', '.join(TABS)}")
+    # the chapter's own tabs, as its first block selects them (an edition without the JAX
+    # tab says so there): what a block without a %%tab line, or `%%tab all`, belongs to
+    selected = _SELECT.search(text)
+    own = re.findall(r"[\w-]+", selected.group(1)) if selected else list(TABS)
     found = []
     for i, match in enumerate(_BLOCK.finditer(text)):
         lines = match.group(1).splitlines()
         if lines and lines[0].startswith("%load_ext"):
             continue  # the d2lbook tab machinery itself
-        tabs = list(TABS)  # a block without a %%tab line belongs to every tab
+        tabs = own
         if lines and lines[0].startswith("%%tab"):
             names = [t.strip() for t in lines[0][len("%%tab") :].split(",")]
-            tabs = list(TABS) if names == ["all"] else names
+            tabs = own if names == ["all"] else names
             lines = lines[1:]
         if tab in tabs:
             found.append(Cell(i, "\n".join(lines) + "\n"))
@@ -71,7 +77,7 @@ def d2l_shim() -> types.ModuleType:
     module.__path__ = []
 
     def __getattr__(name):
-        if name in ("torch", "mxnet", "tensorflow"):
+        if name in TABS.values():
             return get_backend(name)
         raise AttributeError(name)
 
@@ -114,10 +120,11 @@ def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
         for cell in cells(text, tab):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                exec(
-                    compile(cell.source, f"<{Path(path).name} cell {cell.index}>", "exec"),
-                    namespace,
-                )
+                # dont_inherit: the cells run as a notebook runs them, without this module's
+                # `from __future__ import annotations` (under which Flax's dataclass fields
+                # would be strings, looked up in a module the cells do not have)
+                name = f"<{Path(path).name} cell {cell.index}>"
+                exec(compile(cell.source, name, "exec", dont_inherit=True), namespace)
             outputs.append(buf.getvalue())
             if echo:
                 sys.stdout.write(buf.getvalue())
