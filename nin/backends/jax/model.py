@@ -182,6 +182,9 @@ class Classifier(Module):
         self.plot("acc", self.accuracy(params, batch[:-1], batch[-1], state), train=False)
 
 
+_NIN_FIELDS = {"lr", "num_classes", "recipe", "spec", "training", "overrides", "parent", "name"}
+
+
 class NiN(_training.NiNMixin, Classifier):
     """The chapter's NiN from a spec and a recipe. By default the chapter's model and
     training (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field
@@ -213,7 +216,20 @@ class NiN(_training.NiNMixin, Classifier):
         **recipe_fields,
     ):
         # a dataclass __init__ of our own: Flax's would take no recipe keywords; Flax's
-        # `clone` calls it with the resolved fields, which resolve to themselves
+        # `clone` calls it with the resolved fields, which resolve to themselves. A
+        # subclass's own fields are set from their keywords or defaults, as the fields
+        # no caller passes (init=False: the board) from theirs.
+        for f in dataclasses.fields(self):
+            if f.name not in _NIN_FIELDS:
+                if f.init and f.name in recipe_fields:
+                    value = recipe_fields.pop(f.name)
+                elif f.default is not dataclasses.MISSING:
+                    value = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    value = f.default_factory()
+                else:
+                    raise TypeError(f"{type(self).__name__} needs its field {f.name!r}")
+                object.__setattr__(self, f.name, value)
         overrides = tuple(sorted({**dict(overrides), **recipe_fields}.items()))
         resolved = types.SimpleNamespace(hparams={})
         _training.NiNMixin._setup(resolved, lr, num_classes, recipe, spec, dict(overrides))
@@ -240,6 +256,14 @@ class NiN(_training.NiNMixin, Classifier):
                 side = min_input_size(self.spec)
                 blank = jnp.zeros((1, side, side, self.spec.in_channels))
                 self.net.materialize(blank, self.recipe.init)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass keeps this __init__ (Flax's dataclass transform would write one that
+        takes no recipe keywords), unless it writes its own."""
+        own = "__init__" in cls.__dict__
+        super().__init_subclass__(**kwargs)
+        if not own:
+            cls.__init__ = NiN.__init__
 
     def setup(self):
         self.net = build_module(self.spec, self.training)
