@@ -136,10 +136,11 @@ class Module(_training.ModuleMixin, nn.Module):
 
 
 def _inference(model):
-    """`model` with its `training` field False, where it has one (dropout off)."""
-    if "training" in {f.name for f in dataclasses.fields(model)}:
-        return model.clone(training=False)
-    return model
+    """`model` with its `training` field False (dropout off) and fp32 compute, where it has
+    those fields."""
+    fields = {f.name for f in dataclasses.fields(model)}
+    changes = {"training": False, "compute_dtype": None}
+    return model.clone(**{k: v for k, v in changes.items() if k in fields})
 
 
 class Classifier(Module):
@@ -182,7 +183,8 @@ class Classifier(Module):
         self.plot("acc", self.accuracy(params, batch[:-1], batch[-1], state), train=False)
 
 
-_NIN_FIELDS = {"lr", "num_classes", "recipe", "spec", "training", "overrides", "parent", "name"}
+_NIN_FIELDS = {"lr", "num_classes", "recipe", "spec", "training", "overrides", "compute_dtype",
+               "parent", "name"}  # fmt: skip
 
 
 class NiN(_training.NiNMixin, Classifier):
@@ -190,7 +192,8 @@ class NiN(_training.NiNMixin, Classifier):
     training (recipe 'book'); `recipe='nin'` opts in to nin's. `lr` and any Recipe field
     passed as a keyword (optimizer, momentum, schedule, ...) win over the recipe's
     defaults. Flax fields: `lr`, `num_classes`, `recipe` and `spec` (as resolved), the
-    keywords given (`overrides`), and the chapter's `training`.
+    keywords given (`overrides`), the chapter's `training`, and `compute_dtype` (None:
+    fp32; 'bfloat16' where the Trainer's fast path sets it).
 
     `model.net` is the network with its weights (an ops.Net: Xavier or He init as the
     recipe says, made on the first call when the spec has a dense layer); inside Flax's
@@ -202,6 +205,7 @@ class NiN(_training.NiNMixin, Classifier):
     spec: Any = None
     training: bool = True
     overrides: tuple = ()
+    compute_dtype: Any = None
 
     def __init__(
         self,
@@ -211,6 +215,7 @@ class NiN(_training.NiNMixin, Classifier):
         spec=None,
         training=True,
         overrides=(),
+        compute_dtype=None,
         parent=nn.module._unspecified_parent,
         name=None,
         **recipe_fields,
@@ -240,6 +245,7 @@ class NiN(_training.NiNMixin, Classifier):
             spec=resolved.spec,
             training=training,
             overrides=overrides,
+            compute_dtype=compute_dtype,
             parent=parent,
             name=name,
         )
@@ -266,7 +272,7 @@ class NiN(_training.NiNMixin, Classifier):
             cls.__init__ = NiN.__init__
 
     def setup(self):
-        self.net = build_module(self.spec, self.training)
+        self.net = build_module(self.spec, self.training, self.compute_dtype)
 
     @staticmethod
     def _build(spec):

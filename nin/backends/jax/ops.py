@@ -121,13 +121,14 @@ class Flatten(nn.Module):
 class Ops:
     """The primitives `spec.build` makes any spec from (`spec.PRIMITIVES`). `training`
     says whether dropout drops (Flax fixes it when the module is made, as the tab's
-    `deterministic=not self.training` does)."""
+    `deterministic=not self.training` does); `dtype` is what convs and dense layers compute
+    in (None: their inputs' and weights', fp32; 'bfloat16' on the fast path, the weights
+    kept in fp32)."""
 
-    def __init__(self, training: bool = False):
-        self.training = training
+    def __init__(self, training: bool = False, dtype=None):
+        self.training, self.dtype = training, dtype
 
-    @staticmethod
-    def conv(out_channels, kernel, stride, padding, relu, in_channels):
+    def conv(self, out_channels, kernel, stride, padding, relu, in_channels):
         """A conv (its input channels found on the first call) and its ReLU; integer padding
         on each side, as torch and MXNet pad."""
         conv = nn.Conv(
@@ -135,6 +136,7 @@ class Ops:
             (kernel, kernel),
             strides=(stride, stride),
             padding=((padding, padding), (padding, padding)),
+            dtype=self.dtype,
         )
         return [conv, nn.relu] if relu else [conv]
 
@@ -153,9 +155,8 @@ class Ops:
     def flatten():
         return Flatten()
 
-    @staticmethod
-    def dense(units, relu):
-        dense = nn.Dense(units)
+    def dense(self, units, relu):
+        dense = nn.Dense(units, dtype=self.dtype)
         return nn.Sequential([dense, nn.relu]) if relu else dense
 
     @staticmethod
@@ -227,10 +228,10 @@ def drawn(params, key, init: str = "xavier") -> dict:
     return jax.tree_util.tree_map_with_path(draw, params)
 
 
-def build_module(spec: _spec.NetSpec, training: bool = False) -> nn.Sequential:
+def build_module(spec: _spec.NetSpec, training: bool = False, dtype=None) -> nn.Sequential:
     """The Flax definition for `spec`: one top-level layer per spec layer, at the positions
     of the tab's `nn.Sequential` (so its parameters have the tab's names)."""
-    return _spec.build(spec, Ops(training))
+    return _spec.build(spec, Ops(training, dtype))
 
 
 def build(spec: _spec.NetSpec) -> Net:

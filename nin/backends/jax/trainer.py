@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -31,10 +32,12 @@ class Trainer(Parallel, _training.TrainerBase):
     masks. The weights train in `self.state` (a TrainState); nin's `NiN` gets them back after
     every step (`model.net`). Fast path (`fast=True`): the whole step (forward, gradient,
     update) compiled by XLA as one program (`jax.jit`); the plain step is d2l's, its loss
-    compiled, its update not."""
+    compiled, its update not. Where bf16 is native (a GPU, a CPU with AVX-512 BF16 or AMX),
+    the fast path computes nin's NiN in bf16 (its `compute_dtype`), the weights and the loss
+    in fp32."""
 
     backend_name = "jax"
-    FAST_PATH, FAST_BF16 = "jit-compiled step", ""
+    FAST_PATH, FAST_BF16 = "jit-compiled step", "bf16 compute, fp32 weights"
 
     def fit(self, model, data, key=None):
         self._key = key
@@ -49,7 +52,13 @@ class Trainer(Parallel, _training.TrainerBase):
         self.device = self.gpus[0] if self.gpus else ops.cpu()
         _machine.note_device(self.num_gpus, gpus)
         data.device = self.device
-        self.bf16 = False
+        # bf16 where native, for a model that can compute in it (nin's NiN); a plain step
+        # undoes an earlier fast trainer's
+        can = "compute_dtype" in {f.name for f in dataclasses.fields(model)}
+        native = self.device.platform == "gpu" or _machine.cpu_has_bf16()
+        self.bf16 = bool(self.fast and can and native)
+        if can:
+            model.compute_dtype = "bfloat16" if self.bf16 else None
         key = getattr(self, "_key", None)
         params_key, dropout_key = jax.random.split(ops.get_key() if key is None else key)
         X = _training.sample_batch(data)[0]
