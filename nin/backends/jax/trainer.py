@@ -50,7 +50,10 @@ class Trainer(Parallel, _training.TrainerBase):
         if self.devices is not None:
             self.gpus = self.gpus[:1] if self._local_devices(gpus)[1] else []
         self.device = self.gpus[0] if self.gpus else ops.cpu()
-        _machine.note_device(self.num_gpus, gpus)
+        if self.world.parallel:  # the first replica holds the state
+            self.device = self._replicas[0]
+        else:
+            _machine.note_device(self.num_gpus, gpus)
         data.device = self.device
         # bf16 where native, for a model that can compute in it (nin's NiN); a plain step
         # undoes an earlier fast trainer's
