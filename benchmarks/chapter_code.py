@@ -168,4 +168,73 @@ def make_tensorflow(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
     return train_step, infer
 
 
-BASELINES = {"torch": make_torch, "mxnet": make_mxnet, "tensorflow": make_tensorflow}
+def make_jax(images: np.ndarray, labels: np.ndarray, gpu: bool = False):
+    """The English 1.0.3 edition's JAX tab as a reader writes it: Flax's layers at the tab's
+    places, d2l's step (the gradient of a compiled loss, then optax's SGD update, eager).
+    The class block is averaged over the whole map (the tab pools a 5 x 5 window, the map of
+    a 224 x 224 input), so that every size runs."""
+    from functools import partial
+
+    import jax
+    import optax
+    from flax import linen as nn
+
+    def block(channels, kernel, stride, pad):
+        square = ((pad, pad), (pad, pad))
+        layers = [nn.Conv(channels, (kernel, kernel), (stride, stride), square), nn.relu]
+        for _ in range(2):
+            layers += [nn.Conv(channels, (1, 1)), nn.relu]
+        return nn.Sequential(layers)
+
+    class NiN(nn.Module):
+        training: bool = True
+
+        def setup(self):
+            def pool(x):
+                return nn.max_pool(x, (3, 3), strides=(2, 2))
+
+            self.net = nn.Sequential(
+                [block(96, 11, 4, 0), pool, block(256, 5, 1, 2), pool, block(384, 3, 1, 1),
+                 pool, nn.Dropout(0.5, deterministic=not self.training), block(10, 3, 1, 1),
+                 lambda x: x.mean(axis=(1, 2))]
+            )  # fmt: skip
+
+        def __call__(self, X):
+            return self.net(X)
+
+    device = jax.devices("gpu" if gpu else "cpu")[0]
+    X = jax.device_put(images.transpose(0, 2, 3, 1), device)
+    y = jax.device_put(labels.astype(np.int32), device)
+    model, inference = NiN(), NiN(training=False)
+    key, dropout = jax.random.split(jax.random.PRNGKey(0))
+    params = model.init({"params": key, "dropout": dropout}, X[:1])["params"]
+    optim = optax.sgd(0.05)
+    state = {"params": params, "optim": optim.init(params), "dropout": dropout}
+
+    @partial(jax.jit, static_argnums=0)
+    def loss(module, params, X, y, rng):
+        logits = module.apply({"params": params}, X, rngs={"dropout": rng})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def train_step():
+        value, grads = jax.value_and_grad(loss, argnums=1)(
+            model, state["params"], X, y, state["dropout"]
+        )
+        updates, state["optim"] = optim.update(grads, state["optim"])
+        state["params"] = optax.apply_updates(state["params"], updates)
+        state["dropout"] = jax.random.split(state["dropout"])[0]
+        jax.block_until_ready(state["params"])
+        return float(value)
+
+    def infer():
+        return np.asarray(inference.apply({"params": state["params"]}, X))
+
+    return train_step, infer
+
+
+BASELINES = {
+    "torch": make_torch,
+    "mxnet": make_mxnet,
+    "tensorflow": make_tensorflow,
+    "jax": make_jax,
+}

@@ -87,6 +87,12 @@ def probe(backend: str, gpu: bool) -> float:
 
         with tf.device("/GPU:0" if gpu else "/CPU:0"):
             return float(tf.reduce_sum(tf.ones(4) * 2).numpy())
+    if backend == "jax":  # a CPU-only jaxlib has no "gpu" devices: this raises, and says so
+        import jax
+        from jax import numpy as jnp
+
+        device = jax.devices("gpu" if gpu else "cpu")[0]
+        return float((jax.device_put(jnp.ones(4), device) * 2).sum())
     import mxnet as mx
 
     return float((mx.np.ones(4, ctx=mx.gpu() if gpu else mx.cpu()) * 2).sum().item())

@@ -7,7 +7,7 @@ mark blocks with a first line `#@tab pytorch` (or `#@tab all`) instead and leave
 MXNet code unmarked: there an unmarked block is MXNet's alone, their books' first tab
 (in the 1.0 editions it is every tab's). `cells(text, tab)` returns one tab's code;
 `run_chapter(path, tab)` executes it with a `d2l` package whose `torch` / `mxnet` /
-`tensorflow` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
+`tensorflow` / `jax` attributes are `nin`'s backends. Set NIN_QUICK (see nin.quick) to run the
 training cells small without editing them: `run_chapter` reads it, for its run only.
 """
 
@@ -24,9 +24,10 @@ from pathlib import Path
 __all__ = ["TABS", "CLASSIC_DEFAULT_TAB", "Cell", "Tab", "cells", "run_chapter", "d2l_shim"]
 
 # chapter tab name -> nin backend name
-TABS = {"pytorch": "torch", "mxnet": "mxnet", "tensorflow": "tensorflow"}
+TABS = {"pytorch": "torch", "mxnet": "mxnet", "tensorflow": "tensorflow", "jax": "jax"}
 _BLOCK = re.compile(r"```\{\.python \.input[^}\n]*\}\n(.*?)```", re.S)  # attributes: n=3
 _MARK = re.compile(r"(%%tab|#@tab)\b(.*)")
+_SELECT = re.compile(r"tab\.interact_select\(\[([^\]]*)\]")
 # the tab of a classic edition's unmarked block: the first of its books' tabs
 CLASSIC_DEFAULT_TAB = "mxnet"
 
@@ -38,12 +39,18 @@ class Cell:
 
 
 def cells(text: str, tab: str) -> list[Cell]:
-    """The code cells of `tab` ('pytorch', 'mxnet' or 'tensorflow'), in order."""
+    """The code cells of `tab` (one of TABS: 'pytorch', 'mxnet', 'tensorflow', 'jax'), in
+    order."""
     if tab not in TABS:
         raise ValueError(f"unknown tab {tab!r}; the chapter's tabs are {', '.join(TABS)}")
     blocks = [match.group(1).splitlines() for match in _BLOCK.finditer(text)]
     classic = any(lines and lines[0].startswith("#@tab") for lines in blocks)
-    unmarked = [CLASSIC_DEFAULT_TAB] if classic else list(TABS)
+    # the chapter's own tabs, as its first block selects them (an edition without the JAX
+    # tab says so there): what `all` means, and in a 1.0 edition what a block without a
+    # %%tab line belongs to
+    selected = _SELECT.search(text)
+    own = re.findall(r"[\w-]+", selected.group(1)) if selected else list(TABS)
+    unmarked = [CLASSIC_DEFAULT_TAB] if classic else own
     found = []
     for i, lines in enumerate(blocks):
         if lines and lines[0].startswith("%load_ext"):
@@ -52,7 +59,7 @@ def cells(text: str, tab: str) -> list[Cell]:
         mark = _MARK.match(lines[0]) if lines else None
         if mark:
             names = [t.strip() for t in mark.group(2).split(",")]
-            tabs = list(TABS) if "all" in names else names
+            tabs = own if "all" in names else names
             lines = lines[1:]
         if tab in tabs:
             found.append(Cell(i, "\n".join(lines) + "\n"))
@@ -80,7 +87,7 @@ def d2l_shim() -> types.ModuleType:
     module.__path__ = []
 
     def __getattr__(name):
-        if name in ("torch", "mxnet", "tensorflow"):
+        if name in TABS.values():
             return get_backend(name)
         raise AttributeError(name)
 
@@ -123,10 +130,11 @@ def run_chapter(path, tab: str, echo: bool = True) -> tuple[dict, list[str]]:
         for cell in cells(text, tab):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                exec(
-                    compile(cell.source, f"<{Path(path).name} cell {cell.index}>", "exec"),
-                    namespace,
-                )
+                # dont_inherit: the cells run as a notebook runs them, without this module's
+                # `from __future__ import annotations` (under which Flax's dataclass fields
+                # would be strings, looked up in a module the cells do not have)
+                name = f"<{Path(path).name} cell {cell.index}>"
+                exec(compile(cell.source, name, "exec", dont_inherit=True), namespace)
             outputs.append(buf.getvalue())
             if echo:
                 sys.stdout.write(buf.getvalue())

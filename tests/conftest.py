@@ -1,4 +1,5 @@
-"""Shared fixtures. NIN_TEST_BACKENDS picks the backends to test (default: all three)."""
+"""Shared fixtures. NIN_TEST_BACKENDS picks the backends to test (default: every registered
+one, nin.backends.BACKENDS)."""
 
 import os
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nin.backends import BACKENDS as REGISTERED
 from nin.data import FILES, write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,9 +71,27 @@ def golden(request):
     return check
 
 
-BACKENDS = [
-    b for b in os.environ.get("NIN_TEST_BACKENDS", "torch,mxnet,tensorflow").split(",") if b
-]
+BACKENDS = [b for b in os.environ.get("NIN_TEST_BACKENDS", ",".join(REGISTERED)).split(",") if b]
+
+# the chapter (shared/ beside the checkout, as CI lays it out): the three tabs of the edition
+# nin follows, and the English 1.0.3 edition, the first with the JAX tab (when present)
+CHAPTER_EN = ROOT.parent / "shared" / "chapter" / "nin-en-1.0.3.md"
+
+
+def chapter_with_tab(tab: str) -> Path:
+    """The chapter file that has `tab`: the shared chapter, or for a tab it lacks (JAX) the
+    English 1.0.3 edition, the test skipped naming that file when it is absent."""
+    from nin.chapter import cells
+
+    if cells(chapter_path().read_text(encoding="utf-8"), tab):
+        return CHAPTER
+    if not CHAPTER_EN.exists():
+        pytest.skip(
+            f"the {tab} tab is in the English 1.0.3 edition of the chapter, not at "
+            f"{CHAPTER_EN}: put d2l-ai/d2l-en's chapter_convolutional-modern/nin.md of the "
+            f"v1.0.3 tag there"
+        )
+    return CHAPTER_EN
 
 
 def synthetic_fashion(folder: Path, n_train=600, n_test=100, seed=0) -> Path:
@@ -91,9 +111,19 @@ def synthetic_fashion(folder: Path, n_train=600, n_test=100, seed=0) -> Path:
     return folder
 
 
+def _classic_tabs() -> tuple:
+    from nin.backends import CLASSIC_TABS
+
+    return CLASSIC_TABS
+
+
+# the backends with the classic editions' API (train_ch6 ...): the classic tests' backends
+CLASSIC_BACKENDS = [b for b in BACKENDS if b in _classic_tabs()]
+
+
 def needs(*backends):
     """Skip a test that names a backend NIN_TEST_BACKENDS leaves out (the numpy 2 job tests
-    PyTorch alone; `make test` runs all three)."""
+    PyTorch alone; `make test` runs every one)."""
     missing = [b for b in backends if b not in BACKENDS]
     return pytest.mark.skipif(
         bool(missing), reason=f"NIN_TEST_BACKENDS leaves out {', '.join(missing)} in this job"
@@ -109,6 +139,27 @@ def synthetic_root(tmp_path_factory) -> Path:
 def backend(request):
     """Each test case runs with one backend."""
     return request.param
+
+
+def scale_loss(model, factor) -> None:
+    """Replace `model.training_step` by one whose loss is multiplied by `factor()` (called
+    once a step), in the tab's own signature: `(batch) -> loss`, or JAX's `(params, batch,
+    state) -> ((loss, aux), grads)`."""
+    import inspect
+
+    step = model.training_step
+    if "params" in inspect.signature(step).parameters:
+
+        def scaled(params, batch, state):
+            (loss, aux), grads = step(params, batch, state)
+            return (loss * factor(), aux), grads
+
+    else:
+
+        def scaled(batch):
+            return step(batch) * factor()
+
+    model.training_step = scaled
 
 
 def run_python(code: str, env_extra=None, cwd=ROOT):

@@ -14,10 +14,17 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import real_d2l
+from conftest import CLASSIC_BACKENDS, real_d2l
 from nin import classic
 from nin.backends import get_backend
 from nin.chapter import d2l_shim
+
+
+@pytest.fixture(params=CLASSIC_BACKENDS)
+def backend(request):
+    """The tabs the classic editions have (d2l-en 0.17 and d2l-zh 2.0 have no JAX tab)."""
+    return request.param
+
 
 SIZE, BATCH, STEPS, EPOCHS, LR = 28, 16, 8, 2, 0.1
 

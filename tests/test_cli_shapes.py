@@ -3,6 +3,7 @@
 import json
 
 from conftest import run_python
+from nin.backends import get_backend
 from nin.cli import main
 
 EXPECTED_CHW = [
@@ -31,7 +32,7 @@ def test_shapes_json(backend, capsys):
 def test_shapes_table_says_layout(backend, capsys):
     assert main(["shapes", "--backend", backend, "--size", "96"]) == 0
     out = capsys.readouterr().out
-    assert ("NHWC" if backend == "tensorflow" else "NCHW") in out
+    assert get_backend(backend).LAYOUT in out
     assert "matches the spec's 1,992,166" in out
 
 
@@ -39,7 +40,7 @@ def test_too_small_exits_nonzero_before_any_framework():
     out = run_python(
         "import sys; from nin.cli import main; "
         "code = main(['shapes', '--size', '50']); "
-        "print(code, sorted({'torch','mxnet','tensorflow'} & set(sys.modules)))"
+        "print(code, sorted({'torch','mxnet','tensorflow','jax','flax'} & set(sys.modules)))"
     )
     assert out.stdout.strip() == "2 []"
     assert "input 50x50 is too small" in out.stderr and "67x67" in out.stderr

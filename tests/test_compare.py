@@ -159,8 +159,13 @@ def test_sgd_momentum_under_one_cycle_is_one_rule_in_every_backend(synthetic_roo
     sgd = replace(compare.PARITY_RECIPE, name="sgd-momentum", lr=0.01, momentum=0.9)
     sgd = replace(sgd, schedule="onecycle", weight_decay=1e-3)
     kwargs = dict(size=67, batch_size=16, steps=8, root=synthetic_root, recipe=sgd)
+    # a backend whose optimizer keeps the lr inside its buffer, so rescales it
+    # (`_scale_momentum`); optax's SGD (JAX) keeps torch.optim's rule and has nothing to undo
+    own = [b for b in BACKENDS if "_scale_momentum" in vars(get_backend(b).Trainer)]
+    if not own:
+        pytest.skip("no backend here keeps its own momentum rule: nothing to compare against")
     result = compare.train_parity(BACKENDS, S.chapter_spec(), **kwargs)
-    other = next(b for b in BACKENDS if b != "torch")
+    other = own[0]
     monkeypatch.setattr(get_backend(other).Trainer, "_scale_momentum", lambda self, ratio: None)
     own_rule = compare.train_parity(["torch", other], S.chapter_spec(), **kwargs)
     # AVX2 CPU, 2026-11-30: backends 3e-6 apart in loss and 4e-6 in weights, against 2e-3

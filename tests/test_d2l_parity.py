@@ -8,11 +8,16 @@ trained by its own library's Trainer on the same batches.
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, chapter_path, real_d2l
+from conftest import BACKENDS, CHAPTER, chapter_path, chapter_with_tab, needs, real_d2l
 from nin.backends import get_backend
 from nin.chapter import TABS, Tab, cells
 
 TAB_OF = {backend: tab for tab, backend in TABS.items()}
+# the shared edition's tabs (its cells say which); the JAX tab, of the English 1.0.3
+# edition, is tested below
+THREE_TABS = [
+    b for b in BACKENDS if not CHAPTER.exists() or cells(CHAPTER.read_text("utf-8"), TAB_OF[b])
+]
 SIZE, BATCH, STEPS = 96, 8, 5
 pytestmark = pytest.mark.d2l
 
@@ -110,7 +115,7 @@ def _built_pair(backend):
     return theirs, ours, real
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", THREE_TABS)
 def test_default_nin_is_the_chapters_model(backend):
     """Same weights, same input: the logits agree (fp32, inference). nin's `nin` recipe (a
     linear class block, standardized inputs) would differ by far more than the tolerance."""
@@ -145,7 +150,7 @@ def _without_dropout(model):
             layer.rate = 0.0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", THREE_TABS)
 def test_chapter_training_matches_d2l(backend):
     """5 SGD steps at the chapter's lr, each library's own Trainer: the same losses and weights.
     PyTorch and MXNet train with dropout on both sides (the same seed gives the same masks);
@@ -183,3 +188,142 @@ def test_chapter_training_matches_d2l(backend):
     assert moved > 1e-4, "the weights did not move: the comparison would prove nothing"
     for a, b in zip(ours_final, theirs_final):
         assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(b).max())
+
+
+# --- JAX: the English 1.0.3 edition's tab -------------------------------------------------
+# The JAX tab's model keeps no weights (Flax): each Trainer holds them in its TrainState.
+# nin's NiN lays its layers at the tab's positions in nn.Sequential, so both parameter trees
+# have the same names, and the same key draws the same dropout masks on both sides.
+
+
+def _readers_nin(d2l, nn):
+    """The JAX tab's NiN as a reader writes it on the real d2l: a Flax subclass of
+    d2l.Classifier with the chapter's fields, its layers made in `setup`; the class block
+    averaged over the whole map (the tab pools a 5 x 5 one), so that any size runs. Used
+    where the chapter's own cells are not at hand."""
+
+    def block(channels, kernel, stride, pad):
+        square = ((pad, pad), (pad, pad))
+        convs = [nn.Conv(channels, (kernel, kernel), (stride, stride), square)]
+        convs += [nn.Conv(channels, (1, 1)) for _ in range(2)]
+        return nn.Sequential([layer for conv in convs for layer in (conv, nn.relu)])
+
+    def pool(x):
+        return nn.max_pool(x, (3, 3), strides=(2, 2))
+
+    class ReadersNiN(d2l.Classifier):
+        lr: float = 0.1
+        num_classes: int = 10
+        training: bool = True
+
+        def setup(self):
+            layers = [block(96, 11, 4, 0), pool, block(256, 5, 1, 2), pool]
+            layers += [block(384, 3, 1, 1), pool, nn.Dropout(0.5, deterministic=not self.training)]
+            layers += [block(self.num_classes, 3, 1, 1), lambda x: x.mean(axis=(1, 2))]
+            self.net = nn.Sequential(layers)
+
+    return ReadersNiN
+
+
+def _jax_model(source):
+    """(the JAX tab's NiN class on the real d2l, the input size it takes): the chapter's own
+    cells (English 1.0.3 edition, skipped where absent) or a reader's (`_readers_nin`)."""
+    real = real_d2l("jax")
+    if source == "readers":
+        from flax import linen as nn
+
+        return _readers_nin(real, nn), 67
+    chapter = chapter_with_tab("jax")
+    namespace = {"__name__": "__chapter__", "tab": Tab("jax")}
+    for cell in cells(chapter.read_text(encoding="utf-8"), "jax"):
+        exec(compile(cell.source, f"<chapter cell {cell.index}>", "exec"), namespace)
+        if "class NiN" in cell.source:
+            break
+    assert namespace["d2l"] is real
+    return namespace["NiN"], 224  # its global pooling is a 5 x 5 window: 224 x 224 inputs
+
+
+def _jax_batches(size, count, seed=0):
+    from jax import numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            jnp.asarray(rng.random((BATCH // 2, size, size, 1), dtype=np.float32)),
+            jnp.asarray(rng.integers(0, 10, BATCH // 2), jnp.int32),
+        )
+        for _ in range(count)
+    ]
+
+
+@needs("jax")
+@pytest.mark.parametrize("source", ["chapter", "readers"])
+def test_jax_default_nin_is_the_tabs_model(source):
+    """nin's NiN(lr=0.05) and the tab's: the same parameter names, shapes and count; with
+    nin's weights, the same logits (fp32, inference)."""
+    import jax
+
+    B = get_backend("jax")
+    TabNiN, size = _jax_model(source)
+    B.set_seed(0)
+    ours = B.NiN(lr=0.05)
+    X = _jax_batches(size, 1)[0][0]
+    theirs = TabNiN(lr=0.05, training=False)
+    their_params = theirs.init(jax.random.PRNGKey(0), X)["params"]
+    our_params = {"net": ours.net.params}
+    shapes = jax.tree_util.tree_map(lambda a: a.shape, our_params)
+    assert shapes == jax.tree_util.tree_map(lambda a: a.shape, their_params)
+    assert sum(a.size for a in jax.tree_util.tree_leaves(our_params)) == 1_992_166
+    expected = np.asarray(theirs.apply({"params": our_params}, X))
+    got = B.predict(ours, np.asarray(X))
+    assert np.abs(expected).max() > 0, "every logit is 0: the comparison would prove nothing"
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max(), (got, expected)
+
+
+@needs("jax")
+@pytest.mark.parametrize("source", ["chapter", "readers"])
+def test_jax_chapter_training_matches_d2l(source):
+    """3 SGD steps at the chapter's lr, each library's own Trainer, the same key (so the same
+    dropout masks): the same losses and weights. The tab's model starts from nin's weights
+    (its `apply_init` hands them over)."""
+    import jax
+
+    B, real = get_backend("jax"), real_d2l("jax")
+    TabNiN, size = _jax_model(source)
+    B.set_seed(0)
+    ours = B.NiN(lr=0.05)
+    start = {"net": ours.net.params}
+    theirs = TabNiN(lr=0.05)
+    theirs.apply_init = lambda dummy_input, key: {"params": start}
+    theirs.board.display = False
+    their_losses = []
+    step = theirs.training_step
+
+    def recorded(params, batch, state):
+        value, grads = step(params, batch, state)
+        their_losses.append(float(value[0]))
+        return value, grads
+
+    theirs.training_step = recorded
+    batches = _jax_batches(size, 3, seed=1)
+    key = jax.random.PRNGKey(7)
+    their_trainer = real.Trainer(max_epochs=1)
+    their_trainer.fit(theirs, _Batches(batches), key=key)
+
+    trainer = B.Trainer(max_epochs=1, progress=False, stuck_check=0)
+    history = trainer.fit(ours, _Batches(batches), key=key)
+    our_losses = [loss for _, loss in history.steps]
+
+    assert len(their_losses) == len(our_losses) == 3
+    np.testing.assert_allclose(our_losses, their_losses, rtol=1e-5, atol=1e-6)
+    final, their_final = (
+        jax.tree_util.tree_leaves(p) for p in ({"net": ours.net.params}, their_trainer.state.params)
+    )
+    moved = max(
+        np.abs(np.asarray(a) - np.asarray(b)).max()
+        for a, b in zip(final, jax.tree_util.tree_leaves(start))
+    )
+    assert moved > 1e-4, "the weights did not move: the comparison would prove nothing"
+    for a, b in zip(final, their_final):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max())

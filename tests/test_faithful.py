@@ -43,6 +43,13 @@ def _optimizer_settings(backend, optim) -> dict:
             "weight_decay": inner.wd,
             "kind": type(inner).__name__.lower(),
         }
+    if backend == "jax":  # nin's optax Optimizer: its settings, the lr it starts at
+        return {
+            "lr": optim.learning_rate,
+            "momentum": optim.momentum,
+            "weight_decay": optim.weight_decay,
+            "kind": optim.name,
+        }
     return {
         "lr": float(optim.learning_rate.numpy()),
         "momentum": float(getattr(optim, "momentum", 0.0)),
@@ -382,7 +389,7 @@ def test_overridden_validation_step_is_what_runs(backend, fast, synthetic_root):
     B = get_backend(backend)
 
     class Mine(B.NiN):
-        def validation_step(self, batch):
+        def validation_step(self, *batch):  # (batch), or JAX's (params, batch, state)
             self.plot("loss", 7.0, train=False)
             self.plot("acc", 0.25, train=False)
             self.plot("top3", 0.5, train=False)  # any metric reaches the history
@@ -477,6 +484,11 @@ def _global_norm(backend, model_or_grads) -> float:
             sum(float((p.grad() ** 2).sum()) for p in model_or_grads.collect_params().values())
             ** 0.5
         )
+    if backend == "jax":  # a tree of gradients
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(model_or_grads)
+        return float(np.sqrt(sum(float(np.sum(np.square(np.asarray(g)))) for g in leaves)))
     return float(np.sqrt(sum(float(np.sum(np.square(g.numpy()))) for g in model_or_grads)))
 
 

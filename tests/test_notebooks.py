@@ -12,10 +12,11 @@ nbclient = pytest.importorskip("nbclient", reason="the notebook extra is not ins
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == [
         "compare.ipynb",
         "exercises.ipynb",
+        "nin_jax.ipynb",
         "nin_mxnet.ipynb",
         "nin_pytorch.ipynb",
         "nin_tensorflow.ipynb",

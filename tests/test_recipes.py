@@ -123,6 +123,18 @@ def test_label_smoothing_is_the_same_loss_in_every_backend(backend, eps):
         from mxnet import np as mnp
 
         got = model.loss(mnp.array(logits), mnp.array(labels))
+    elif backend == "jax":  # the tab's loss(params, X, Y, state): the state's model is given
+        import optax
+        from jax import numpy as jnp
+
+        state = B.TrainState.create(
+            apply_fn=lambda variables, X, **kwargs: (X, {}),
+            params={},
+            tx=optax.identity(),
+            batch_stats={},
+            dropout_rng=B.get_key(),
+        )
+        got, _ = model.loss({}, (jnp.asarray(logits),), jnp.asarray(labels), state)
     else:
         import tensorflow as tf
 
@@ -203,7 +215,7 @@ def test_tta_scores_the_same_views_of_mirrored_test_images(backend, synthetic_ro
     B.set_seed(0)
     data = B.FashionMNIST(batch_size=32, resize=(67, 67), root=synthetic_root)
     model = B.NiN(recipe="nin")
-    model.apply_init([data.convert_batch(data.test[0][:2], data.test[1][:2])[0]])
+    B.predict(model, B.to_numpy(data.convert_batch(data.test[0][:2], data.test[1][:2])[0]))
     probs, labels = tta_probabilities(B, model, data, tta, limit_batches=2)
     views = 2 if tta == "flip" else 10
     assert probs.shape == (64, 10) and (labels == data.test[1][:64]).all()

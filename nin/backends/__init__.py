@@ -11,15 +11,19 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "get_backend", "available_backends",
-           "resolve_backends"]  # fmt: skip
+__all__ = ["BACKENDS", "CLASSIC_TABS", "BackendUnavailableError", "get_backend",
+           "available_backends", "resolve_backends"]  # fmt: skip
 
 # backend name -> (framework package, pip extra that installs it)
 BACKENDS = {
     "torch": ("torch", "torch"),
     "mxnet": ("mxnet", "mxnet"),
     "tensorflow": ("tensorflow", "tensorflow"),
+    "jax": ("jax", "jax"),
 }
+# the backends with the classic editions' API (`train_ch6` and its friends, nin.classic):
+# d2l-en 0.17 and d2l-zh 2.0 have PyTorch, MXNet and TensorFlow tabs, and no JAX one
+CLASSIC_TABS = ("torch", "mxnet", "tensorflow")
 _ALIASES = {"pytorch": "torch", "tf": "tensorflow", "mx": "mxnet"}
 _loaded: dict[str, ModuleType] = {}
 

@@ -11,18 +11,20 @@ import numpy as np
 from nin.classic import CLASSIC_NAMES
 from nin.weights import input_from_nchw
 
-__all__ = ["SURFACE", "OPS_NAMES", "MODEL_NAMES", "BACKEND_MODULES", "make_try_gpu",
-           "make_layer_shapes"]  # fmt: skip
+__all__ = ["SURFACE", "CLASSIC_SURFACE", "OPS_NAMES", "MODEL_NAMES", "BACKEND_MODULES",
+           "make_try_gpu", "make_layer_shapes"]  # fmt: skip
 
-# what every backend module offers (its __all__): d2l's names the chapter's cells use, the
-# classic editions' (0.17, 2.0: `train_ch6` and its friends, in the `classic` module), and the
+# what every backend module offers (its __all__): d2l's names the chapter's cells use and the
 # ones nin adds; each backend adds its random-tensor function (randn, or Keras' normal)
 SURFACE = (
     "nin_block", "build", "count_params", "layer_shapes", "layer_outputs", "predict",
     "parameter_arrays", "assign_parameter_arrays", "Module", "Classifier", "NiN", "Trainer",
     "FashionMNIST", "init_cnn", "try_gpu", "gpu", "cpu", "num_gpus", "set_seed", "to_numpy",
-    "synchronize", "strict_fp32", *CLASSIC_NAMES,
+    "synchronize", "strict_fp32",
 )  # fmt: skip
+# and the backends of the classic editions' tabs (CLASSIC_TABS) the classic names, in their
+# `classic` module: `train_ch6` and its friends (d2l-en 0.17, d2l-zh 2.0)
+CLASSIC_SURFACE = CLASSIC_NAMES
 
 # where the surface lives in a backend package (nin/backends/<name>/), whose __init__ gathers
 # each module's public names; the trainer module holds the Trainer
@@ -32,7 +34,7 @@ OPS_NAMES = (
     "try_gpu", "gpu", "cpu", "num_gpus", "set_seed", "to_numpy", "synchronize", "strict_fp32",
 )  # fmt: skip
 MODEL_NAMES = ("Module", "Classifier", "NiN", "FashionMNIST")
-BACKEND_MODULES = ("ops", "model", "trainer", "parallel", "launch", "classic")
+BACKEND_MODULES = ("ops", "model", "trainer", "parallel", "launch")
 
 
 def make_try_gpu(gpu: Callable, cpu: Callable, num_gpus: Callable) -> Callable:

@@ -20,4 +20,4 @@ from nin.backends.mxnet.ops import *
 from nin.backends.mxnet.parallel import *
 from nin.backends.mxnet.trainer import *
 
-__all__ = [*_common.SURFACE, "randn"]
+__all__ = [*_common.SURFACE, *_common.CLASSIC_SURFACE, "randn"]

@@ -19,4 +19,4 @@ from nin.backends.tensorflow.ops import *
 from nin.backends.tensorflow.parallel import *
 from nin.backends.tensorflow.trainer import *
 
-__all__ = [*_common.SURFACE, "normal"]
+__all__ = [*_common.SURFACE, *_common.CLASSIC_SURFACE, "normal"]

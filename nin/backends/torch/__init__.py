@@ -15,4 +15,4 @@ from nin.backends.torch.ops import *
 from nin.backends.torch.parallel import *
 from nin.backends.torch.trainer import *
 
-__all__ = [*_common.SURFACE, "randn"]
+__all__ = [*_common.SURFACE, *_common.CLASSIC_SURFACE, "randn"]
