@@ -159,3 +159,23 @@ def test_each_layers_weights_hold_what_its_cost_counts():
         for step in S.walk(spec, size):
             held = sum(int(np.prod(w.shape)) for w in step.layer.weights(step.name, step.in_shape))
             assert held == step.layer.cost(step.in_shape).params, (name, step.name)
+
+
+# --- what the helpers around a spec say and change ------------------------------------------
+
+
+def test_spec_diff_names_each_difference_and_nothing_else():
+    """The phrases a refused weight file shows: every field that differs, a layer of another
+    kind without stopping there, a layer count; nothing for equal specs."""
+    spec = S.chapter_spec()
+    assert S.spec_diff(spec, spec) == []
+    assert S.spec_diff(spec, S.chapter_spec(5)) == [
+        "num_classes 10 vs 5",
+        "block4 out_channels 10 vs 5",
+    ]
+    assert S.spec_diff(spec, spec.replace(layers=spec.layers[:-1])) == ["10 layers vs 9"]
+    other = spec.layers[1:7] + (S.with_class_block_relu(spec, "none").layers[7],)
+    assert S.spec_diff(spec, spec.replace(layers=(S.MaxPool(),) + other + spec.layers[8:])) == [
+        "block1 NiNBlock vs MaxPool",
+        "block4 relu 'all' vs 'none'",
+    ]
