@@ -179,3 +179,13 @@ def test_spec_diff_names_each_difference_and_nothing_else():
         "block1 NiNBlock vs MaxPool",
         "block4 relu 'all' vs 'none'",
     ]
+
+
+@pytest.mark.parametrize("relu", ["all", "hidden", "none"])
+def test_class_block_relu_reads_what_with_class_block_relu_set(relu):
+    """What a checkpoint records as the recipe's class block: the block before GAP, not the
+    first block after which something follows (block1 keeps 'all' here)."""
+    from nin.variants import variant
+
+    assert S.class_block_relu(S.with_class_block_relu(S.chapter_spec(), relu)) == relu
+    assert S.class_block_relu(variant("dense-head")) is None
