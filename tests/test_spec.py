@@ -189,3 +189,16 @@ def test_class_block_relu_reads_what_with_class_block_relu_set(relu):
 
     assert S.class_block_relu(S.with_class_block_relu(S.chapter_spec(), relu)) == relu
     assert S.class_block_relu(variant("dense-head")) is None
+
+
+def test_with_dropout_sets_every_dropout_and_refuses_rates_out_of_range():
+    """`nin train --dropout`: every Dropout at the new rate, nothing else changed; 0 turns it
+    off, 1 or more (nothing kept) and negative rates are refused by name."""
+    spec = S.chapter_spec().replace(layers=S.chapter_spec().layers + (S.Dropout(0.3),))
+    assert S.spec_diff(spec, S.with_dropout(spec, 0.0)) == [
+        "dropout1 rate 0.5 vs 0.0",
+        "dropout2 rate 0.3 vs 0.0",
+    ]
+    for rate in (1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"a dropout rate is >= 0 and < 1, got {rate}"):
+            S.with_dropout(spec, rate)
