@@ -202,3 +202,21 @@ def test_with_dropout_sets_every_dropout_and_refuses_rates_out_of_range():
     for rate in (1.0, -0.1):
         with pytest.raises(ValueError, match=rf"a dropout rate is >= 0 and < 1, got {rate}"):
             S.with_dropout(spec, rate)
+
+
+def test_non_square_shapes_follow_each_side_with_names_and_kinds():
+    """224 high, 96 wide: the heights are the chapter's, the widths floor((w + 2p - k) / s)
+    + 1 layer by layer (96 -> 22 -> 10 -> 10 -> 4 -> 4 -> 1); each row named as the layer
+    tables show it. A width the network cannot take is refused, as a height is."""
+    rows = S.output_shapes(S.chapter_spec(), 224, 96)
+    widths = [22, 10, 10, 4, 4, 1, 1, 1, 1]
+    assert [row.shape for row in rows] == [
+        (*shape[:2], w) for shape, w in zip(CHAPTER_224, widths)
+    ] + [(10,)]
+    assert rows[0] == S.LayerShape("block1", "NiNBlock", (96, 54, 22))
+    assert [(row.name, row.kind) for row in rows[-2:]] == [
+        ("gap1", "GlobalAvgPool"),
+        ("flatten1", "Flatten"),
+    ]
+    with pytest.raises(S.InputTooSmallError, match="224x60"):
+        S.output_shapes(S.chapter_spec(), 224, 60)
