@@ -220,3 +220,16 @@ def test_non_square_shapes_follow_each_side_with_names_and_kinds():
     ]
     with pytest.raises(S.InputTooSmallError, match="224x60"):
         S.output_shapes(S.chapter_spec(), 224, 60)
+
+
+def test_a_dense_head_is_built_with_its_relus_and_its_bias_is_a_bias():
+    """A hidden dense layer keeps its ReLU and the last one has none, as the spec says; the
+    bias rows of the weight table say 'bias', the layout that no backend transposes."""
+    head = S.NetSpec((S.NiNBlock(8, 3), S.Flatten(), S.Dense(16), S.Dense(10, relu=False)))
+    ops = _Recorder()
+    S.build(head, ops)
+    assert [c[1:] for c in ops.calls if c[0] == "dense"] == [(16, True), (10, False)]
+    assert [w for w in S.weight_table(head, 9) if w.kind == "bias"][-2:] == [
+        S.Weight("dense1.bias", (16,), "bias"),
+        S.Weight("dense2.bias", (10,), "bias"),
+    ]
