@@ -233,3 +233,15 @@ def test_a_dense_head_is_built_with_its_relus_and_its_bias_is_a_bias():
         S.Weight("dense1.bias", (16,), "bias"),
         S.Weight("dense2.bias", (10,), "bias"),
     ]
+
+
+def test_spec_round_trips_every_field_through_dict():
+    """What a weight file stores: a spec that is not the defaults' (3 channels, its own
+    name, a dense head) comes back equal."""
+    spec = S.NetSpec(
+        (S.NiNBlock(8, 3, relu="hidden"), S.MaxPool(2, 1), S.Flatten(), S.Dense(4, relu=False)),
+        num_classes=4,
+        in_channels=3,
+        name="rgb-head",
+    )
+    assert S.spec_from_dict(S.spec_to_dict(spec)) == spec
