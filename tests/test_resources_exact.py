@@ -43,3 +43,28 @@ def test_summary_names_every_field_and_keeps_its_defaults():
         "fp32": R.memory(spec, 224, 128, "sgd", activation_bytes=4),
         "bf16": R.memory(spec, 224, 128, "sgd", activation_bytes=2),
     }
+
+
+def test_memory_of_a_network_small_enough_to_count_by_hand():
+    """One 3 x 3 conv to 2 channels without ReLU, GAP, Flatten, on a 1 x 5 x 5 image: the
+    ops' outputs are 25 (the input), 18 (the conv), 2 (GAP). Inference's peak is the largest
+    input + output of one op, 25 + 18 = 43. Training keeps the input (25), the conv's output
+    (18) and the peak's gradients in flight (43): 86. Parameters 2 x (9 + 1) = 20, stored,
+    their gradients, and one momentum slot each."""
+    spec = S.NetSpec(
+        (S.NiNBlock(2, 3, num_1x1=0, relu="none"), S.GlobalAvgPool(), S.Flatten()),
+        num_classes=2,
+    )
+    batch, fp32 = 3, 4
+    assert R.memory(spec, 5, batch, "momentum", fp32) == {
+        "inference": 43 * batch * fp32 + 20 * 4,
+        "inference_activations": 43 * batch * fp32,
+        "training": 86 * batch * fp32 + 3 * 20 * 4,
+        "training_parts": {
+            "activations": 86 * batch * fp32,
+            "parameters": 20 * 4,
+            "gradients": 20 * 4,
+            "optimizer_state": 20 * 4,
+        },
+    }
+    assert R.memory(spec, 5, batch) == R.memory(spec, 5, batch, "sgd", fp32)  # unless told
