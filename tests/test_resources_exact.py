@@ -1,6 +1,8 @@
 """nin.resources to the number: the JSON `nin resources --json` prints, memory worked out by
 hand for a network small enough to count, and the memory check's answers. No framework."""
 
+import pytest
+
 from nin import resources as R
 from nin import spec as S
 
@@ -68,3 +70,34 @@ def test_memory_of_a_network_small_enough_to_count_by_hand():
         },
     }
     assert R.memory(spec, 5, batch) == R.memory(spec, 5, batch, "sgd", fp32)  # unless told
+
+
+def test_the_memory_check_answers_for_the_optimizer_the_mode_and_the_machine(monkeypatch):
+    """The budget is the machine's unless given (none known: no check); Adam's two slots
+    per parameter and inference's smaller need count; the batch it suggests is the largest
+    that fits, found here by trying each; the figures are in GiB."""
+    spec = S.chapter_spec()
+    ten = int(R.memory(spec, 224, 10, "sgd")["training"] * R.MEMORY_MARGIN)  # 0.2 GiB
+    R.check_fits_in_memory(spec, 224, 10, "sgd", available=ten)
+    R.check_fits_in_memory(spec, 224, 30, "sgd", training=False, available=ten)
+    adam = max(
+        n
+        for n in range(1, 11)
+        if R.memory(spec, 224, n, "adam")["training"] * R.MEMORY_MARGIN <= ten
+    )
+    with pytest.raises(MemoryError, match=rf"use a batch of at most {adam} "):
+        R.check_fits_in_memory(spec, 224, 10, "adam", available=ten)
+    with pytest.raises(
+        MemoryError,
+        match=r"^batch 40 at 224x224 needs about 0\.7 GiB for training \(.*\), and 0\.2 GiB "
+        r"are available; use a batch of at most 10 ",
+    ):
+        R.check_fits_in_memory(spec, 224, 40, "sgd", available=ten)
+    with pytest.raises(MemoryError, match="even one image at 224x224 does not fit"):
+        R.check_fits_in_memory(spec, 224, 1, "sgd", available=2**20)
+
+    monkeypatch.setattr(R, "available_memory", lambda: ten)
+    with pytest.raises(MemoryError, match="at most 10 "):
+        R.check_fits_in_memory(spec, 224, 11)
+    monkeypatch.setattr(R, "available_memory", lambda: None)
+    R.check_fits_in_memory(spec, 224, 10_000)
