@@ -101,3 +101,44 @@ def test_the_memory_check_answers_for_the_optimizer_the_mode_and_the_machine(mon
         R.check_fits_in_memory(spec, 224, 11)
     monkeypatch.setattr(R, "available_memory", lambda: None)
     R.check_fits_in_memory(spec, 224, 10_000)
+
+
+def test_available_memory_reads_memavailable_in_kib(tmp_path):
+    """/proc/meminfo's MemAvailable, in kB (KiB), as bytes; the machine's own is read when no
+    file is given. A cgroup limit lower than 1 MiB would win, and no machine runs on one."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        2048 kB\nMemAvailable:    1024 kB\nCached: 9 kB\n")
+    assert R.available_memory(str(meminfo)) == 1024 * 1024
+    assert R.available_memory() > 1 << 20
+
+
+MiB = 1 << 20
+V1 = ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")
+
+
+@pytest.mark.parametrize(
+    "cgroup, expected, without_meminfo",
+    [
+        ({}, 8 * MiB, None),  # no cgroup files: MemAvailable alone
+        ({"memory.max": "3145728\n", "memory.current": "1048576\n"}, 2 * MiB, 2 * MiB),
+        ({"memory.max": "max\n", "memory.current": "1048576\n"}, 8 * MiB, None),
+        ({"memory.max": "67108864\n", "memory.current": "0\n"}, 8 * MiB, 64 * MiB),
+        (dict(zip(V1, ["4194304", "1048576"])), 3 * MiB, 3 * MiB),
+        (dict(zip(V1, [str(2**63 - 4096), "0"])), 8 * MiB, None),  # v1's "no limit"
+    ],
+)
+def test_available_memory_takes_a_cgroups_limit_when_it_is_lower(
+    cgroup, expected, without_meminfo, monkeypatch, tmp_path
+):
+    """In a container, the cgroup's limit less its usage is what this process may use (v2's
+    memory.max, "max" for none; v1's limit_in_bytes, a number near 2**63 for none), when it
+    is below MemAvailable. The cgroup files are read under tmp_path here."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemAvailable: {8 * 1024} kB\n")
+    for name, text in cgroup.items():
+        path = tmp_path / "sys" / "fs" / "cgroup" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(R, "Path", lambda p: tmp_path / p.lstrip("/"))
+    assert R.available_memory(str(meminfo)) == expected
+    assert R.available_memory(str(tmp_path / "no-meminfo")) == without_meminfo
