@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export NIN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/train-labels-idx1-ubyte.gz),$(SHARED_DATA),)
 
-.PHONY: setup setup-gpu train test test-browser lint docs test-numpy2 shapes bench gpu-check
+.PHONY: setup setup-gpu train test test-browser lint docs test-numpy2 shapes bench gpu-check mutation
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -78,3 +78,16 @@ bench: setup
 	$(PY) -m benchmarks.train --backend all --size 224 96 --batch-size 128 --steps 5
 	$(PY) -m benchmarks.data --backend all --size 224
 	$(PY) -m benchmarks.memory --backend all --size 224 --batch-size 32
+
+# Does the suite notice a broken spec? mutmut (pinned in the `mutation` extra, installed here
+# when missing) mutates nin/spec.py, resources.py and weights.py ([tool.mutmut] in
+# pyproject.toml) and runs the quick tests that reach each change; PyTorch only, one OpenMP
+# thread a worker. A fresh run each time, about 30 minutes on 2 busy cores (docs/design.md);
+# then the counts per file and the survivors (`.venv/bin/mutmut show <name>`: one's diff).
+MUTMUT := $(VENV)/bin/mutmut
+mutation: setup
+	$(MUTMUT) --version 2>/dev/null | grep -q "3.8.1" || $(PY) -m pip install -q -e ".[mutation]"
+	rm -rf mutants
+	NIN_TEST_BACKENDS=torch OMP_NUM_THREADS=1 $(MUTMUT) run --max-children 2
+	$(MUTMUT) results --all true | $(PY) scripts/mutation_summary.py
+	$(MUTMUT) results

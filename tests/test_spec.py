@@ -159,3 +159,89 @@ def test_each_layers_weights_hold_what_its_cost_counts():
         for step in S.walk(spec, size):
             held = sum(int(np.prod(w.shape)) for w in step.layer.weights(step.name, step.in_shape))
             assert held == step.layer.cost(step.in_shape).params, (name, step.name)
+
+
+# --- what the helpers around a spec say and change ------------------------------------------
+
+
+def test_spec_diff_names_each_difference_and_nothing_else():
+    """The phrases a refused weight file shows: every field that differs, a layer of another
+    kind without stopping there, a layer count; nothing for equal specs."""
+    spec = S.chapter_spec()
+    assert S.spec_diff(spec, spec) == []
+    assert S.spec_diff(spec, S.chapter_spec(5)) == [
+        "num_classes 10 vs 5",
+        "block4 out_channels 10 vs 5",
+    ]
+    assert S.spec_diff(spec, spec.replace(layers=spec.layers[:-1])) == ["10 layers vs 9"]
+    other = spec.layers[1:7] + (S.with_class_block_relu(spec, "none").layers[7],)
+    assert S.spec_diff(spec, spec.replace(layers=(S.MaxPool(),) + other + spec.layers[8:])) == [
+        "block1 NiNBlock vs MaxPool",
+        "block4 relu 'all' vs 'none'",
+    ]
+
+
+@pytest.mark.parametrize("relu", ["all", "hidden", "none"])
+def test_class_block_relu_reads_what_with_class_block_relu_set(relu):
+    """What a checkpoint records as the recipe's class block: the block before GAP, not the
+    first block after which something follows (block1 keeps 'all' here)."""
+    from nin.variants import variant
+
+    assert S.class_block_relu(S.with_class_block_relu(S.chapter_spec(), relu)) == relu
+    assert S.class_block_relu(variant("dense-head")) is None
+
+
+def test_with_dropout_sets_every_dropout_and_refuses_rates_out_of_range():
+    """`nin train --dropout`: every Dropout at the new rate, nothing else changed; 0 turns it
+    off, 1 or more (nothing kept) and negative rates are refused by name."""
+    spec = S.chapter_spec().replace(layers=S.chapter_spec().layers + (S.Dropout(0.3),))
+    assert S.spec_diff(spec, S.with_dropout(spec, 0.0)) == [
+        "dropout1 rate 0.5 vs 0.0",
+        "dropout2 rate 0.3 vs 0.0",
+    ]
+    for rate in (1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"a dropout rate is >= 0 and < 1, got {rate}"):
+            S.with_dropout(spec, rate)
+
+
+def test_non_square_shapes_follow_each_side_with_names_and_kinds():
+    """224 high, 96 wide: the heights are the chapter's, the widths floor((w + 2p - k) / s)
+    + 1 layer by layer (96 -> 22 -> 10 -> 10 -> 4 -> 4 -> 1); each row named as the layer
+    tables show it. A width the network cannot take is refused, as a height is."""
+    rows = S.output_shapes(S.chapter_spec(), 224, 96)
+    widths = [22, 10, 10, 4, 4, 1, 1, 1, 1]
+    assert [row.shape for row in rows] == [
+        (*shape[:2], w) for shape, w in zip(CHAPTER_224, widths)
+    ] + [(10,)]
+    assert rows[0] == S.LayerShape("block1", "NiNBlock", (96, 54, 22))
+    assert [(row.name, row.kind) for row in rows[-2:]] == [
+        ("gap1", "GlobalAvgPool"),
+        ("flatten1", "Flatten"),
+    ]
+    with pytest.raises(S.InputTooSmallError, match="224x60"):
+        S.output_shapes(S.chapter_spec(), 224, 60)
+
+
+def test_a_dense_head_is_built_with_its_relus_and_its_bias_is_a_bias():
+    """A hidden dense layer keeps its ReLU and the last one has none, as the spec says; the
+    bias rows of the weight table say 'bias', the layout that no backend transposes."""
+    head = S.NetSpec((S.NiNBlock(8, 3), S.Flatten(), S.Dense(16), S.Dense(10, relu=False)))
+    ops = _Recorder()
+    S.build(head, ops)
+    assert [c[1:] for c in ops.calls if c[0] == "dense"] == [(16, True), (10, False)]
+    assert [w for w in S.weight_table(head, 9) if w.kind == "bias"][-2:] == [
+        S.Weight("dense1.bias", (16,), "bias"),
+        S.Weight("dense2.bias", (10,), "bias"),
+    ]
+
+
+def test_spec_round_trips_every_field_through_dict():
+    """What a weight file stores: a spec that is not the defaults' (3 channels, its own
+    name, a dense head) comes back equal."""
+    spec = S.NetSpec(
+        (S.NiNBlock(8, 3, relu="hidden"), S.MaxPool(2, 1), S.Flatten(), S.Dense(4, relu=False)),
+        num_classes=4,
+        in_channels=3,
+        name="rgb-head",
+    )
+    assert S.spec_from_dict(S.spec_to_dict(spec)) == spec
