@@ -147,7 +147,16 @@ class DataParallelMixin:
     """The Trainer's data-parallel part that no framework changes (`TrainerBase` inherits
     it): which process writes, how many replicas are asked for, the loaders cut into each
     process's parts, the refusals; each backend's `Parallel` adds its engine
-    (`_setup_world`, `_parallel_step`, `_all_sum`) and its own `_process_rank`."""
+    (`_setup_world`, `_parallel_step`, `_all_sum`) and its own `_process_rank`.
+
+    The Trainer's arguments for it (docs/distributed.md): `num_gpus=N` trains on N GPUs when
+    there are N; `devices=N` asks for N replicas on whatever there is (N CPU replicas on a
+    machine without GPUs), and `engine` hands over the framework's own engine object (a
+    `tf.distribute.Strategy`; an MXNet kvstore or its name, e.g. 'dist_sync'); PyTorch uses
+    the process group `torchrun` set up (one process per device). `rank` names this process
+    among the workers, where the engine's own numbering should not decide which one writes
+    (MXNet's scheduler numbers the workers as it likes). The global batch is split across
+    replicas, the model trained is the one device's."""
 
     world: World
     rank: int | None

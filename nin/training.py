@@ -24,15 +24,8 @@ from nin.errors import ArgumentError, Message, arg
 from nin.history import Board, History
 from nin.recipes import PIXEL_MEAN, PIXEL_STD, Recipe, lr_at, resolve_recipe
 
-__all__ = [
-    "HyperParameters",
-    "ModuleMixin",
-    "ClassifierMixin",
-    "NiNMixin",
-    "overrides_validation_step",
-    "TrainerBase",
-    "sample_batch",
-]
+__all__ = ["HyperParameters", "ModuleMixin", "ClassifierMixin", "NiNMixin",
+           "overrides_validation_step", "TrainerBase", "sample_batch"]  # fmt: skip
 
 
 class HyperParameters:
@@ -197,16 +190,8 @@ class TrainerBase(DataParallelMixin, HyperParameters):
     (batches after which a loss still near ln(num_classes) is reported; 0 turns it off),
     `on_stuck` ('warn' or 'stop'), `board` (the live board; default: the model's),
     `callbacks` (more Callback objects, run after the defaults), `wording` (how printed
-    messages, nin.errors Messages, name arguments: the CLI passes its flags').
-
-    Data parallelism (docs/distributed.md): `num_gpus=N` trains on N GPUs when there are N;
-    `devices=N` asks for N replicas on whatever there is (N CPU replicas on a machine without
-    GPUs), and `engine` hands over the framework's own engine object (a
-    `tf.distribute.Strategy`; an MXNet kvstore or its name, e.g. 'dist_sync'); PyTorch uses
-    the process group `torchrun` set up (one process per device). `rank` names this process
-    among the workers, where the engine's own numbering should not decide which one writes
-    (MXNet's scheduler numbers the workers as it likes). The global batch is split across
-    replicas, the model trained is the one device's.
+    messages, nin.errors Messages, name arguments: the CLI passes its flags'). Several
+    devices: `num_gpus=N`, `devices`, `engine`, `rank` (nin.distributed.DataParallelMixin).
     """
 
     FAST_PATH = ""  # what the backend's fast path does, in a few words (the start line)

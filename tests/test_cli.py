@@ -126,9 +126,12 @@ def test_backend_choices_are_the_registry_s(monkeypatch):
     assert parse(["train"]).backend == parse(["compare"]).reference == next(iter(BACKENDS))
 
 
-@pytest.mark.parametrize("path", sorted(CLI.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [*sorted(CLI.glob("*.py")), CLI.parent / "training.py"], ids=lambda p: p.name
+)
 def test_the_modules_and_their_functions_are_small(path):
-    """Under 600 lines a module, 60 a function (issue 33)."""
+    """Under 600 lines a module, 60 a function: the command line's modules and the loop's
+    (nin/training.py), the two that once held four jobs each."""
     text = path.read_text()
     assert len(text.splitlines()) < 600
     long = [
