@@ -234,6 +234,12 @@ def _bf16_convolution(backend):
             for shape in ((1, 1, 5, 5), (2, 1, 3, 3))
         )
         mx.nd.Convolution(x, w, kernel=(3, 3), num_filter=2, no_bias=True).wait_to_read()
+    elif backend == "jax":
+        import jax
+        from jax import numpy as jnp
+
+        ones = (jnp.ones(shape, jnp.bfloat16) for shape in ((1, 1, 5, 5), (2, 1, 3, 3)))
+        jax.lax.conv(*ones, (1, 1), "VALID").block_until_ready()
     else:
         import tensorflow as tf
 
@@ -245,6 +251,7 @@ def _bf16_convolution(backend):
 def _step_conv_dtypes(backend, trainer, model, batch, tmp_path) -> set:
     """The dtypes the convolutions of one training step compute in, as the framework reports
     them: PyTorch's conv outputs (forward hooks), Keras' Conv2D outputs (in the traced step),
+    JAX's convolutions in the step's jaxpr,
     MXNet's convolution nodes in the hybridized graph the step ran (exported; its bf16
     convolutions cast back to fp32 after, so their blocks' outputs would say fp32)."""
     seen: set = set()
@@ -277,6 +284,8 @@ def _step_conv_dtypes(backend, trainer, model, batch, tmp_path) -> set:
             for conv in convs:
                 del conv.call
         return seen
+    if backend == "jax":
+        return _jax_step_conv_dtypes(trainer, batch)
     import mxnet as mx
 
     trainer.train_batch(batch)
@@ -292,6 +301,29 @@ def _step_conv_dtypes(backend, trainer, model, batch, tmp_path) -> set:
         for n, t in zip(internals.list_outputs(), types)
         if n in convs
     }
+
+
+def _jax_step_conv_dtypes(trainer, batch) -> set:
+    """JAX: the output dtypes of every convolution (forward and backward) in the traced
+    training step, read from its jaxpr, nested calls included."""
+    import jax
+
+    seen: set = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                seen.update(str(v.aval.dtype) for v in eqn.outvars)
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (list, tuple)) else [value]:
+                    if isinstance(sub, jax.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.core.Jaxpr):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(trainer._step)(trainer.state, *trainer.prepare_batch(batch)).jaxpr)
+    trainer.train_batch(batch)  # and the step runs
+    return seen
 
 
 def _prepared(B, model, data, fast):
