@@ -142,3 +142,23 @@ def test_available_memory_takes_a_cgroups_limit_when_it_is_lower(
     monkeypatch.setattr(R, "Path", lambda p: tmp_path / p.lstrip("/"))
     assert R.available_memory(str(meminfo)) == expected
     assert R.available_memory(str(tmp_path / "no-meminfo")) == without_meminfo
+
+
+def test_costs_follow_both_sides_of_a_non_square_input_and_default_to_224():
+    """224 high, 96 wide: block1 outputs 54 x 22 (widths as in test_spec), and a dense
+    head's fan-in is 384 x 5 x 1 there against 384 x 5 x 5 at 224 x 224; the totals'
+    default input is 224 x 224."""
+    from nin.variants import variant
+
+    spec, head = S.chapter_spec(), variant("dense-head")
+    block1 = R.layer_costs(spec, 224, 96)[0]
+    assert (block1.shape, block1.macs) == ((96, 54, 22), 54 * 22 * 96 * (11 * 11 + 2 * 96))
+    fan_in = (384 * 5 * 1, 384 * 5 * 5)
+    assert R.num_params(head, 224, 96) - R.num_params(head, 224) == 4096 * (fan_in[0] - fan_in[1])
+    # one 3 x 3 conv (stride 1, so every input size counts) and a dense layer after it
+    tiny = S.NetSpec((S.NiNBlock(2, 3, num_1x1=0), S.Flatten(), S.Dense(3)), num_classes=3)
+    assert R.conv_macs(tiny) == 222 * 222 * 2 * 9 + 3 * 2 * 222 * 222
+    assert R.conv_macs(tiny, 10, 5) == 8 * 3 * 2 * 9 + 3 * 2 * 8 * 3
+    assert R.num_params(tiny) == 2 * (9 + 1) + 3 * (2 * 222 * 222 + 1)
+    with pytest.raises(S.InputTooSmallError, match="224x40"):
+        R.layer_costs(spec, 224, 40)

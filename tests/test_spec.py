@@ -54,6 +54,11 @@ def test_too_small_names_size_and_minimum(size):
 def test_non_square_checks_both_sides():
     with pytest.raises(S.InputTooSmallError, match="224x60"):
         S.check_input_size(S.chapter_spec(), 224, 60)
+    from nin.variants import variant
+
+    # a dense head: no GAP after the empty map to be refused at, pool3 is the one
+    with pytest.raises(S.InputTooSmallError, match="60x224 .* layer pool3 would output 0x5"):
+        S.check_input_size(variant("dense-head"), 60, 224)
 
 
 def test_spec_round_trips_through_dict():
@@ -139,7 +144,10 @@ def test_one_build_asks_the_backend_for_the_chapters_layers():
 def test_weight_table_names_shapes_and_layouts():
     table = S.weight_table(S.chapter_spec())
     assert len(table) == 24 and sum(np.prod(w.shape) for w in table) == 1_992_166
-    assert table[0] == S.Weight("block1.conv1.weight", (96, 1, 11, 11), "conv")
+    assert table[:2] == [
+        S.Weight("block1.conv1.weight", (96, 1, 11, 11), "conv"),
+        S.Weight("block1.conv1.bias", (96,), "bias"),
+    ]
     head = S.NetSpec((S.NiNBlock(8, 3), S.Flatten(), S.Dense(16), S.Dense(10, relu=False)))
     dense = [w for w in S.weight_table(head, 9) if w.kind == "dense"]
     assert dense == [
@@ -245,3 +253,65 @@ def test_spec_round_trips_every_field_through_dict():
         name="rgb-head",
     )
     assert S.spec_from_dict(S.spec_to_dict(spec)) == spec
+
+
+def test_a_block_without_some_relus_costs_no_relu_for_them():
+    """'hidden' (the `nin` recipe's class block is 'none'): three convs to 4 x 3 x 3 = 36
+    outputs each from a 2 x 5 x 5 input, a ReLU after the first two only, so two ReLU
+    outputs among the ops and 2 x 36 ReLU evaluations."""
+    cost = S.NiNBlock(4, 3, num_1x1=2, relu="hidden").cost((2, 5, 5))
+    assert cost == S.Cost(
+        params=4 * (2 * 9 + 1) + 2 * 4 * (4 + 1),
+        macs=36 * 2 * 9 + 2 * 36 * 4,
+        pool_ops=0,
+        relu_ops=2 * 36,
+        op_outputs=(36,) * 5,  # conv, ReLU, conv, ReLU, conv
+        kept=3 * 36,
+    )
+
+
+def test_the_chapters_lazy_block_leaves_every_input_width_to_the_framework():
+    """`nin_block` as the chapter writes it knows no input channels: built from no shape,
+    each of its convs is asked for with in_channels None."""
+    ops = _Recorder()
+    S.NiNBlock(96, kernel=11, stride=4).build(ops, None)
+    assert [c[1:] for c in ops.calls if c[0] == "conv"] == [
+        (96, 11, 4, 0, True, None),
+        (96, 1, 1, 0, True, None),
+        (96, 1, 1, 0, True, None),
+    ]
+
+
+def test_a_spec_needs_at_least_one_class_and_one_channel():
+    layers = S.chapter_spec().layers
+    assert S.NetSpec(layers, num_classes=1, in_channels=1).num_classes == 1
+    for bad in ({"num_classes": 0}, {"in_channels": 0}, {"num_classes": 0, "in_channels": 0}):
+        with pytest.raises(ValueError, match="num_classes and in_channels must be >= 1"):
+            S.NetSpec(layers, **bad)
+
+
+def test_the_chapters_spec_takes_the_input_channels_it_is_given():
+    spec = S.chapter_spec(in_channels=3)
+    assert spec.in_channels == 3
+    assert S.weight_table(spec)[0].shape == (96, 3, 11, 11)
+
+
+def test_walk_yields_sizes_below_one_as_computed():
+    """30 x 30 is too small for the chapter's NiN; the walk goes on all the same, floor
+    division taking the sides to 0 and below and GAP keeping what it is given, so that a
+    caller sees where it went wrong (check_input_size is what raises)."""
+    shapes = [step.out_shape for step in S.walk(S.chapter_spec(), 30)]
+    assert shapes[3:] == [
+        (256, 0, 0),
+        (384, 0, 0),
+        (384, -1, -1),
+        (384, -1, -1),
+        (10, -1, -1),
+        (10, -1, -1),
+        (10,),
+    ]
+
+
+def test_a_network_of_1x1_convs_takes_a_single_pixel():
+    spec = S.NetSpec((S.NiNBlock(4, 1, num_1x1=0), S.GlobalAvgPool(), S.Flatten()), 4)
+    assert S.min_input_size(spec) == 1

@@ -2,6 +2,7 @@
 files it refuses. Framework-free but for the round trip through a backend."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -54,3 +55,62 @@ def test_a_files_input_size_travels_with_it_and_decides_the_shapes(tmp_path):
     with pytest.raises(W.WeightFileError, match=r"dense1.weight has shape \(4, 98\).*\(4, 2\)"):
         W.check(named, HEAD, HEAD)  # the smallest input, 3 x 3: 2 x 1 x 1 inputs
     assert W.read(tmp_path / "plain.safetensors")[2] is None
+
+
+def test_files_that_are_not_weight_files_are_refused_with_what_to_give(tmp_path, monkeypatch):
+    """A missing path, a training checkpoint (the weights.npz beside it is the file to
+    give), an .npz nin did not write, a .safetensors that is not one, and safetensors not
+    installed: each a WeightFileError that says what to do."""
+    from nin.files import save_npz
+
+    with pytest.raises(W.WeightFileError, match=r"no weight file at .*: give the weights.npz"):
+        W.read(tmp_path / "missing.npz")
+    save_npz(tmp_path / "checkpoint.npz", {"x": np.zeros(2)}, "__meta__", {"epoch": 1})
+    with pytest.raises(W.WeightFileError, match="is a training checkpoint, not a weight file"):
+        W.read(tmp_path / "checkpoint.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))  # neither entry: someone else's arrays
+    with pytest.raises(W.WeightFileError, match="other.npz is not a readable nin weight file"):
+        W.read(tmp_path / "other.npz")
+    junk = tmp_path / "w.safetensors"
+    junk.write_bytes(b"not safetensors")
+    with pytest.raises(W.WeightFileError, match="w.safetensors is not a readable nin weight"):
+        W.read(junk)
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # `import safetensors` fails
+    with pytest.raises(W.WeightFileError, match="install safetensors"):
+        W.read(junk)
+
+
+def test_a_dense_head_goes_through_a_file_at_its_size(backend, tmp_path):
+    """export at 9 x 9 writes the dense layer's fan-in for 9 x 9 and the size; load reads
+    both back into a fresh network of the backend, which then computes the same logits."""
+    from nin.backends import get_backend
+
+    B = get_backend(backend)
+    B.set_seed(0)
+    net, other = B.build(HEAD), B.build(HEAD)
+    W.export(backend, net, HEAD, tmp_path / "w.npz", size=9)
+    named, _, size = W.read(tmp_path / "w.npz")
+    assert size == 9 and named["dense1.weight"].shape == (4, 2 * 7 * 7)
+    W.load(backend, other, HEAD, tmp_path / "w.npz")
+    x = np.random.default_rng(0).random((2, 1, 9, 9), dtype=np.float32)
+    x = W.input_from_nchw(x, B.LAYOUT)
+    np.testing.assert_array_equal(B.predict(net, x), B.predict(other, x))
+
+
+@pytest.mark.parametrize("kernel_layout", ["OIHW", "HWIO"])
+def test_a_backend_gets_contiguous_float32_whatever_it_is_given(kernel_layout):
+    """Arrays built by hand or read from another tool may be float64; a backend's parameter
+    list is float32 (and contiguous, after HWIO's transposes) either way."""
+    named = {k: v.astype(np.float64) for k, v in _arrays(9).items()}
+    arrays = W.from_canonical(named, HEAD, kernel_layout, size=9)
+    assert [a.dtype for a in arrays] == [np.float32] * 4
+    assert all(a.flags["C_CONTIGUOUS"] for a in arrays)
+
+
+def test_check_refuses_an_array_too_many_or_too_few_by_name():
+    named = _arrays(9)
+    with pytest.raises(W.WeightFileError, match=r"hold arrays the spec does not name: \['x'\]"):
+        W.check(dict(named, x=np.zeros(1, np.float32)), HEAD, HEAD, size=9)
+    del named["dense1.bias"]
+    with pytest.raises(W.WeightFileError, match="the weights have no dense1.bias"):
+        W.check(named, HEAD, HEAD, size=9)
