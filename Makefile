@@ -82,7 +82,7 @@ bench: setup
 # Does the suite notice a broken spec? mutmut (pinned in the `mutation` extra, installed here
 # when missing) mutates nin/spec.py, resources.py and weights.py ([tool.mutmut] in
 # pyproject.toml) and runs the quick tests that reach each change; PyTorch only, one OpenMP
-# thread a worker. A fresh run each time, about 30 minutes on 2 busy cores (docs/design.md);
+# thread a worker. A fresh run each time: about an hour on 2 shared cores (docs/design.md);
 # then the counts per file and the survivors (`.venv/bin/mutmut show <name>`: one's diff).
 MUTMUT := $(VENV)/bin/mutmut
 mutation: setup
