@@ -143,16 +143,19 @@ def _inference(model):
     return model.clone(**{k: v for k, v in changes.items() if k in fields})
 
 
+def _variables(params, state) -> dict:
+    """What Flax's `apply` takes: the weights, and the batch statistics where the state has."""
+    stats = getattr(state, "batch_stats", None)
+    return {"params": params, "batch_stats": stats} if stats else {"params": params}
+
+
 class Classifier(Module):
     """d2l's Classifier: softmax cross-entropy and accuracy, averaged over the batch; the
     loss returns (loss, aux) as d2l's does (aux: the updated batch statistics, if any)."""
 
     @partial(jax.jit, static_argnums=(0, 5))
     def loss(self, params, X, Y, state, averaged=True):
-        variables = {"params": params}
-        stats = getattr(state, "batch_stats", None)
-        if stats:
-            variables["batch_stats"] = stats
+        variables = _variables(params, state)
         Y_hat, updates = state.apply_fn(
             variables, *X, mutable=["batch_stats"], rngs={"dropout": state.dropout_rng}
         )
@@ -168,10 +171,7 @@ class Classifier(Module):
 
     @partial(jax.jit, static_argnums=(0, 5))
     def accuracy(self, params, X, Y, state, averaged=True):
-        variables = {"params": params}
-        stats = getattr(state, "batch_stats", None)
-        if stats:
-            variables["batch_stats"] = stats
+        variables = _variables(params, state)
         Y_hat = state.apply_fn(variables, *X)
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
         compare = (Y_hat.argmax(axis=1).astype(Y.dtype) == Y.reshape(-1)).astype(jnp.float32)
